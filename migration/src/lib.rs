@@ -1,0 +1,16 @@
+//! The schema of Chantra: one migration set that runs unchanged on PostgreSQL
+//! and SQLite. Each migration lives in its own `mYYYYMMDD_HHMMSS_name.rs` file
+//! because `DeriveMigrationName` names a migration after its file.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_create_tables::Migration)]
+    }
+}

@@ -1,0 +1,135 @@
+//! `Application::build` does everything `main` needs before serving: it
+//! connects the database, checks or applies the schema, opens the payload
+//! store and binds one listener per role. Tests call exactly this with
+//! `127.0.0.1:0` addresses and read back the bound ports.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::cli::Role;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::domain::TokenHasher;
+use crate::service::{Service, ServiceSettings};
+use crate::state::AppState;
+use crate::{db, http, payload};
+
+pub struct Application {
+    state: AppState,
+    listeners: BTreeMap<Role, TcpListener>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let db = db::connect(&config.database).await?;
+        db::prepare_schema(&db, config.auto_migrate).await?;
+        let store = payload::open(&config.storage).await?;
+        tracing::info!(database = %config.database.redacted_url(), payload_store = store.kind(), "backends ready");
+
+        let mut listeners = BTreeMap::new();
+        for (role, addr) in &config.binds {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("{}_ADDR: cannot bind {addr}", role.name().to_uppercase())
+            })?;
+            listeners.insert(*role, listener);
+        }
+
+        let settings = ServiceSettings {
+            channel_base_url: config.channel_base_url.clone(),
+            max_payload_bytes: config.max_payload_bytes,
+            channel_idle: config.channel_idle,
+        };
+        let service = Service::new(
+            db,
+            store,
+            TokenHasher::new(&config.token_secret),
+            clock,
+            settings,
+        );
+        Ok(Self {
+            state: AppState {
+                config: Arc::new(config),
+                service,
+            },
+            listeners,
+        })
+    }
+
+    /// The address a role actually bound (port 0 resolved).
+    pub fn local_addr(&self, role: Role) -> Option<SocketAddr> {
+        self.listeners.get(&role).and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn service(&self) -> &Service {
+        &self.state.service
+    }
+
+    /// Serves every role until `shutdown` resolves, then lets in-flight
+    /// requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut servers = tokio::task::JoinSet::new();
+        for (role, listener) in self.listeners {
+            let addr = listener.local_addr()?;
+            let app = http::router(role, self.state.clone());
+            let mut stop = stop_rx.clone();
+            tracing::info!(role = role.name(), %addr, "listening");
+            servers.spawn(async move {
+                let result = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await;
+                (role, result)
+            });
+        }
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        while let Some(joined) = servers.join_next().await {
+            let (role, result) = joined.context("a server task panicked")?;
+            result.with_context(|| format!("the {} server failed", role.name()))?;
+            tracing::info!(role = role.name(), "stopped");
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (container stop).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

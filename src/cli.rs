@@ -1,0 +1,264 @@
+//! The command line: `chantra serve` and `chantra migrate`. Every flag has an
+//! environment fallback (clap `env`), so containers are configured with
+//! variables and laptops with flags or a `.env` file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::{DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES};
+
+/// The embedded default: a SQLite file next to the payload directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/chantra.db?mode=rwc";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chantra",
+    version,
+    about = "Anonymous pub/sub channels over HTTP, Server-Sent Events and MCP."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one or more roles, each on its own address.
+    Serve(Box<ServeArgs>),
+    /// Manage the database schema.
+    Migrate(MigrateArgs),
+}
+
+/// A server role; `all` runs every role in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
+pub enum Role {
+    /// Management and publish API under /v1 (default :8081).
+    Rest,
+    /// MCP server for AI agents (default :8090).
+    Mcp,
+    /// Server-Sent Events reads and the internal read API (default :8070).
+    Channels,
+    /// Product pages, docs and playground (default :8080).
+    Landing,
+    /// Every role above, sharing one service layer.
+    All,
+}
+
+impl Role {
+    pub const EACH: [Role; 4] = [Role::Rest, Role::Channels, Role::Mcp, Role::Landing];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Rest => "rest",
+            Role::Mcp => "mcp",
+            Role::Channels => "channels",
+            Role::Landing => "landing",
+            Role::All => "all",
+        }
+    }
+
+    /// Expands `all` and removes repeats, in a stable order.
+    pub fn expand(roles: &[Role]) -> Vec<Role> {
+        let mut out: Vec<Role> = roles
+            .iter()
+            .flat_map(|r| {
+                if *r == Role::All {
+                    Role::EACH.to_vec()
+                } else {
+                    vec![*r]
+                }
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: sqlite://… (embedded) or postgres://… (production).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Seconds to wait for a database connection before answering 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5)]
+    pub db_acquire_timeout_secs: u64,
+
+    /// Maximum database connections in this process's pool.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the embedded defaults: payload files and the generated token secret.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// S3 endpoint (e.g. http://minio:9000). When unset, payloads are files under DATA_DIR/payloads.
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 bucket for payloads; created at startup when missing.
+    #[arg(long, env = "S3_BUCKET", default_value = "chantra")]
+    pub s3_bucket: String,
+
+    /// S3 access key.
+    #[arg(long, env = "S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+
+    /// S3 secret key.
+    #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+
+    /// S3 region (MinIO and garage accept any; us-east-1 is conventional).
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Seconds before an S3 request is abandoned and the client gets 503.
+    #[arg(long, env = "S3_TIMEOUT_SECS", default_value_t = 10)]
+    pub s3_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Roles to run: rest, mcp, channels, landing or all (repeatable or comma-separated).
+    #[arg(
+        long = "role",
+        env = "CHANTRA_ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "all"
+    )]
+    pub roles: Vec<Role>,
+
+    /// Address the rest role binds.
+    #[arg(long, env = "REST_ADDR", default_value = "0.0.0.0:8081")]
+    pub rest_addr: SocketAddr,
+
+    /// Address the channels role binds.
+    #[arg(long, env = "CHANNELS_ADDR", default_value = "0.0.0.0:8070")]
+    pub channels_addr: SocketAddr,
+
+    /// Address the mcp role binds.
+    #[arg(long, env = "MCP_ADDR", default_value = "0.0.0.0:8090")]
+    pub mcp_addr: SocketAddr,
+
+    /// Address the landing role binds.
+    #[arg(long, env = "LANDING_ADDR", default_value = "0.0.0.0:8080")]
+    pub landing_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Public host of the channels role; channel URLs are https://{CHANNEL_HOSTNAME}/channel/v1/….
+    #[arg(long, env = "CHANNEL_HOSTNAME")]
+    pub channel_hostname: Option<String>,
+
+    /// Replaces https://{CHANNEL_HOSTNAME} in channel URLs (local use without an edge proxy).
+    /// Defaults to http://localhost:8070 when neither is set.
+    #[arg(long, env = "CHANNEL_BASE_URL")]
+    pub channel_base_url: Option<String>,
+
+    /// Secret keying the token hashes. Required with PostgreSQL; generated under DATA_DIR otherwise.
+    #[arg(long, env = "TOKEN_SECRET_SALT", hide_env_values = true)]
+    pub token_secret_salt: Option<String>,
+
+    /// Apply pending migrations at startup; with false, serve refuses an outdated schema.
+    #[arg(long, env = "AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_migrate: bool,
+
+    /// Largest accepted message payload, in bytes.
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+
+    /// Days without a publish after which a channel is deleted.
+    #[arg(long, env = "CHANNEL_IDLE_DAYS", default_value_t = DEFAULT_CHANNEL_IDLE_DAYS)]
+    pub channel_idle_days: u32,
+
+    /// Requests per second each client IP may make, per role (0 turns rate limiting off).
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 20)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests a client IP may make in a burst before the per-second rate applies.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Seconds a non-streaming request may take before it is answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Shared secret for /internal/* between roles (unset: the internal API is off).
+    #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
+    pub internal_api_token: Option<String>,
+
+    /// Base URL of the channels role's internal API, for an mcp role deployed apart.
+    #[arg(long, env = "CHANNELS_INTERNAL_URL")]
+    pub channels_internal_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub action: MigrateAction,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the last migration. DESTROYS DATA: the tables it created are dropped.
+    Down,
+    /// List migrations and whether each is applied.
+    Status,
+    /// Drop every table and re-apply all migrations. DESTROYS DATA.
+    Fresh,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_accept_commas_and_repeats() {
+        let cli = Cli::try_parse_from([
+            "chantra",
+            "serve",
+            "--role",
+            "rest,channels",
+            "--role",
+            "rest",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(Role::expand(&args.roles), vec![Role::Rest, Role::Channels]);
+    }
+
+    #[test]
+    fn all_expands_to_every_role() {
+        let mut each = Role::EACH.to_vec();
+        each.sort();
+        assert_eq!(Role::expand(&[Role::All]), each);
+    }
+
+    #[test]
+    fn unknown_role_is_an_error() {
+        let err = Cli::try_parse_from(["chantra", "serve", "--role", "bogus"]).unwrap_err();
+        assert!(err.to_string().contains("invalid value 'bogus'"), "{err}");
+    }
+}

@@ -1,0 +1,382 @@
+//! Resolves the command line (flags, env, `.env`) into a checked `Config`.
+//!
+//! Everything that can be wrong with a deployment's settings is found here,
+//! before any listener binds, and reported as one line naming the setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use rand::RngCore as _;
+
+use crate::cli::{DatabaseArgs, Role, ServeArgs, StorageArgs};
+
+const SECRET_FILE: &str = "token_secret_salt";
+const MIN_SECRET_LEN: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub roles: Vec<Role>,
+    pub binds: BTreeMap<Role, SocketAddr>,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    /// Scheme + host (+ port) that channel URLs start with, without a trailing slash.
+    pub channel_base_url: String,
+    pub token_secret: Vec<u8>,
+    pub auto_migrate: bool,
+    pub max_payload_bytes: usize,
+    pub channel_idle: chrono::Duration,
+    /// `None` when rate limiting is off.
+    pub rate_limit: Option<RateLimit>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub request_timeout: Duration,
+    pub internal_api_token: Option<String>,
+    pub channels_internal_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub acquire_timeout: Duration,
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub fn from_args(args: &DatabaseArgs) -> anyhow::Result<Self> {
+        let url = args.database_url.trim().to_owned();
+        let kind = DatabaseKind::of(&url)?;
+        if kind == DatabaseKind::Sqlite {
+            ensure_sqlite_dir(&url)?;
+        }
+        if args.db_acquire_timeout_secs == 0 {
+            bail!("DB_ACQUIRE_TIMEOUT_SECS must be at least 1");
+        }
+        if args.db_max_connections == 0 {
+            bail!("DB_MAX_CONNECTIONS must be at least 1");
+        }
+        Ok(Self {
+            url,
+            acquire_timeout: Duration::from_secs(args.db_acquire_timeout_secs),
+            max_connections: args.db_max_connections,
+        })
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        // Checked in from_args; the url cannot change afterwards.
+        DatabaseKind::of(&self.url).unwrap_or(DatabaseKind::Sqlite)
+    }
+
+    /// The URL with any password replaced, safe for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseKind {
+    fn of(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(DatabaseKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url::Url::parse(url).map_err(|e| {
+                anyhow::anyhow!("DATABASE_URL is not a valid URL ({e}): {}", redact_url(url))
+            })?;
+            Ok(DatabaseKind::Postgres)
+        } else {
+            bail!(
+                "DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)",
+                redact_url(url)
+            )
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Filesystem { root: PathBuf },
+    S3(S3Config),
+}
+
+#[derive(Clone)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StorageConfig {
+    pub fn from_args(args: &StorageArgs) -> anyhow::Result<Self> {
+        let Some(endpoint) = args
+            .s3_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        else {
+            return Ok(StorageConfig::Filesystem {
+                root: args.data_dir.join("payloads"),
+            });
+        };
+        let parsed = url::Url::parse(endpoint)
+            .map_err(|e| anyhow::anyhow!("S3_ENDPOINT is not a valid URL ({e}): {endpoint}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("S3_ENDPOINT must be an http:// or https:// URL (got `{endpoint}`)");
+        }
+        let access_key = args.s3_access_key.clone().filter(|k| !k.is_empty());
+        let secret_key = args.s3_secret_key.clone().filter(|k| !k.is_empty());
+        let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
+            bail!("S3_ACCESS_KEY and S3_SECRET_KEY are required when S3_ENDPOINT is set");
+        };
+        if !valid_bucket_name(&args.s3_bucket) {
+            bail!(
+                "S3_BUCKET `{}` is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)",
+                args.s3_bucket
+            );
+        }
+        Ok(StorageConfig::S3(S3Config {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            bucket: args.s3_bucket.clone(),
+            region: args.s3_region.clone(),
+            access_key,
+            secret_key,
+            timeout: Duration::from_secs(args.s3_timeout_secs.max(1)),
+        }))
+    }
+}
+
+impl Config {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let database = DatabaseConfig::from_args(&args.database)?;
+        let storage = StorageConfig::from_args(&args.storage)?;
+        let roles = Role::expand(&args.roles);
+        if roles.is_empty() {
+            bail!("--role (CHANTRA_ROLES) names no role; use rest, mcp, channels, landing or all");
+        }
+        let binds = roles
+            .iter()
+            .map(|role| {
+                let addr = match role {
+                    Role::Rest => args.rest_addr,
+                    Role::Channels => args.channels_addr,
+                    Role::Mcp => args.mcp_addr,
+                    Role::Landing | Role::All => args.landing_addr,
+                };
+                (*role, addr)
+            })
+            .collect();
+
+        let token_secret = resolve_token_secret(args, database.kind())?;
+        if args.max_payload_bytes == 0 {
+            bail!("MAX_PAYLOAD_BYTES must be at least 1");
+        }
+        if args.channel_idle_days == 0 {
+            bail!("CHANNEL_IDLE_DAYS must be at least 1");
+        }
+        let rate_limit = match (args.rate_limit_per_second, args.rate_limit_burst) {
+            (0, _) => None,
+            (_, 0) => bail!(
+                "RATE_LIMIT_BURST must be at least 1 (set RATE_LIMIT_PER_SECOND=0 to turn limiting off)"
+            ),
+            (per_second, burst) => Some(RateLimit { per_second, burst }),
+        };
+        if let Some(url) = &args.channels_internal_url {
+            url::Url::parse(url).map_err(|e| {
+                anyhow::anyhow!("CHANNELS_INTERNAL_URL is not a valid URL ({e}): {url}")
+            })?;
+        }
+        if args
+            .internal_api_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_SECRET_LEN)
+        {
+            bail!("INTERNAL_API_TOKEN must be at least {MIN_SECRET_LEN} characters");
+        }
+
+        Ok(Config {
+            roles,
+            binds,
+            channel_base_url: channel_base_url(args)?,
+            database,
+            storage,
+            token_secret,
+            auto_migrate: args.auto_migrate,
+            max_payload_bytes: args.max_payload_bytes,
+            channel_idle: chrono::Duration::days(i64::from(args.channel_idle_days)),
+            rate_limit,
+            trusted_proxies: args.trusted_proxies.clone(),
+            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            internal_api_token: args.internal_api_token.clone().filter(|t| !t.is_empty()),
+            channels_internal_url: args.channels_internal_url.clone(),
+        })
+    }
+}
+
+fn channel_base_url(args: &ServeArgs) -> anyhow::Result<String> {
+    if let Some(base) = args.channel_base_url.as_deref().filter(|b| !b.is_empty()) {
+        let parsed = url::Url::parse(base)
+            .map_err(|e| anyhow::anyhow!("CHANNEL_BASE_URL is not a valid URL ({e}): {base}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            bail!(
+                "CHANNEL_BASE_URL must be an http(s) URL such as http://localhost:8070 (got `{base}`)"
+            );
+        }
+        return Ok(base.trim_end_matches('/').to_owned());
+    }
+    if let Some(host) = args.channel_hostname.as_deref().filter(|h| !h.is_empty()) {
+        let candidate = format!("https://{host}");
+        let valid =
+            !host.contains('/') && url::Url::parse(&candidate).is_ok_and(|u| u.host().is_some());
+        if !valid {
+            bail!(
+                "CHANNEL_HOSTNAME must be a bare host name such as chantra.example.com (got `{host}`)"
+            );
+        }
+        return Ok(candidate);
+    }
+    Ok("http://localhost:8070".to_owned())
+}
+
+/// TOKEN_SECRET_SALT from the environment; in embedded mode a generated one
+/// persisted under DATA_DIR (so tokens stay valid across restarts).
+fn resolve_token_secret(args: &ServeArgs, kind: DatabaseKind) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = args.token_secret_salt.as_deref().filter(|s| !s.is_empty()) {
+        if secret.len() < MIN_SECRET_LEN {
+            bail!(
+                "TOKEN_SECRET_SALT must be at least {MIN_SECRET_LEN} characters (generate one with `openssl rand -hex 32`)"
+            );
+        }
+        return Ok(secret.as_bytes().to_vec());
+    }
+    if kind == DatabaseKind::Postgres {
+        bail!(
+            "TOKEN_SECRET_SALT is required with a PostgreSQL DATABASE_URL (generate one with `openssl rand -hex 32`)"
+        );
+    }
+    load_or_generate_secret(&args.storage.data_dir)
+}
+
+fn load_or_generate_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join(SECRET_FILE);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if existing.len() >= MIN_SECRET_LEN {
+            return Ok(existing.as_bytes().to_vec());
+        }
+        bail!(
+            "{} is shorter than {MIN_SECRET_LEN} characters; delete it or set TOKEN_SECRET_SALT",
+            path.display()
+        );
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("DATA_DIR: cannot create {}", data_dir.display()))?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    write_private_file(&path, &secret)
+        .with_context(|| format!("DATA_DIR: cannot write {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "TOKEN_SECRET_SALT is not set: generated one and saved it; keep this file, or every issued token stops working"
+    );
+    Ok(secret.into_bytes())
+}
+
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+/// Creates the directory of a SQLite file URL so `mode=rwc` can create the file.
+fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Ok(());
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("DATABASE_URL: cannot create directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn valid_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:hunter2@db/x"),
+            "postgres://u:***@db/x"
+        );
+        assert_eq!(redact_url("sqlite://./data/c.db"), "sqlite://./data/c.db");
+    }
+
+    #[test]
+    fn rejects_unknown_database_schemes() {
+        let err = DatabaseKind::of("mysql://x").unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn bucket_names() {
+        assert!(valid_bucket_name("chantra"));
+        assert!(!valid_bucket_name("Chantra"));
+        assert!(!valid_bucket_name("ab"));
+    }
+}

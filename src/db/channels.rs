@@ -1,0 +1,57 @@
+//! Queries on `channels`.
+
+use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
+use sea_orm::prelude::*;
+
+use super::entity::channel;
+use crate::domain::ChannelId;
+
+pub async fn insert(db: &impl ConnectionTrait, model: channel::Model) -> Result<(), DbErr> {
+    channel::Entity::insert(channel::ActiveModel::from(model))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    id: ChannelId,
+) -> Result<Option<channel::Model>, DbErr> {
+    channel::Entity::find_by_id(id.as_uuid()).one(db).await
+}
+
+/// Returns whether a row was deleted; grants and messages go by cascade.
+pub async fn delete(db: &impl ConnectionTrait, id: ChannelId) -> Result<bool, DbErr> {
+    let result = channel::Entity::delete_by_id(id.as_uuid()).exec(db).await?;
+    Ok(result.rows_affected > 0)
+}
+
+pub async fn set_last_published(
+    db: &impl ConnectionTrait,
+    id: ChannelId,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    channel::Entity::update_many()
+        .col_expr(channel::Column::LastPublishedAt, Expr::value(at))
+        .filter(channel::Column::Id.eq(id.as_uuid()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Builds the row for a new channel (kept here so the column mapping lives in db/).
+pub fn new_model(
+    id: ChannelId,
+    visibility: &str,
+    publish_token_hash: String,
+    now: DateTime<Utc>,
+) -> channel::Model {
+    channel::Model {
+        id: id.as_uuid(),
+        visibility: visibility.to_owned(),
+        publish_token_hash,
+        created_at: now,
+        last_published_at: None,
+    }
+}

@@ -1,0 +1,5 @@
+//! SeaORM entities, one file per table (schema in `migration/`).
+
+pub mod channel;
+pub mod message;
+pub mod read_grant;

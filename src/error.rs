@@ -1,0 +1,189 @@
+//! One error type for the whole service layer. Each variant has a stable
+//! snake_case code, an HTTP status and a message a person can act on; REST
+//! renders it as `{"error":{"code","message"}}`, MCP as a tool error with the
+//! same code and message. Backend failures are logged here with their cause
+//! and reach clients only as a generic 503/500.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::db;
+use crate::domain::{ParseIdError, TokenError, ValidationError};
+use crate::payload::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("this endpoint needs a token in the {0} header")]
+    MissingToken(&'static str),
+    #[error("the token is not valid for this channel")]
+    InvalidToken,
+    #[error("the read grant has been revoked")]
+    GrantRevoked,
+    #[error("the read grant has expired")]
+    GrantExpired,
+    #[error("no channel with this id")]
+    ChannelNotFound,
+    #[error("no read grant with this id on this channel")]
+    GrantNotFound,
+    #[error("no such route; see /openapi.json")]
+    RouteNotFound,
+    #[error("this method is not allowed on this route")]
+    MethodNotAllowed,
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("the payload is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable,
+    #[error("the payload store is unavailable; retry shortly")]
+    StorageUnavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl AppError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest { code, .. } | AppError::Conflict { code, .. } => code,
+            AppError::MissingToken(_) => "missing_token",
+            AppError::InvalidToken => "invalid_token",
+            AppError::GrantRevoked => "grant_revoked",
+            AppError::GrantExpired => "grant_expired",
+            AppError::ChannelNotFound => "channel_not_found",
+            AppError::GrantNotFound => "grant_not_found",
+            AppError::RouteNotFound => "not_found",
+            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::PayloadTooLarge { .. } => "payload_too_large",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::DatabaseUnavailable => "database_unavailable",
+            AppError::StorageUnavailable => "storage_unavailable",
+            AppError::Internal => "internal_error",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::MissingToken(_)
+            | AppError::InvalidToken
+            | AppError::GrantRevoked
+            | AppError::GrantExpired => StatusCode::UNAUTHORIZED,
+            AppError::ChannelNotFound | AppError::GrantNotFound | AppError::RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::DatabaseUnavailable | AppError::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the client did something wrong (as opposed to us or a backend).
+    pub fn is_client_error(&self) -> bool {
+        self.status().is_client_error()
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AppError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            AppError::DatabaseUnavailable | AppError::StorageUnavailable => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON error shape of every role.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable, snake_case.
+    #[schema(example = "channel_not_found")]
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+            },
+        };
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<ValidationError> for AppError {
+    fn from(err: ValidationError) -> Self {
+        AppError::BadRequest {
+            code: err.code,
+            message: err.message,
+        }
+    }
+}
+
+impl From<ParseIdError> for AppError {
+    fn from(err: ParseIdError) -> Self {
+        AppError::bad_request("invalid_id", err.to_string())
+    }
+}
+
+impl From<TokenError> for AppError {
+    fn from(_: TokenError) -> Self {
+        AppError::InvalidToken
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        match db::classify(&err) {
+            db::Failure::Unavailable => {
+                tracing::warn!(error = %err, "database unavailable");
+                AppError::DatabaseUnavailable
+            }
+            failure => {
+                tracing::error!(error = %err, ?failure, "unexpected database error");
+                AppError::Internal
+            }
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        tracing::warn!(error = %err, "payload store error");
+        AppError::StorageUnavailable
+    }
+}

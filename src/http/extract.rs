@@ -1,0 +1,194 @@
+//! Request extractors that turn HTTP into domain values or a clean
+//! `AppError`: a handler that compiles has its token and its ids parsed, and
+//! no axum rejection ever reaches a client as plain text.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::domain::{ChannelId, GrantId, PublishToken};
+use crate::error::AppError;
+
+/// Largest JSON body of the small management endpoints (create, grants).
+pub const JSON_BODY_LIMIT: usize = 16 * 1024;
+
+pub const PUBLISH_TOKEN_HEADER: &str = "x-publish-token";
+
+/// `{channel_id}` from the path, parsed: a malformed id is 400 before anything else runs.
+pub struct ChannelPath(pub ChannelId);
+
+/// `{channel_id}` and `{grant_id}` from the path, parsed.
+pub struct GrantPath(pub ChannelId, pub GrantId);
+
+async fn path_params<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<HashMap<String, String>, AppError> {
+    Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map(|Path(params)| params)
+        .map_err(|rejection: PathRejection| {
+            AppError::bad_request("invalid_path", rejection.body_text())
+        })
+}
+
+fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, AppError> {
+    params.get(name).map(String::as_str).ok_or_else(|| {
+        tracing::error!(
+            name,
+            "route is missing a path parameter its extractor needs"
+        );
+        AppError::Internal
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ChannelPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let params = path_params(parts, state).await?;
+        Ok(ChannelPath(ChannelId::parse(param(
+            &params,
+            "channel_id",
+        )?)?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for GrantPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let params = path_params(parts, state).await?;
+        let channel = ChannelId::parse(param(&params, "channel_id")?)?;
+        let grant = GrantId::parse(param(&params, "grant_id")?)?;
+        Ok(GrantPath(channel, grant))
+    }
+}
+
+/// The publish token from `X-Publish-Token` or `Authorization: Bearer chp_…`.
+/// Its shape is checked here; whether it opens this channel is the service's call.
+pub struct PublishAuth(pub PublishToken);
+
+impl<S: Send + Sync> FromRequestParts<S> for PublishAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let raw = token_from_headers(&parts.headers, PUBLISH_TOKEN_HEADER)?
+            .ok_or(AppError::MissingToken("X-Publish-Token"))?;
+        Ok(PublishAuth(PublishToken::parse(raw)?))
+    }
+}
+
+/// A token from `header`, else from `Authorization: Bearer …`.
+pub fn token_from_headers<'a>(
+    headers: &'a HeaderMap,
+    header_name: &str,
+) -> Result<Option<&'a str>, AppError> {
+    if let Some(value) = headers.get(header_name) {
+        return value.to_str().map(Some).map_err(|_| AppError::InvalidToken);
+    }
+    match headers.get(header::AUTHORIZATION) {
+        None => Ok(None),
+        Some(value) => {
+            let value = value.to_str().map_err(|_| AppError::InvalidToken)?;
+            let (scheme, token) = value.split_once(' ').ok_or(AppError::InvalidToken)?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AppError::InvalidToken);
+            }
+            Ok(Some(token.trim()))
+        }
+    }
+}
+
+/// An optional JSON body: empty means `T::default()`; otherwise it must be
+/// JSON (415 for another declared type) that fits `T` (400 with serde's
+/// explanation, e.g. an unknown field or variant).
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let declared = req.headers().get(header::CONTENT_TYPE).cloned();
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge {
+                    limit: JSON_BODY_LIMIT,
+                }
+            } else {
+                AppError::bad_request("invalid_body", rejection.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        if let Some(declared) = declared
+            && !is_json(declared.to_str().unwrap_or_default())
+        {
+            return Err(AppError::UnsupportedMediaType(
+                "send the body as application/json".into(),
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalJson)
+            .map_err(|e| {
+                AppError::bad_request(
+                    "invalid_json",
+                    format!("the body is not valid JSON for this endpoint: {e}"),
+                )
+            })
+    }
+}
+
+/// Whether a Content-Type value is JSON (`application/json`, `…+json`, with parameters).
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(token_from_headers(&headers, "x-t").unwrap(), None);
+        headers.insert(header::AUTHORIZATION, "Bearer chp_abc".parse().unwrap());
+        assert_eq!(
+            token_from_headers(&headers, "x-t").unwrap(),
+            Some("chp_abc")
+        );
+        headers.insert(header::AUTHORIZATION, "Basic Zm9v".parse().unwrap());
+        assert!(token_from_headers(&headers, "x-t").is_err());
+        headers.insert("x-t", "chp_direct".parse().unwrap());
+        assert_eq!(
+            token_from_headers(&headers, "x-t").unwrap(),
+            Some("chp_direct")
+        );
+    }
+}

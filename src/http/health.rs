@@ -1,0 +1,57 @@
+//! `/healthz` (the process is alive) and `/readyz` (its backends answer),
+//! served by every role.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let service = &state.service;
+    let database = match tokio::time::timeout(CHECK_TIMEOUT, service.db().ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    let store = match tokio::time::timeout(CHECK_TIMEOUT, service.store().check()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    let failed: Vec<&str> = [("database", &database), ("payload_store", &store)]
+        .into_iter()
+        .filter(|(_, result)| result.is_err())
+        .map(|(name, _)| name)
+        .collect();
+    for (name, result) in [("database", &database), ("payload_store", &store)] {
+        if let Err(reason) = result {
+            tracing::warn!(check = name, %reason, "readiness check failed");
+        }
+    }
+    let show = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
+    let checks = json!({ "database": show(&database), "payload_store": show(&store) });
+    if failed.is_empty() {
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ok", "checks": checks })),
+        )
+    } else {
+        let message = format!("not ready: {} unavailable", failed.join(" and "));
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({ "status": "unavailable", "checks": checks, "error": { "code": "not_ready", "message": message } }),
+            ),
+        )
+    }
+}

@@ -1,0 +1,39 @@
+//! HTTP: one axum router per role, all sharing the same middleware — request
+//! tracing without query strings (tokens may travel there), per-client rate
+//! limiting, JSON 404/405 — and `/healthz` + `/readyz`.
+
+pub mod extract;
+pub mod health;
+pub mod rate_limit;
+pub mod rest;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::get;
+use tower_http::trace::TraceLayer;
+
+use crate::cli::Role;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The complete router of one role.
+pub fn router(role: Role, state: AppState) -> Router {
+    let role_routes = match role {
+        Role::Rest => rest::router(&state),
+        // Built by later issues; until then these roles answer health checks only.
+        Role::Channels | Role::Mcp | Role::Landing | Role::All => Router::new(),
+    };
+    let mut router = role_routes
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { AppError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .with_state(state.clone());
+    if let Some(limit) = state.config.rate_limit {
+        router = router.layer(rate_limit::layer(limit, &state.config.trusted_proxies));
+    }
+    router.layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
+        // The path only: query strings can carry read tokens (`?token=`).
+        tracing::info_span!("request", role = role.name(), method = %req.method(), path = %req.uri().path())
+    }))
+}

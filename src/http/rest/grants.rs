@@ -1,0 +1,82 @@
+//! Read grants of private channels: create and revoke.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::domain::Label;
+use crate::error::{AppError, ErrorBody};
+use crate::http::extract::{ChannelPath, GrantPath, OptionalJson, PublishAuth};
+use crate::service::views::{CreatedGrant, GrantView};
+use crate::state::AppState;
+
+/// Body of a grant creation; may be omitted entirely.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGrantRequest {
+    /// A name for the reader, e.g. "dashboard" (at most 200 characters).
+    pub label: Option<String>,
+    /// Lifetime of the grant in seconds (1 to 31536000); none means until revoked.
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// Create a read grant on a private channel; its token is shown only here.
+#[utoipa::path(
+    post, path = "/v1/channels/{channel_id}/read-grants", tag = "read grants",
+    params(
+        ("channel_id" = String, Path, description = "Channel id (UUID)"),
+        ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
+    ),
+    request_body(content = Option<CreateGrantRequest>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Grant created", body = CreatedGrant),
+        (status = 400, description = "Malformed id or body", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 409, description = "The channel is public", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Backend unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    ChannelPath(id): ChannelPath,
+    PublishAuth(token): PublishAuth,
+    OptionalJson(body): OptionalJson<CreateGrantRequest>,
+) -> Result<(StatusCode, Json<CreatedGrant>), AppError> {
+    let label = body.label.as_deref().map(Label::parse).transpose()?;
+    let created = state
+        .service
+        .create_grant(id, &token, label, body.expires_in_seconds)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Revoke a read grant; streams opened with it are closed. Idempotent.
+#[utoipa::path(
+    post, path = "/v1/channels/{channel_id}/read-grants/{grant_id}/revoke", tag = "read grants",
+    params(
+        ("channel_id" = String, Path, description = "Channel id (UUID)"),
+        ("grant_id" = String, Path, description = "Grant id (UUID)"),
+        ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
+    ),
+    responses(
+        (status = 200, description = "The grant, now revoked", body = GrantView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such channel or grant", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Backend unavailable", body = ErrorBody),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    GrantPath(id, grant): GrantPath,
+    PublishAuth(token): PublishAuth,
+) -> Result<Json<GrantView>, AppError> {
+    Ok(Json(state.service.revoke_grant(id, &token, grant).await?))
+}

@@ -1,0 +1,252 @@
+//! POST /v1/channels/{id}/publish.
+//!
+//! Two body forms: a JSON envelope (`Content-Type: application/json`) with a
+//! base64 payload, or anything else taken verbatim as the payload, so
+//! `curl --data-binary @file` works. The payload limit is enforced while the
+//! body streams in: an oversized body is refused after at most limit bytes
+//! (immediately, when Content-Length already says so).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::domain::{ContentType, IdempotencyKey, Ttl};
+use crate::error::{AppError, ErrorBody};
+use crate::http::extract::{ChannelPath, PublishAuth, is_json};
+use crate::service::PublishInput;
+use crate::service::views::PublishedMessage;
+use crate::state::AppState;
+
+/// Room for the envelope's other fields around the base64 payload.
+const ENVELOPE_SLACK: usize = 16 * 1024;
+
+/// curl's `-d` sends this type; for a raw publish the bytes are text.
+const FORM_TYPE: &str = "application/x-www-form-urlencoded";
+const TEXT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// Standard and URL-safe alphabets, padding optional: what clients send.
+const BASE64_STANDARD: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+const BASE64_URL_SAFE: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The JSON form of a publish.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The payload, base64 (standard or URL-safe alphabet, padding optional).
+    pub payload: String,
+    /// Seconds until the message expires: 1 to 172800 (48 h, the default).
+    pub ttl_seconds: Option<i64>,
+    /// MIME type handed to readers (default application/octet-stream).
+    pub content_type: Option<String>,
+}
+
+/// Publish a message: JSON with a base64 payload, or a raw body.
+#[utoipa::path(
+    post, path = "/v1/channels/{channel_id}/publish", tag = "messages",
+    params(
+        ("channel_id" = String, Path, description = "Channel id (UUID)"),
+        ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first message instead of a duplicate"),
+        ("ttl" = Option<i64>, Query, description = "TTL in seconds for a raw body (1 to 172800, default 172800)"),
+    ),
+    request_body(
+        description = "A JSON envelope, or any other content type taken verbatim as the payload",
+        content(
+            (PublishRequest = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+            (String = "text/plain"),
+        )
+    ),
+    responses(
+        (status = 201, description = "Message accepted (or replayed for a repeated Idempotency-Key)", body = PublishedMessage),
+        (status = 400, description = "Malformed id, body, TTL or key", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 413, description = "Payload over the limit", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Backend unavailable; nothing was stored", body = ErrorBody),
+    )
+)]
+pub async fn publish(
+    State(state): State<AppState>,
+    ChannelPath(id): ChannelPath,
+    PublishAuth(token): PublishAuth,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    let max_payload = state.config.max_payload_bytes;
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let envelope = declared.as_deref().is_some_and(is_json);
+    let body_limit = if envelope {
+        base64_len(max_payload) + ENVELOPE_SLACK
+    } else {
+        max_payload
+    };
+    let bytes = read_limited(&headers, body, body_limit, max_payload).await?;
+
+    let query_ttl = query_param(query.as_deref(), "ttl")
+        .map(|v| Ttl::parse(&v))
+        .transpose()?;
+    let input = if envelope {
+        parse_envelope(&bytes, query_ttl)?
+    } else {
+        let content_type = match declared.as_deref().map(str::trim) {
+            None | Some("") => ContentType::default(),
+            Some(t) if t.eq_ignore_ascii_case(FORM_TYPE) => ContentType::parse(TEXT_TYPE)?,
+            Some(t) => ContentType::parse(t)?,
+        };
+        PublishInput {
+            payload: bytes,
+            content_type,
+            ttl: query_ttl.unwrap_or_default(),
+            idempotency_key: None,
+        }
+    };
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(IdempotencyKey::parse(v.to_str().unwrap_or_default())?),
+    };
+
+    let published = state
+        .service
+        .publish(
+            id,
+            &token,
+            PublishInput {
+                idempotency_key,
+                ..input
+            },
+        )
+        .await?;
+    let mut response = (StatusCode::CREATED, Json(published.message)).into_response();
+    if published.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn parse_envelope(bytes: &[u8], query_ttl: Option<Ttl>) -> Result<PublishInput, AppError> {
+    let request: PublishRequest = serde_json::from_slice(bytes).map_err(|e| {
+        AppError::bad_request("invalid_json", format!("the body is not a valid publish request ({e}); expected {{\"payload\":\"<base64>\"}}"))
+    })?;
+    let payload = BASE64_STANDARD
+        .decode(request.payload.trim())
+        .or_else(|_| BASE64_URL_SAFE.decode(request.payload.trim()))
+        .map_err(|_| {
+            AppError::bad_request(
+                "invalid_payload",
+                "payload must be base64 (RFC 4648, standard or URL-safe alphabet)",
+            )
+        })?;
+    let ttl = match request.ttl_seconds {
+        Some(seconds) => Ttl::from_seconds(seconds)?,
+        None => query_ttl.unwrap_or_default(),
+    };
+    let content_type = request
+        .content_type
+        .as_deref()
+        .map(ContentType::parse)
+        .transpose()?
+        .unwrap_or_default();
+    Ok(PublishInput {
+        payload: Bytes::from(payload),
+        content_type,
+        ttl,
+        idempotency_key: None,
+    })
+}
+
+/// Reads at most `limit` bytes; more is 413 naming the payload limit.
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    max_payload: usize,
+) -> Result<Bytes, AppError> {
+    let too_large = AppError::PayloadTooLarge { limit: max_payload };
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|len| len > limit as u64) {
+        return Err(too_large);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
+        Err(err) => Err(AppError::bad_request(
+            "invalid_body",
+            format!("could not read the request body: {err}"),
+        )),
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn base64_len(bytes: usize) -> usize {
+    bytes.div_ceil(3) * 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_accepts_both_alphabets() {
+        let input = parse_envelope(br#"{"payload":"aGk-Pz8_"}"#, None).unwrap();
+        assert_eq!(&input.payload[..], b"hi>??\x3f".as_slice());
+        let input = parse_envelope(
+            br#"{"payload":"aGk+Pz8/","ttl_seconds":60,"content_type":"text/plain"}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(input.ttl.seconds(), 60);
+        assert_eq!(input.content_type.as_str(), "text/plain");
+    }
+
+    #[test]
+    fn envelope_errors_are_client_errors() {
+        for (body, code) in [
+            (&br#"{"payload":"!!!"}"#[..], "invalid_payload"),
+            (br#"{"payload":"aGk=","ttl_seconds":0}"#, "invalid_ttl"),
+            (br#"{"payload":"aGk=","ttl_seconds":172801}"#, "invalid_ttl"),
+            (br#"{"payload":"aGk=","extra":1}"#, "invalid_json"),
+            (b"not json", "invalid_json"),
+        ] {
+            assert_eq!(parse_envelope(body, None).unwrap_err().code(), code);
+        }
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(Some("a=1&ttl=60"), "ttl").as_deref(),
+            Some("60")
+        );
+        assert_eq!(query_param(None, "ttl"), None);
+        assert_eq!(base64_len(1024 * 1024), 1_398_104);
+    }
+}

@@ -1,0 +1,149 @@
+//! Payloads as files under one root directory (the embedded default).
+//! Writes go to a temporary file that is renamed into place, so a reader
+//! never sees half an object.
+
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{PayloadStore, StoreError};
+
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    pub async fn open(root: &Path) -> anyhow::Result<Self> {
+        tokio::fs::create_dir_all(root).await.with_context(|| {
+            format!(
+                "DATA_DIR: cannot create payload directory {}",
+                root.display()
+            )
+        })?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Maps a key to a path, refusing anything that could escape the root.
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let relative = Path::new(key);
+        if key.is_empty()
+            || !relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(StoreError::Unavailable(format!(
+                "refusing object key {key:?}"
+            )));
+        }
+        Ok(self.root.join(relative))
+    }
+}
+
+fn unavailable(action: &str, path: &Path, err: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("{action} {}: {err}", path.display()))
+}
+
+#[async_trait]
+impl PayloadStore for FsStore {
+    fn kind(&self) -> &'static str {
+        "filesystem"
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| unavailable("create", dir, e))?;
+        }
+        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7().simple()));
+        tokio::fs::write(&tmp, &bytes)
+            .await
+            .map_err(|e| unavailable("write", &tmp, e))?;
+        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(unavailable("rename", &path, e));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::NotFound),
+            Err(e) => Err(unavailable("read", &path, e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unavailable("delete", &path, e)),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        // Our prefixes are directories ("channels/{id}/").
+        let path = self.path(prefix.trim_end_matches('/'))?;
+        match tokio::fs::remove_dir_all(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unavailable("delete", &path, e)),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let meta = tokio::fs::metadata(&self.root)
+            .await
+            .map_err(|e| unavailable("stat", &self.root, e))?;
+        if !meta.is_dir() {
+            return Err(StoreError::Unavailable(format!(
+                "{} is not a directory",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_and_idempotent_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        store
+            .put("channels/a/1", Bytes::from_static(b"hi"), "text/plain")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("channels/a/1").await.unwrap(),
+            Bytes::from_static(b"hi")
+        );
+        store.delete_prefix("channels/a/").await.unwrap();
+        assert!(matches!(
+            store.get("channels/a/1").await,
+            Err(StoreError::NotFound)
+        ));
+        store.delete("channels/a/1").await.unwrap();
+        store.delete_prefix("channels/a/").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_escaping_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        assert!(store.put("../evil", Bytes::new(), "x/y").await.is_err());
+        assert!(store.get("/etc/passwd").await.is_err());
+    }
+}

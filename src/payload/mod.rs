@@ -1,0 +1,58 @@
+//! Where message payloads live: a `PayloadStore` trait with a filesystem
+//! implementation (embedded default) and an S3 one (production: MinIO, garage,
+//! AWS). Metadata lives in the database; the store only sees opaque keys.
+//!
+//! Keys group a channel's objects under one prefix, `channels/{channel_id}/`,
+//! so deleting a channel is one prefix delete.
+
+mod fs;
+mod s3;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use fs::FsStore;
+pub use s3::S3Store;
+
+use crate::config::StorageConfig;
+use crate::domain::{ChannelId, MessageId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object not found")]
+    NotFound,
+    /// The store could not be reached or refused the operation; the cause is
+    /// for logs, never for clients.
+    #[error("payload store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait PayloadStore: Send + Sync + 'static {
+    /// Short name for logs and /readyz ("filesystem", "s3").
+    fn kind(&self) -> &'static str;
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    /// Deleting a missing object succeeds: every delete is idempotent.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes every object whose key starts with `prefix`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError>;
+    /// Cheap reachability check for /readyz.
+    async fn check(&self) -> Result<(), StoreError>;
+}
+
+pub fn channel_prefix(channel: ChannelId) -> String {
+    format!("channels/{channel}/")
+}
+
+pub fn object_key(channel: ChannelId, message: MessageId) -> String {
+    format!("channels/{channel}/{message}")
+}
+
+/// Opens the configured store, creating its bucket or directory if missing.
+pub async fn open(config: &StorageConfig) -> anyhow::Result<std::sync::Arc<dyn PayloadStore>> {
+    Ok(match config {
+        StorageConfig::Filesystem { root } => std::sync::Arc::new(FsStore::open(root).await?),
+        StorageConfig::S3(s3) => std::sync::Arc::new(S3Store::open(s3).await?),
+    })
+}

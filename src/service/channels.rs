@@ -1,0 +1,103 @@
+//! Creating, describing and deleting channels.
+
+use sea_orm::TransactionTrait as _;
+
+use super::views::{ChannelView, CreatedChannel};
+use super::{Service, visibility_of};
+use crate::db;
+use crate::domain::{ChannelId, GrantId, Label, PublishToken, ReadToken, Visibility};
+use crate::error::AppError;
+use crate::payload;
+
+/// Label of the grant created with a private channel.
+const INITIAL_GRANT_LABEL: &str = "initial";
+
+impl Service {
+    /// Creates a channel; a private one gets its first read grant in the same
+    /// transaction, so a channel never exists without the token we returned.
+    pub async fn create_channel(&self, visibility: Visibility) -> Result<CreatedChannel, AppError> {
+        let now = self.clock.now();
+        let id = ChannelId::new();
+        let publish_token = PublishToken::generate();
+        let row = db::channels::new_model(
+            id,
+            visibility.as_str(),
+            self.hasher.hash_publish(&publish_token).as_str().to_owned(),
+            now,
+        );
+
+        let txn = self.db.begin().await?;
+        db::channels::insert(&txn, row).await?;
+        let read_token = match visibility {
+            Visibility::Public => None,
+            Visibility::Private => {
+                let token = ReadToken::generate();
+                let label = Label::parse(INITIAL_GRANT_LABEL)?;
+                let grant = db::grants::new_model(
+                    GrantId::new(),
+                    id,
+                    self.hasher.hash_read(&token),
+                    Some(&label),
+                    now,
+                    None,
+                );
+                db::grants::insert(&txn, grant).await?;
+                Some(token)
+            }
+        };
+        txn.commit().await?;
+        tracing::info!(channel = %id, %visibility, "channel created");
+
+        Ok(CreatedChannel {
+            channel_id: id.to_string(),
+            visibility,
+            url: self.channel_url(id, visibility),
+            publish_token: publish_token.expose().to_owned(),
+            read_token: read_token.map(|t| t.expose().to_owned()),
+            created_at: now,
+        })
+    }
+
+    pub async fn get_channel(
+        &self,
+        id: ChannelId,
+        token: &PublishToken,
+    ) -> Result<ChannelView, AppError> {
+        let channel = self.authorize_publisher(id, token).await?;
+        let visibility = visibility_of(&channel)?;
+        let now = self.clock.now();
+        let grants = db::grants::list_for_channel(&self.db, id).await?;
+        let live_messages = db::messages::count_live(&self.db, id, now).await?;
+        let last_activity = channel.last_published_at.unwrap_or(channel.created_at);
+        Ok(ChannelView {
+            channel_id: id.to_string(),
+            visibility,
+            url: self.channel_url(id, visibility),
+            created_at: channel.created_at,
+            last_published_at: channel.last_published_at,
+            idle_deletion_at: last_activity + self.settings.channel_idle,
+            live_messages,
+            read_grants: grants.iter().map(|g| super::grants::view(g, now)).collect(),
+        })
+    }
+
+    /// Deletes the row first (grants and messages go by cascade), so the
+    /// channel disappears for every reader at once; then its objects. If the
+    /// store is down at that moment the objects are orphans, which the
+    /// sweeper's reconciliation and the bucket lifecycle rule remove.
+    pub async fn delete_channel(
+        &self,
+        id: ChannelId,
+        token: &PublishToken,
+    ) -> Result<(), AppError> {
+        self.authorize_publisher(id, token).await?;
+        if !db::channels::delete(&self.db, id).await? {
+            return Err(AppError::ChannelNotFound);
+        }
+        tracing::info!(channel = %id, "channel deleted");
+        if let Err(err) = self.store.delete_prefix(&payload::channel_prefix(id)).await {
+            tracing::warn!(channel = %id, error = %err, "channel deleted but its payload objects remain; the sweeper will remove them");
+        }
+        Ok(())
+    }
+}

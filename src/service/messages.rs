@@ -1,0 +1,146 @@
+//! Publishing. The payload goes to the store first and the row second, so a
+//! row never points at a missing object; if the row cannot be written the
+//! object is deleted again. Readers only ever see rows.
+
+use bytes::Bytes;
+use sea_orm::{DbErr, TransactionTrait as _};
+
+use super::Service;
+use super::views::PublishedMessage;
+use crate::db::{self, Failure, entity::message};
+use crate::domain::{ChannelId, ContentType, IdempotencyKey, MessageId, PublishToken, Ttl};
+use crate::error::AppError;
+use crate::payload;
+
+/// A message to publish, already parsed from the request.
+#[derive(Debug, Clone)]
+pub struct PublishInput {
+    pub payload: Bytes,
+    pub content_type: ContentType,
+    pub ttl: Ttl,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// The outcome of a publish: the message, and whether it already existed
+/// (a retry carrying the same Idempotency-Key).
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub message: PublishedMessage,
+    pub replayed: bool,
+}
+
+impl Service {
+    pub async fn publish(
+        &self,
+        id: ChannelId,
+        token: &PublishToken,
+        input: PublishInput,
+    ) -> Result<Published, AppError> {
+        self.authorize_publisher(id, token).await?;
+        if input.payload.len() > self.settings.max_payload_bytes {
+            return Err(AppError::PayloadTooLarge {
+                limit: self.settings.max_payload_bytes,
+            });
+        }
+        if input.payload.is_empty() {
+            return Err(AppError::bad_request(
+                "empty_payload",
+                "the payload is empty; publish at least one byte",
+            ));
+        }
+
+        let now = self.clock.now();
+        if let Some(key) = &input.idempotency_key {
+            if let Some(existing) =
+                db::messages::find_by_idempotency_key(&self.db, id, key, now).await?
+            {
+                return Ok(Published {
+                    message: view(&existing),
+                    replayed: true,
+                });
+            }
+            // An expired message still holding the key would trip the unique index.
+            for stale in db::messages::delete_expired_with_key(&self.db, id, key, now).await? {
+                let _ = self.store.delete(&stale.payload_object_key).await;
+            }
+        }
+
+        let message_id = MessageId::new();
+        let object_key = payload::object_key(id, message_id);
+        self.store
+            .put(
+                &object_key,
+                input.payload.clone(),
+                input.content_type.as_str(),
+            )
+            .await?;
+
+        let row = message::Model {
+            id: message_id.as_uuid(),
+            channel_id: id.as_uuid(),
+            payload_object_key: object_key.clone(),
+            payload_size: input.payload.len() as i64,
+            content_type: input.content_type.as_str().to_owned(),
+            created_at: now,
+            expires_at: now + input.ttl.as_duration(),
+            idempotency_key: input
+                .idempotency_key
+                .as_ref()
+                .map(|k| k.as_str().to_owned()),
+        };
+        match self.insert_message(id, row.clone()).await {
+            Ok(()) => {
+                tracing::debug!(channel = %id, message = %message_id, size = row.payload_size, "message published");
+                Ok(Published {
+                    message: view(&row),
+                    replayed: false,
+                })
+            }
+            Err(err) => {
+                if let Err(cleanup) = self.store.delete(&object_key).await {
+                    tracing::warn!(error = %cleanup, key = %object_key, "could not delete the object of a failed publish; the sweeper will");
+                }
+                match (db::classify(&err), &input.idempotency_key) {
+                    // Two publishes with one key raced; the other one won.
+                    (Failure::UniqueViolation, Some(key)) => {
+                        let existing =
+                            db::messages::find_by_idempotency_key(&self.db, id, key, now).await?;
+                        existing
+                            .map(|m| Published {
+                                message: view(&m),
+                                replayed: true,
+                            })
+                            .ok_or(AppError::Conflict {
+                                code: "idempotency_conflict",
+                                message:
+                                    "a concurrent publish with this Idempotency-Key failed; retry"
+                                        .into(),
+                            })
+                    }
+                    // The channel was deleted while we were writing.
+                    (Failure::ForeignKeyViolation, _) => Err(AppError::ChannelNotFound),
+                    _ => Err(err.into()),
+                }
+            }
+        }
+    }
+
+    async fn insert_message(&self, id: ChannelId, row: message::Model) -> Result<(), DbErr> {
+        let created_at = row.created_at;
+        let txn = self.db.begin().await?;
+        db::messages::insert(&txn, row).await?;
+        db::channels::set_last_published(&txn, id, created_at).await?;
+        txn.commit().await
+    }
+}
+
+fn view(row: &message::Model) -> PublishedMessage {
+    PublishedMessage {
+        message_id: row.id.hyphenated().to_string(),
+        channel_id: row.channel_id.hyphenated().to_string(),
+        content_type: row.content_type.clone(),
+        payload_size: row.payload_size.max(0) as u64,
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+    }
+}

@@ -1,0 +1,85 @@
+//! What the service layer returns: plain data that REST serialises as JSON
+//! (and documents in OpenAPI) and MCP returns as structured content.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::Visibility;
+
+/// A channel just created. The tokens appear here and nowhere else, ever.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedChannel {
+    #[schema(value_type = String, format = Uuid)]
+    pub channel_id: String,
+    pub visibility: Visibility,
+    /// Where readers follow the channel as Server-Sent Events.
+    pub url: String,
+    /// Authorises publishing, grants and deletion. Shown once.
+    pub publish_token: String,
+    /// Private channels only: the first read grant's token. Shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_token: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A channel's metadata, as its publisher sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChannelView {
+    #[schema(value_type = String, format = Uuid)]
+    pub channel_id: String,
+    pub visibility: Visibility,
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+    pub last_published_at: Option<DateTime<Utc>>,
+    /// When the channel is deleted if nothing is published before then.
+    pub idle_deletion_at: DateTime<Utc>,
+    /// Unexpired messages currently kept.
+    pub live_messages: u64,
+    /// Read grants, oldest first (never their tokens).
+    pub read_grants: Vec<GrantView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GrantView {
+    #[schema(value_type = String, format = Uuid)]
+    pub grant_id: String,
+    pub label: Option<String>,
+    pub state: GrantState,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A read grant just created; `read_token` is shown once.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedGrant {
+    #[schema(value_type = String, format = Uuid)]
+    pub grant_id: String,
+    pub read_token: String,
+    pub label: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An accepted message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PublishedMessage {
+    /// UUIDv7; also the cursor for `Last-Event-ID`.
+    #[schema(value_type = String, format = Uuid)]
+    pub message_id: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub channel_id: String,
+    pub content_type: String,
+    pub payload_size: u64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
