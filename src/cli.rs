@@ -26,6 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one or more roles, each on its own address.
+    #[command(args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// Manage the database schema.
     Migrate(MigrateArgs),
@@ -114,7 +115,7 @@ pub struct StorageArgs {
     #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<String>,
 
-    /// S3 region (MinIO and garage accept any; us-east-1 is conventional).
+    /// S3 region used to sign requests (must match the server's: garage and MinIO default to us-east-1).
     #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
 

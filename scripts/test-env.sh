@@ -1,0 +1,208 @@
+# shellcheck shell=bash
+#
+# Real backends for the integration tests: PostgreSQL and an S3 server (garage).
+#
+# This file is meant to be *sourced* (by scripts/test.sh and .ci/run), not run:
+#
+#   source scripts/test-env.sh
+#   ensure_postgres
+#   ensure_garage_installed
+#   start_garage
+#   trap stop_garage EXIT
+#
+# Every function returns non-zero with a message on stderr when it fails, so
+# callers running under `set -euo pipefail` stop at the first problem.
+#
+# After start_garage these are exported (tests/api/helpers.rs reads them):
+#   CHANTRA_TEST_S3_ENDPOINT    http://127.0.0.1:<port>
+#   CHANTRA_TEST_S3_ACCESS_KEY  key id of a key allowed to create buckets
+#   CHANTRA_TEST_S3_SECRET_KEY  its secret
+#   CHANTRA_TEST_S3_BUCKET      chantra-test (already exists, key has read/write/owner)
+#
+# If CHANTRA_TEST_S3_ENDPOINT is already set, start_garage leaves your S3
+# server alone and starts nothing.
+
+POSTGRES_HOST=127.0.0.1
+POSTGRES_PORT=5432
+
+# Region garage is configured with. Garage checks the region in request
+# signatures, so clients must sign with this one (it is also chantra's default).
+GARAGE_S3_REGION=us-east-1
+
+# Set by start_garage, used by stop_garage.
+GARAGE_PID=""
+GARAGE_DIR=""
+
+# ---------------------------------------------------------------- PostgreSQL
+
+ensure_postgres() {
+    if pg_isready -q -h "$POSTGRES_HOST" -p "$POSTGRES_PORT"; then
+        return 0
+    fi
+
+    echo "PostgreSQL is not running on $POSTGRES_HOST:$POSTGRES_PORT; starting it." >&2
+    local version
+    version=$(ls /etc/postgresql)
+    # --skip-systemctl-redirect: there is no systemd in these containers.
+    if ! pg_ctlcluster --skip-systemctl-redirect "$version" main start; then
+        echo "error: could not start PostgreSQL cluster $version/main" >&2
+        return 1
+    fi
+
+    local waited=0
+    while ! pg_isready -q -h "$POSTGRES_HOST" -p "$POSTGRES_PORT"; do
+        if [ "$waited" -ge 30 ]; then
+            echo "error: PostgreSQL did not accept connections on $POSTGRES_HOST:$POSTGRES_PORT within 30 s" >&2
+            return 1
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+
+# -------------------------------------------------------------------- garage
+
+# Path of the garage binary, set by ensure_garage_installed.
+GARAGE_BIN=""
+
+ensure_garage_installed() {
+    local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+
+    if command -v garage >/dev/null 2>&1; then
+        GARAGE_BIN=$(command -v garage)
+    elif [ -x "$cargo_bin/garage" ]; then
+        GARAGE_BIN="$cargo_bin/garage"
+    else
+        echo "garage is not installed; running 'cargo install garage --locked' (takes ~8-11 minutes, once)." >&2
+        if ! cargo install garage --locked; then
+            echo "error: 'cargo install garage --locked' failed" >&2
+            return 1
+        fi
+        GARAGE_BIN="$cargo_bin/garage"
+    fi
+}
+
+# Succeeds when something is listening on 127.0.0.1:$1.
+# Uses bash's /dev/tcp so we need neither nc nor ss.
+port_in_use() {
+    (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Sets GARAGE_S3_PORT, GARAGE_RPC_PORT and GARAGE_ADMIN_PORT to free ports.
+# Garage's usual ports are 3900 (S3), 3901 (RPC) and 3903 (admin); if any of
+# them is taken (e.g. another test run), try the same layout 10 ports higher.
+pick_garage_ports() {
+    local base
+    for base in 3900 3910 3920 3930 3940 3950 3960 3970 3980 3990; do
+        if ! port_in_use "$base" && ! port_in_use $((base + 1)) && ! port_in_use $((base + 3)); then
+            GARAGE_S3_PORT=$base
+            GARAGE_RPC_PORT=$((base + 1))
+            GARAGE_ADMIN_PORT=$((base + 3))
+            return 0
+        fi
+    done
+    echo "error: no free ports for garage between 3900 and 3993" >&2
+    return 1
+}
+
+random_hex() {
+    # $1 = number of random bytes; prints twice as many hex characters.
+    od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'
+}
+
+# Runs the garage CLI against the node started by start_garage,
+# e.g. `garage_cli bucket list`.
+garage_cli() {
+    "$GARAGE_BIN" -c "$GARAGE_DIR/garage.toml" "$@"
+}
+
+start_garage() {
+    if [ -n "${CHANTRA_TEST_S3_ENDPOINT:-}" ]; then
+        echo "Using the S3 server at $CHANTRA_TEST_S3_ENDPOINT (CHANTRA_TEST_S3_ENDPOINT is set)." >&2
+        return 0
+    fi
+    if [ -z "$GARAGE_BIN" ]; then
+        ensure_garage_installed || return 1
+    fi
+
+    pick_garage_ports || return 1
+    GARAGE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chantra-garage.XXXXXX")
+
+    # A throwaway single-node store: sqlite metadata, no replication.
+    cat >"$GARAGE_DIR/garage.toml" <<EOF
+metadata_dir = "$GARAGE_DIR/meta"
+data_dir = "$GARAGE_DIR/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$GARAGE_RPC_PORT"
+rpc_public_addr = "127.0.0.1:$GARAGE_RPC_PORT"
+rpc_secret = "$(random_hex 32)"
+
+[s3_api]
+s3_region = "$GARAGE_S3_REGION"
+api_bind_addr = "127.0.0.1:$GARAGE_S3_PORT"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$GARAGE_ADMIN_PORT"
+EOF
+
+    # Key id in garage's own format (GK + 24 hex); any id of >= 8 characters works.
+    local access_key secret_key bucket=chantra-test
+    access_key="GK$(random_hex 12)"
+    secret_key=$(random_hex 32)
+
+    # --single-node sets up the cluster layout; --default-bucket creates the
+    # key and the bucket (key gets read/write/owner on it) before the S3 port
+    # opens. Garage gives this default key the create-bucket permission, so
+    # the app can create its own bucket with S3 CreateBucket.
+    GARAGE_DEFAULT_ACCESS_KEY="$access_key" \
+        GARAGE_DEFAULT_SECRET_KEY="$secret_key" \
+        GARAGE_DEFAULT_BUCKET="$bucket" \
+        "$GARAGE_BIN" -c "$GARAGE_DIR/garage.toml" server --single-node --default-bucket \
+        >"$GARAGE_DIR/garage.log" 2>&1 &
+    GARAGE_PID=$!
+
+    # Garage opens the S3 port only after the layout, key and bucket exist,
+    # so an open port means it is ready to serve the tests.
+    local waited=0
+    while ! port_in_use "$GARAGE_S3_PORT"; do
+        if ! kill -0 "$GARAGE_PID" 2>/dev/null; then
+            echo "error: garage exited during startup; its log ($GARAGE_DIR/garage.log):" >&2
+            cat "$GARAGE_DIR/garage.log" >&2
+            stop_garage
+            return 1
+        fi
+        if [ "$waited" -ge 600 ]; then # tenths of a second: 60 s
+            echo "error: garage did not open 127.0.0.1:$GARAGE_S3_PORT within 60 s; its log:" >&2
+            cat "$GARAGE_DIR/garage.log" >&2
+            stop_garage
+            return 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+
+    export CHANTRA_TEST_S3_ENDPOINT="http://127.0.0.1:$GARAGE_S3_PORT"
+    export CHANTRA_TEST_S3_ACCESS_KEY="$access_key"
+    export CHANTRA_TEST_S3_SECRET_KEY="$secret_key"
+    export CHANTRA_TEST_S3_BUCKET="$bucket"
+    echo "garage is running at $CHANTRA_TEST_S3_ENDPOINT (pid $GARAGE_PID, files in $GARAGE_DIR)." >&2
+}
+
+# Stops the garage started by start_garage and deletes its data.
+# Safe to call more than once, and when start_garage started nothing.
+stop_garage() {
+    if [ -n "$GARAGE_PID" ]; then
+        kill "$GARAGE_PID" 2>/dev/null || true
+        wait "$GARAGE_PID" 2>/dev/null || true
+        GARAGE_PID=""
+        # Only unset what we exported; a user-provided endpoint is never touched
+        # because GARAGE_PID is empty in that case.
+        unset CHANTRA_TEST_S3_ENDPOINT CHANTRA_TEST_S3_ACCESS_KEY CHANTRA_TEST_S3_SECRET_KEY CHANTRA_TEST_S3_BUCKET
+    fi
+    if [ -n "$GARAGE_DIR" ]; then
+        rm -rf "$GARAGE_DIR"
+        GARAGE_DIR=""
+    fi
+}

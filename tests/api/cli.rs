@@ -1,0 +1,372 @@
+//! The built `chantra` binary as users run it: help, migrations on both
+//! databases, startup errors, the zero-configuration default, and logs that
+//! never contain a token.
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, TEST_SECRET, TestDatabase};
+use crate::on_both_backends;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chantra");
+
+/// The binary with a clean environment: no setting leaks in from the caller.
+fn chantra(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the chantra binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn help_names_every_flag_with_its_env_var() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve =
+        String::from_utf8(run(chantra(dir.path()).args(["serve", "--help"])).stdout).unwrap();
+    for env in [
+        "CHANTRA_ROLES",
+        "REST_ADDR",
+        "CHANNELS_ADDR",
+        "MCP_ADDR",
+        "LANDING_ADDR",
+        "DATABASE_URL",
+        "DATA_DIR",
+        "S3_ENDPOINT",
+        "S3_BUCKET",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+        "S3_REGION",
+        "CHANNEL_HOSTNAME",
+        "CHANNEL_BASE_URL",
+        "TOKEN_SECRET_SALT",
+        "AUTO_MIGRATE",
+        "MAX_PAYLOAD_BYTES",
+        "RATE_LIMIT_PER_SECOND",
+        "RATE_LIMIT_BURST",
+        "TRUSTED_PROXIES",
+        "INTERNAL_API_TOKEN",
+        "CHANNELS_INTERNAL_URL",
+    ] {
+        assert!(
+            serve.contains(&format!("[env: {env}")),
+            "serve --help lacks {env}:\n{serve}"
+        );
+    }
+    assert!(serve.contains("[default: 0.0.0.0:8081]") && serve.contains("[default: 0.0.0.0:8070]"));
+    assert!(serve.contains("[default: 0.0.0.0:8090]") && serve.contains("[default: 0.0.0.0:8080]"));
+    let migrate =
+        String::from_utf8(run(chantra(dir.path()).args(["migrate", "--help"])).stdout).unwrap();
+    for word in [
+        "up",
+        "down",
+        "status",
+        "fresh",
+        "DATABASE_URL",
+        "DESTROYS DATA",
+    ] {
+        assert!(
+            migrate.contains(word),
+            "migrate --help lacks {word}:\n{migrate}"
+        );
+    }
+}
+
+on_both_backends!(migrate_round_trip);
+
+async fn migrate_round_trip(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _database) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}/m.db?mode=rwc", dir.path().display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let db = TestDatabase::create().await;
+            (db.url.clone(), Some(db))
+        }
+    };
+    let migrate = |action: &str| {
+        run(chantra(dir.path())
+            .args(["migrate", action])
+            .env("DATABASE_URL", &url))
+    };
+
+    let status = migrate("status");
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("pending  m20261125_000001_create_tables")
+    );
+    assert!(migrate("up").status.success());
+    assert!(
+        String::from_utf8_lossy(&migrate("status").stdout)
+            .contains("applied  m20261125_000001_create_tables")
+    );
+
+    let down = migrate("down");
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(
+        stderr(&down).contains("destroyed"),
+        "down warns: {}",
+        stderr(&down)
+    );
+    assert!(String::from_utf8_lossy(&migrate("status").stdout).contains("pending"));
+    assert!(migrate("up").status.success(), "up again after down");
+    let fresh = migrate("fresh");
+    assert!(fresh.status.success() && stderr(&fresh).contains("destroyed"));
+
+    // With AUTO_MIGRATE=false, serve refuses a schema that is behind.
+    assert!(migrate("down").status.success());
+    let mut serve = chantra(dir.path());
+    serve
+        .args(["serve", "--role", "rest", "--rest-addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", &url)
+        .env("AUTO_MIGRATE", "false")
+        .env("TOKEN_SECRET_SALT", TEST_SECRET);
+    let refused = run(&mut serve);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("chantra migrate up") && message.contains("AUTO_MIGRATE=false"),
+        "{message}"
+    );
+}
+
+#[test]
+fn misconfiguration_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("DATABASE_URL", "mysql://localhost/x")], "DATABASE_URL"),
+        (
+            &[
+                ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x"),
+                ("TOKEN_SECRET_SALT", TEST_SECRET),
+                ("DB_ACQUIRE_TIMEOUT_SECS", "2"),
+            ],
+            "DATABASE_URL",
+        ),
+        (
+            &[(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            )],
+            "TOKEN_SECRET_SALT",
+        ),
+        (&[("TOKEN_SECRET_SALT", "short")], "TOKEN_SECRET_SALT"),
+        (&[("S3_ENDPOINT", "http://127.0.0.1:1")], "S3_ACCESS_KEY"),
+        (&[("CHANNEL_BASE_URL", "not a url")], "CHANNEL_BASE_URL"),
+    ];
+    for (env, setting) in cases {
+        let mut cmd = chantra(dir.path());
+        cmd.args(["serve", "--role", "rest", "--rest-addr", "127.0.0.1:0"])
+            .env("DATA_DIR", dir.path().join("data"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let output = run(&mut cmd);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{setting}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ") && last.contains(setting),
+            "{setting}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    let unknown_role = run(chantra(dir.path()).args(["serve", "--role", "queue"]));
+    assert_eq!(unknown_role.status.code(), Some(2));
+    assert!(stderr(&unknown_role).contains("invalid value 'queue' for '--role"));
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = run(chantra(dir.path())
+        .args([
+            "serve",
+            "--role",
+            "rest",
+            "--rest-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("DATA_DIR", dir.path().join("data"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/x.db?mode=rwc", dir.path().display()),
+        ));
+    assert!(
+        stderr(&output)
+            .lines()
+            .last()
+            .unwrap()
+            .contains("REST_ADDR: cannot bind"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A `chantra serve` child process that is killed when dropped.
+struct Server {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(cmd: &mut Command, log: std::path::PathBuf) -> Self {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+async fn wait_healthy(client: &reqwest::Client, url: &str, server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("server did not become healthy:\n{}", server.log());
+}
+
+#[tokio::test]
+async fn zero_configuration_default_and_no_tokens_in_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let mut cmd = chantra(dir.path());
+    cmd.args(["serve", "--role", "all"])
+        .env("REST_ADDR", format!("127.0.0.1:{}", ports[0]))
+        .env("CHANNELS_ADDR", format!("127.0.0.1:{}", ports[1]))
+        .env("MCP_ADDR", format!("127.0.0.1:{}", ports[2]))
+        .env("LANDING_ADDR", format!("127.0.0.1:{}", ports[3]))
+        .env("RUST_LOG", "trace");
+    let server = Server::start(&mut cmd, dir.path().join("server.log"));
+    let client = reqwest::Client::new();
+    let rest = format!("http://127.0.0.1:{}", ports[0]);
+    wait_healthy(&client, &format!("{rest}/readyz"), &server).await;
+    for port in &ports[1..] {
+        wait_healthy(
+            &client,
+            &format!("http://127.0.0.1:{port}/healthz"),
+            &server,
+        )
+        .await;
+    }
+
+    // The embedded default lives under ./data.
+    for file in ["data/chantra.db", "data/token_secret_salt", "data/payloads"] {
+        assert!(dir.path().join(file).exists(), "{file} was not created");
+    }
+    assert!(server.log().contains("TOKEN_SECRET_SALT is not set"));
+
+    // A full scenario with every kind of token, at trace level.
+    let channel: Value = client
+        .post(format!("{rest}/v1/channels"))
+        .json(&serde_json::json!({"visibility": "private"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = channel["channel_id"].as_str().unwrap();
+    assert_eq!(
+        channel["url"],
+        format!("http://localhost:8070/channel/v1/private/{id}")
+    );
+    let publish_token = channel["publish_token"].as_str().unwrap();
+    let published = client
+        .post(format!(
+            "{rest}/v1/channels/{id}/publish?token={publish_token}"
+        ))
+        .header("x-publish-token", publish_token)
+        .body("secret-free payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+    let grant: Value = client
+        .post(format!("{rest}/v1/channels/{id}/read-grants"))
+        .bearer_auth(publish_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wrong = client
+        .get(format!("{rest}/v1/channels/{id}"))
+        .header("x-publish-token", grant["read_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        client
+            .delete(format!("{rest}/v1/channels/{id}"))
+            .header("x-publish-token", publish_token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the log really is verbose"
+    );
+    assert!(log.contains(id), "requests are logged (by path)");
+    for secret in [
+        publish_token,
+        channel["read_token"].as_str().unwrap(),
+        grant["read_token"].as_str().unwrap(),
+    ] {
+        let body = &secret[4..];
+        assert!(!log.contains(body), "a token leaked into the log");
+    }
+    let salt = std::fs::read_to_string(dir.path().join("data/token_secret_salt")).unwrap();
+    assert!(
+        !log.contains(salt.trim()),
+        "the token secret leaked into the log"
+    );
+}

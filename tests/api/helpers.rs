@@ -1,0 +1,390 @@
+//! Starts the real application for a test, on one of the two backend pairs:
+//!
+//! - `Backend::Sqlite`: embedded SQLite file + filesystem payloads in a temp dir;
+//! - `Backend::Postgres`: a fresh PostgreSQL database (created here, dropped
+//!   when the test ends) + the S3 server named by `CHANTRA_TEST_S3_ENDPOINT`
+//!   (garage, started by scripts/test.sh).
+//!
+//! The app is built by `Application::build_with_clock`, exactly as `main`
+//! builds it, from command-line arguments parsed by the real `Cli`. A backend
+//! that cannot be reached fails the test with instructions; nothing is skipped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chantra::app::Application;
+use chantra::cli::{Cli, Command, Role};
+use chantra::clock::Clock;
+use chantra::config::Config;
+use chantra::service::Service;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Defines `mod name { sqlite(), postgres() }` running `async fn name(Backend)` on each backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+pub fn admin_database_url() -> String {
+    std::env::var("CHANTRA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// S3 settings for the Postgres pair, from the environment scripts/test.sh sets.
+pub struct S3Env {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+}
+
+pub fn s3_env() -> S3Env {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: the PostgreSQL + S3 tests need a real S3 server. \
+                 Run the suite with `bash scripts/test.sh` (it starts garage), or point \
+                 CHANTRA_TEST_S3_ENDPOINT, CHANTRA_TEST_S3_ACCESS_KEY and CHANTRA_TEST_S3_SECRET_KEY at one"
+            )
+        })
+    };
+    S3Env {
+        endpoint: var("CHANTRA_TEST_S3_ENDPOINT"),
+        access_key: var("CHANTRA_TEST_S3_ACCESS_KEY"),
+        secret_key: var("CHANTRA_TEST_S3_SECRET_KEY"),
+        bucket: std::env::var("CHANTRA_TEST_S3_BUCKET").unwrap_or_else(|_| "chantra-test".into()),
+    }
+}
+
+/// A PostgreSQL database that exists for one test.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin = admin_database_url();
+        let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin} ({e}). Start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                 or set CHANTRA_TEST_DATABASE_URL"
+            )
+        });
+        let name = format!("chantra_test_{}", uuid::Uuid::now_v7().simple());
+        conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("CHANTRA_TEST_DATABASE_URL must end with /<database>"),
+        };
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async (possibly during a panic): use a thread with its own runtime.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let conn = Database::connect(&admin_database_url()).await.ok()?;
+                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A running application and what a test needs to talk to it.
+pub struct TestApp {
+    pub client: reqwest::Client,
+    pub service: Service,
+    pub clock: Clock,
+    pub addrs: Vec<(Role, SocketAddr)>,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _database: Option<TestDatabase>,
+}
+
+impl TestApp {
+    pub fn url(&self, role: Role, path: &str) -> String {
+        let addr = self
+            .addrs
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, a)| *a)
+            .expect("role not running");
+        format!("http://{addr}{path}")
+    }
+
+    /// A URL on the rest role.
+    pub fn rest(&self, path: &str) -> String {
+        self.url(Role::Rest, path)
+    }
+
+    /// Creates a channel and returns its creation body.
+    pub async fn create_channel(&self, visibility: &str) -> Value {
+        let response = self
+            .client
+            .post(self.rest("/v1/channels"))
+            .json(&serde_json::json!({ "visibility": visibility }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    /// Publishes a raw text payload and returns the response.
+    pub async fn publish_text(&self, channel: &Value, text: &str) -> reqwest::Response {
+        self.client
+            .post(self.rest(&format!(
+                "/v1/channels/{}/publish",
+                channel["channel_id"].as_str().unwrap()
+            )))
+            .header(
+                "x-publish-token",
+                channel["publish_token"].as_str().unwrap(),
+            )
+            .header("content-type", "text/plain")
+            .body(text.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_channel(&self, channel: &Value) -> reqwest::Response {
+        self.client
+            .get(self.rest(&format!(
+                "/v1/channels/{}",
+                channel["channel_id"].as_str().unwrap()
+            )))
+            .header(
+                "x-publish-token",
+                channel["publish_token"].as_str().unwrap(),
+            )
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Options that vary between tests.
+#[derive(Default)]
+pub struct Options {
+    pub extra_args: Vec<String>,
+    /// Overrides the S3 endpoint (e.g. a fault-injecting proxy) on the Postgres pair.
+    pub s3_endpoint: Option<String>,
+    pub roles: Option<Vec<Role>>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Options::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let roles = options.roles.unwrap_or_else(|| vec![Role::Rest]);
+    let mut args: Vec<String> = vec!["chantra".into(), "serve".into()];
+    for role in &roles {
+        args.push("--role".into());
+        args.push(role.name().into());
+    }
+    for flag in [
+        "--rest-addr",
+        "--channels-addr",
+        "--mcp-addr",
+        "--landing-addr",
+    ] {
+        args.extend([flag.into(), "127.0.0.1:0".into()]);
+    }
+    args.extend(["--data-dir".into(), data_dir.path().display().to_string()]);
+    args.extend(["--token-secret-salt".into(), TEST_SECRET.into()]);
+    args.extend(["--rate-limit-per-second".into(), "0".into()]);
+    args.extend(["--channel-base-url".into(), "http://channels.test".into()]);
+
+    let database = match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}/chantra.db?mode=rwc", data_dir.path().display());
+            args.extend(["--database-url".into(), url]);
+            None
+        }
+        Backend::Postgres => {
+            let database = TestDatabase::create().await;
+            args.extend(["--database-url".into(), database.url.clone()]);
+            let s3 = s3_env();
+            args.extend([
+                "--s3-endpoint".into(),
+                options.s3_endpoint.clone().unwrap_or(s3.endpoint),
+            ]);
+            args.extend(["--s3-access-key".into(), s3.access_key]);
+            args.extend(["--s3-secret-key".into(), s3.secret_key]);
+            args.extend(["--s3-bucket".into(), s3.bucket]);
+            args.extend(["--s3-timeout-secs".into(), "3".into()]);
+            Some(database)
+        }
+    };
+    args.extend(options.extra_args);
+
+    let Command::Serve(serve) = Cli::try_parse_from(&args)
+        .expect("test arguments parse")
+        .command
+    else {
+        unreachable!("serve was requested")
+    };
+    let config = Config::from_args(&serve).expect("test configuration is valid");
+    let clock = Clock::system();
+    let app = Application::build_with_clock(config, clock.clone())
+        .await
+        .expect("application starts");
+    let addrs = Role::expand(&roles)
+        .into_iter()
+        .map(|r| (r, app.local_addr(r).expect("bound")))
+        .collect();
+    let service = app.service().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+
+    TestApp {
+        client: reqwest::Client::new(),
+        service,
+        clock,
+        addrs,
+        data_dir,
+        shutdown: Some(tx),
+        _database: database,
+    }
+}
+
+use clap::Parser as _;
+
+/// A TCP forwarder in front of a real server that a test can switch off,
+/// to see how the app behaves when that server becomes unreachable.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(inbound); // connection reset: the server is "down"
+                    continue;
+                }
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    // Copy until either side closes or the proxy is switched off.
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = async { while flag.load(Ordering::SeqCst) { tokio::time::sleep(std::time::Duration::from_millis(20)).await } } => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up }
+    }
+
+    /// Switches the proxy; when switching off, waits until open
+    /// connections have been cut too.
+    pub async fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Replaces ids, times, tokens and URLs with placeholders after checking
+/// their shape, so one snapshot holds on both backends and every run.
+pub fn redact(value: &Value) -> Value {
+    redact_field("", value)
+}
+
+fn redact_field(key: &str, value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), redact_field(k, v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| redact_field(key, v)).collect()),
+        Value::String(s) if key.ends_with("_id") => {
+            uuid::Uuid::parse_str(s).unwrap_or_else(|_| panic!("{key} is not a UUID: {s}"));
+            Value::String("[uuid]".into())
+        }
+        Value::String(s) if key.ends_with("_at") => {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap_or_else(|_| panic!("{key} is not RFC 3339: {s}"));
+            Value::String("[time]".into())
+        }
+        Value::String(s) if key == "publish_token" || key == "read_token" => {
+            let prefix = if key == "publish_token" {
+                "chp_"
+            } else {
+                "chr_"
+            };
+            assert!(
+                s.starts_with(prefix) && s.len() == 47,
+                "{key} has the wrong shape: {s}"
+            );
+            Value::String(format!("[{prefix}token]"))
+        }
+        Value::String(s) if key == "url" => {
+            let (base, id) = s.rsplit_once('/').expect("url has a path");
+            uuid::Uuid::parse_str(id)
+                .unwrap_or_else(|_| panic!("url does not end in a channel id: {s}"));
+            Value::String(format!("{base}/[uuid]"))
+        }
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,9 @@
+//! One integration binary: the real application over HTTP, on SQLite +
+//! filesystem and on PostgreSQL + S3 (garage). See helpers.rs.
+
+mod cli;
+mod helpers;
+mod rest_channels;
+mod rest_grants;
+mod rest_http;
+mod rest_publish;

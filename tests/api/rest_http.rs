@@ -1,0 +1,154 @@
+//! Cross-cutting HTTP behaviour: health on every role, JSON 404/405, rate
+//! limiting with trusted proxies, and the OpenAPI document.
+
+use chantra::cli::Role;
+use serde_json::Value;
+
+use crate::helpers::{Backend, Options, spawn_app, spawn_app_with};
+use crate::on_both_backends;
+
+on_both_backends!(
+    every_role_answers_health,
+    unknown_routes_are_json,
+    rate_limit_per_client
+);
+
+async fn every_role_answers_health(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        Options {
+            roles: Some(vec![Role::All]),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(app.addrs.len(), 4);
+    for role in Role::EACH {
+        for path in ["/healthz", "/readyz"] {
+            let response = app.client.get(app.url(role, path)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{} {path}", role.name());
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["status"], "ok");
+        }
+    }
+    let ready: Value = app
+        .client
+        .get(app.rest("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["database"], "ok");
+    assert_eq!(ready["checks"]["payload_store"], "ok");
+}
+
+async fn unknown_routes_are_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let missing = app
+        .client
+        .get(app.rest("/v2/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    let wrong_method = app
+        .client
+        .put(app.rest("/v1/channels"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    let body: Value = wrong_method.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}
+
+async fn rate_limit_per_client(backend: Backend) {
+    let limited = |trusted: &str| Options {
+        extra_args: [
+            "--rate-limit-per-second",
+            "1",
+            "--rate-limit-burst",
+            "3",
+            "--trusted-proxies",
+            trusted,
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    // 127.0.0.1 is not a trusted proxy here: X-Forwarded-For is ignored.
+    let app = spawn_app_with(backend, limited("10.0.0.0/8")).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let response = app
+            .client
+            .get(app.rest("/healthz"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let retry_after: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(retry_after >= 1);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+
+    // Behind a trusted proxy, each forwarded client has its own budget.
+    let app = spawn_app_with(backend, limited("127.0.0.1/32")).await;
+    for i in 0..5 {
+        let response = app
+            .client
+            .get(app.rest("/healthz"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "client {i}");
+    }
+    let statuses: Vec<u16> = futures::future::join_all((0..4).map(|_| {
+        app.client
+            .get(app.rest("/healthz"))
+            .header("x-forwarded-for", "203.0.113.50")
+            .send()
+    }))
+    .await
+    .into_iter()
+    .map(|r| r.unwrap().status().as_u16())
+    .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_is_stable() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let response = app
+        .client
+        .get(app.rest("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths.len(), 5, "{paths:?}");
+    let mut document = document;
+    document["info"]["version"] = Value::String("[version]".into());
+    insta::assert_json_snapshot!("openapi", document);
+}

@@ -1,0 +1,455 @@
+//! Publishing: both body forms, validation, limits, idempotency and what
+//! happens when the payload store is down.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chantra::payload::StoreError;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, FaultProxy, Options, redact, s3_env, spawn_app, spawn_app_with};
+use crate::on_both_backends;
+
+on_both_backends!(
+    publish_raw_and_json,
+    publish_rejects_bad_input,
+    payload_limit_is_enforced,
+    publish_token_of_another_channel,
+    idempotency_key_prevents_duplicates,
+    store_unavailable_writes_nothing,
+);
+
+fn publish_url(app: &crate::helpers::TestApp, channel: &Value) -> String {
+    app.rest(&format!(
+        "/v1/channels/{}/publish",
+        channel["channel_id"].as_str().unwrap()
+    ))
+}
+
+fn token(channel: &Value) -> &str {
+    channel["publish_token"].as_str().unwrap()
+}
+
+async fn stored(app: &crate::helpers::TestApp, message: &Value) -> Vec<u8> {
+    let key = format!(
+        "channels/{}/{}",
+        message["channel_id"].as_str().unwrap(),
+        message["message_id"].as_str().unwrap()
+    );
+    app.service.store().get(&key).await.unwrap().to_vec()
+}
+
+async fn live_messages(app: &crate::helpers::TestApp, channel: &Value) -> u64 {
+    let body: Value = app.get_channel(channel).await.json().await.unwrap();
+    body["live_messages"].as_u64().unwrap()
+}
+
+async fn publish_raw_and_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let channel = app.create_channel("public").await;
+
+    // Raw binary body with a TTL from the query string.
+    let binary: Vec<u8> = (0..=255u8).collect();
+    let raw = app
+        .client
+        .post(format!("{}?ttl=60", publish_url(&app, &channel)))
+        .header("x-publish-token", token(&channel))
+        .header("content-type", "application/octet-stream")
+        .body(binary.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 201);
+    let raw: Value = raw.json().await.unwrap();
+    assert_eq!(stored(&app, &raw).await, binary);
+    assert_eq!(raw["payload_size"], 256);
+    let created =
+        chrono::DateTime::parse_from_rfc3339(raw["created_at"].as_str().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(raw["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(expires - created, chrono::Duration::seconds(60));
+
+    // JSON envelope with base64, TTL and content type; default TTL is 48 h.
+    let json_body = json!({ "payload": STANDARD.encode("héllo\nworld"), "ttl_seconds": 120, "content_type": "text/plain; charset=utf-8" });
+    let enveloped = app
+        .client
+        .post(publish_url(&app, &channel))
+        .header("x-publish-token", token(&channel))
+        .json(&json_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enveloped.status(), 201);
+    let enveloped: Value = enveloped.json().await.unwrap();
+    assert_eq!(stored(&app, &enveloped).await, "héllo\nworld".as_bytes());
+    assert_eq!(enveloped["content_type"], "text/plain; charset=utf-8");
+
+    // curl -d 'text' sends a form content type: stored as text.
+    let form = app
+        .client
+        .post(publish_url(&app, &channel))
+        .header("x-publish-token", token(&channel))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("plain words")
+        .send()
+        .await
+        .unwrap();
+    let form: Value = form.json().await.unwrap();
+    assert_eq!(form["content_type"], "text/plain; charset=utf-8");
+    let created =
+        chrono::DateTime::parse_from_rfc3339(form["created_at"].as_str().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(form["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(expires - created, chrono::Duration::hours(48));
+
+    // Ids are UUIDv7 and increase: they are the resume cursor.
+    let ids: Vec<uuid::Uuid> = [&raw, &enveloped, &form]
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.iter().all(|id| id.get_version_num() == 7));
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(live_messages(&app, &channel).await, 3);
+    insta::assert_json_snapshot!("publish_json", redact(&enveloped));
+}
+
+async fn publish_rejects_bad_input(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let channel = app.create_channel("public").await;
+    let url = publish_url(&app, &channel);
+    let json_cases = [
+        (
+            "bad_base64",
+            json!({ "payload": "%%%not base64%%%" }),
+            "invalid_payload",
+        ),
+        (
+            "ttl_zero",
+            json!({ "payload": "aGk=", "ttl_seconds": 0 }),
+            "invalid_ttl",
+        ),
+        (
+            "ttl_over_48h",
+            json!({ "payload": "aGk=", "ttl_seconds": 172_801 }),
+            "invalid_ttl",
+        ),
+        (
+            "unknown_field",
+            json!({ "payload": "aGk=", "tll_seconds": 5 }),
+            "invalid_json",
+        ),
+        (
+            "missing_payload",
+            json!({ "ttl_seconds": 5 }),
+            "invalid_json",
+        ),
+        ("empty_payload", json!({ "payload": "" }), "empty_payload"),
+        (
+            "bad_content_type",
+            json!({ "payload": "aGk=", "content_type": "nonsense" }),
+            "invalid_content_type",
+        ),
+    ];
+    let mut errors = Vec::new();
+    for (name, body, code) in json_cases {
+        let response = app
+            .client
+            .post(&url)
+            .header("x-publish-token", token(&channel))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{name}");
+        errors.push(json!({ "case": name, "body": body }));
+    }
+    let raw_cases = [
+        (
+            "invalid_json_text",
+            url.clone(),
+            "application/json",
+            "{oops",
+            "invalid_json",
+        ),
+        (
+            "query_ttl_zero",
+            format!("{url}?ttl=0"),
+            "text/plain",
+            "hi",
+            "invalid_ttl",
+        ),
+        (
+            "query_ttl_word",
+            format!("{url}?ttl=forever"),
+            "text/plain",
+            "hi",
+            "invalid_ttl",
+        ),
+        ("empty_raw", url.clone(), "text/plain", "", "empty_payload"),
+    ];
+    for (name, target, content_type, body, code) in raw_cases {
+        let response = app
+            .client
+            .post(target)
+            .header("x-publish-token", token(&channel))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{name}");
+        errors.push(json!({ "case": name, "body": body }));
+    }
+    let bad_key = app
+        .client
+        .post(&url)
+        .header("x-publish-token", token(&channel))
+        .header("idempotency-key", "has spaces in it")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_key.status(), 400);
+    let missing_token = app.client.post(&url).body("x").send().await.unwrap();
+    assert_eq!(missing_token.status(), 401);
+    let bad_channel = app
+        .client
+        .post(app.rest("/v1/channels/1234/publish"))
+        .header("x-publish-token", token(&channel))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_channel.status(), 400);
+    assert_eq!(
+        live_messages(&app, &channel).await,
+        0,
+        "no rejected publish left a message"
+    );
+    insta::assert_json_snapshot!("publish_errors", errors);
+}
+
+async fn payload_limit_is_enforced(backend: Backend) {
+    let options = Options {
+        extra_args: vec!["--max-payload-bytes".into(), "1024".into()],
+        ..Default::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    let channel = app.create_channel("public").await;
+    let url = publish_url(&app, &channel);
+    let send_raw = |body: Vec<u8>| {
+        app.client
+            .post(&url)
+            .header("x-publish-token", token(&channel))
+            .body(body)
+            .send()
+    };
+
+    assert_eq!(
+        send_raw(vec![b'a'; 1024]).await.unwrap().status(),
+        201,
+        "exactly the limit is fine"
+    );
+    let over = send_raw(vec![b'a'; 1025]).await.unwrap();
+    assert_eq!(over.status(), 413);
+    let over: Value = over.json().await.unwrap();
+    assert_eq!(over["error"]["code"], "payload_too_large");
+    assert!(over["error"]["message"].as_str().unwrap().contains("1024"));
+
+    // A chunked body (no Content-Length) is cut off while streaming: the
+    // server answers 413 before the client has finished sending.
+    let response = send_chunked_until_refused(&url, token(&channel), 64, 512).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("payload_too_large"), "{response}");
+
+    // The limit applies to the decoded payload of a JSON publish too.
+    let json_over = app
+        .client
+        .post(&url)
+        .header("x-publish-token", token(&channel))
+        .json(&json!({ "payload": STANDARD.encode(vec![7u8; 1025]) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_over.status(), 413);
+    assert_eq!(live_messages(&app, &channel).await, 1);
+}
+
+async fn publish_token_of_another_channel(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let target = app.create_channel("public").await;
+    let intruder = app.create_channel("public").await;
+    let response = app
+        .client
+        .post(publish_url(&app, &target))
+        .header("x-publish-token", token(&intruder))
+        .body("spoofed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_token");
+    assert_eq!(live_messages(&app, &target).await, 0);
+}
+
+async fn idempotency_key_prevents_duplicates(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let channel = app.create_channel("public").await;
+    let send = |key: &'static str, body: &'static str| {
+        app.client
+            .post(publish_url(&app, &channel))
+            .header("x-publish-token", token(&channel))
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+    };
+    let first = send("order-42", "once").await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let retry = send("order-42", "once").await.unwrap();
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(first, retry);
+    let other: Value = send("order-43", "twice")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(other["message_id"], first["message_id"]);
+    assert_eq!(live_messages(&app, &channel).await, 2);
+
+    // Concurrent retries with one key still create a single message.
+    let racing = futures::future::join_all((0..8).map(|_| send("order-44", "race"))).await;
+    let ids: std::collections::BTreeSet<String> =
+        futures::future::join_all(racing.into_iter().map(|r| async {
+            let r = r.unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(ids.len(), 1, "one message for one key: {ids:?}");
+    assert_eq!(live_messages(&app, &channel).await, 3);
+
+    // After the message expires the key may be used again.
+    app.clock.advance(chrono::Duration::hours(49));
+    let reused: Value = send("order-42", "again")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(reused["message_id"], first["message_id"]);
+}
+
+async fn store_unavailable_writes_nothing(backend: Backend) {
+    // Each backend gets its store taken away for real: the payload directory
+    // replaced by a file, or the S3 server behind a proxy that stops answering.
+    let proxy = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let target: std::net::SocketAddr = s3_env()
+                .endpoint
+                .trim_start_matches("http://")
+                .parse()
+                .expect("S3 endpoint is host:port");
+            Some(FaultProxy::start(target).await)
+        }
+    };
+    let options = Options {
+        s3_endpoint: proxy.as_ref().map(|p| format!("http://{}", p.addr)),
+        ..Default::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    let channel = app.create_channel("public").await;
+    assert_eq!(app.publish_text(&channel, "before").await.status(), 201);
+
+    let payloads = app.data_dir.path().join("payloads");
+    match &proxy {
+        Some(proxy) => proxy.set_up(false).await,
+        None => {
+            std::fs::rename(&payloads, app.data_dir.path().join("payloads.away")).unwrap();
+            std::fs::write(&payloads, b"not a directory").unwrap();
+        }
+    }
+    let response = app.publish_text(&channel, "during").await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "storage_unavailable");
+    assert!(
+        !body.to_string().contains("payloads"),
+        "no internals leak: {body}"
+    );
+    let ready = app.client.get(app.rest("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["payload_store"], "unavailable");
+    assert_eq!(ready["checks"]["database"], "ok");
+    assert_eq!(
+        live_messages(&app, &channel).await,
+        1,
+        "no row without its object"
+    );
+
+    match &proxy {
+        Some(proxy) => proxy.set_up(true).await,
+        None => {
+            std::fs::remove_file(&payloads).unwrap();
+            std::fs::rename(app.data_dir.path().join("payloads.away"), &payloads).unwrap();
+        }
+    }
+    let after: Value = app
+        .publish_text(&channel, "after")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored(&app, &after).await, b"after");
+    assert_eq!(live_messages(&app, &channel).await, 2);
+    assert!(!matches!(
+        app.service.store().check().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+/// Sends `chunks` chunks of `size` bytes with chunked transfer encoding over
+/// a raw socket, stopping at the first write the server refuses, and
+/// returns whatever the server answered.
+async fn send_chunked_until_refused(url: &str, token: &str, chunks: usize, size: usize) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let url = reqwest::Url::parse(url).unwrap();
+    let mut stream = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: test\r\nX-Publish-Token: {token}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        url.path()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{size:x}\r\n{}\r\n", "z".repeat(size));
+    for _ in 0..chunks {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
