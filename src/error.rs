@@ -44,6 +44,8 @@ pub enum AppError {
     DatabaseUnavailable,
     #[error("the payload store is unavailable; retry shortly")]
     StorageUnavailable,
+    #[error("the request took too long; retry shortly")]
+    Timeout,
     #[error("internal error")]
     Internal,
 }
@@ -72,6 +74,7 @@ impl AppError {
             AppError::RateLimited { .. } => "rate_limited",
             AppError::DatabaseUnavailable => "database_unavailable",
             AppError::StorageUnavailable => "storage_unavailable",
+            AppError::Timeout => "timeout",
             AppError::Internal => "internal_error",
         }
     }
@@ -91,7 +94,7 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::DatabaseUnavailable | AppError::StorageUnavailable => {
+            AppError::DatabaseUnavailable | AppError::StorageUnavailable | AppError::Timeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,7 +109,9 @@ impl AppError {
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             AppError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
-            AppError::DatabaseUnavailable | AppError::StorageUnavailable => Some(2),
+            AppError::DatabaseUnavailable | AppError::StorageUnavailable | AppError::Timeout => {
+                Some(2)
+            }
             _ => None,
         }
     }

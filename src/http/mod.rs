@@ -9,6 +9,8 @@ pub mod rest;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse as _;
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 
@@ -29,6 +31,16 @@ pub fn router(role: Role, state: AppState) -> Router {
         .fallback(|| async { AppError::RouteNotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state.clone());
+    let timeout = state.config.request_timeout;
+    router = router.layer(middleware::from_fn(
+        move |req: Request, next: Next| async move {
+            // Bounds the time to the response head; a stream's body may then run on.
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(response) => response,
+                Err(_) => AppError::Timeout.into_response(),
+            }
+        },
+    ));
     if let Some(limit) = state.config.rate_limit {
         router = router.layer(rate_limit::layer(limit, &state.config.trusted_proxies));
     }
