@@ -1,6 +1,7 @@
 //! One integration binary: the real application over HTTP, on SQLite +
 //! filesystem and on PostgreSQL + S3 (garage). See helpers.rs.
 
+mod backends;
 mod cli;
 mod helpers;
 mod rest_channels;
