@@ -13,9 +13,7 @@ const HASHES_PER_ROUND: usize = 2_000;
 
 fn main() {
     let hasher = TokenHasher::new(b"benchmark-secret-0123456789");
-    let tokens: Vec<PublishToken> = (0..HASHES_PER_ROUND)
-        .map(|_| PublishToken::generate())
-        .collect();
+    let tokens: Vec<PublishToken> = (0..HASHES_PER_ROUND).map(|_| PublishToken::generate()).collect();
     // Warm up caches and the allocator.
     for token in tokens.iter().take(200) {
         std::hint::black_box(hasher.hash_publish(token));

@@ -1,7 +1,7 @@
 //! `Application::build` does everything `main` needs before serving: it
 //! connects the database, checks or applies the schema, opens the payload
-//! store and binds one listener per role. Tests call exactly this with
-//! `127.0.0.1:0` addresses and read back the bound ports.
+//! store, sets up fan-out and binds one listener per role. Tests call exactly
+//! this with `127.0.0.1:0` addresses and read back the bound ports.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -10,11 +10,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::cli::Role;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, DatabaseKind};
 use crate::domain::TokenHasher;
+use crate::fanout::{self, Fanout, Hub};
+use crate::http::channels::StreamSlots;
 use crate::service::{Service, ServiceSettings};
 use crate::state::AppState;
 use crate::{db, http, payload};
@@ -22,6 +25,7 @@ use crate::{db, http, payload};
 pub struct Application {
     state: AppState,
     listeners: BTreeMap<Role, TcpListener>,
+    stop: watch::Sender<bool>,
 }
 
 impl Application {
@@ -37,31 +41,29 @@ impl Application {
 
         let mut listeners = BTreeMap::new();
         for (role, addr) in &config.binds {
-            let listener = TcpListener::bind(addr).await.with_context(|| {
-                format!("{}_ADDR: cannot bind {addr}", role.name().to_uppercase())
-            })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{}_ADDR: cannot bind {addr}", role.name().to_uppercase()))?;
             listeners.insert(*role, listener);
         }
 
+        let hub = Hub::new(config.sse.buffer);
+        let fanout = match config.database.kind() {
+            DatabaseKind::Sqlite => Fanout::local(hub),
+            DatabaseKind::Postgres => Fanout::postgres(hub),
+        };
         let settings = ServiceSettings {
             channel_base_url: config.channel_base_url.clone(),
             max_payload_bytes: config.max_payload_bytes,
             channel_idle: config.channel_idle,
         };
-        let service = Service::new(
-            db,
-            store,
-            TokenHasher::new(&config.token_secret),
-            clock,
-            settings,
-        );
-        Ok(Self {
-            state: AppState {
-                config: Arc::new(config),
-                service,
-            },
-            listeners,
-        })
+        let service = Service::new(db, store, TokenHasher::new(&config.token_secret), clock, fanout, settings);
+        let (stop, shutdown) = watch::channel(false);
+        if config.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
+            fanout::pg::spawn(service.clone(), shutdown.clone());
+        }
+        let streams = StreamSlots::new(config.sse.max_streams, config.sse.max_streams_per_ip);
+        Ok(Self { state: AppState { config: Arc::new(config), service, streams, shutdown }, listeners, stop })
     }
 
     /// The address a role actually bound (port 0 resolved).
@@ -73,41 +75,54 @@ impl Application {
         &self.state.service
     }
 
-    /// Serves every role until `shutdown` resolves, then lets in-flight
-    /// requests finish.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    /// Serves every role until `shutdown` resolves. Then open streams end
+    /// (clients resume elsewhere with Last-Event-ID), in-flight requests
+    /// finish, and after SHUTDOWN_GRACE_SECS the servers stop regardless.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let grace = self.state.config.shutdown_grace;
         let mut servers = tokio::task::JoinSet::new();
         for (role, listener) in self.listeners {
             let addr = listener.local_addr()?;
             let app = http::router(role, self.state.clone());
-            let mut stop = stop_rx.clone();
+            let mut stopping = self.state.shutdown.clone();
             tracing::info!(role = role.name(), %addr, "listening");
             servers.spawn(async move {
-                let result = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })
-                .await;
+                let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move {
+                        let _ = stopping.wait_for(|stopped| *stopped).await;
+                    })
+                    .await;
                 (role, result)
             });
         }
+        let stop = self.stop;
+        let mut stopping = self.state.shutdown.clone();
         tokio::spawn(async move {
             shutdown.await;
-            let _ = stop_tx.send(true);
+            let _ = stop.send(true);
+            // Keep the sender alive so receivers see `true`, not a closed channel.
+            std::future::pending::<()>().await;
         });
-        while let Some(joined) = servers.join_next().await {
-            let (role, result) = joined.context("a server task panicked")?;
-            result.with_context(|| format!("the {} server failed", role.name()))?;
-            tracing::info!(role = role.name(), "stopped");
+        let drain = async {
+            while let Some(joined) = servers.join_next().await {
+                let (role, result) = joined.context("a server task panicked")?;
+                result.with_context(|| format!("the {} server failed", role.name()))?;
+                tracing::info!(role = role.name(), "stopped");
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        tokio::pin!(drain);
+        tokio::select! {
+            result = &mut drain => return result,
+            _ = stopping.wait_for(|s| *s) => {}
         }
-        Ok(())
+        match tokio::time::timeout(grace, drain).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(?grace, "connections still open after the grace period; exiting anyway");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -13,11 +13,7 @@ use crate::domain::{DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/chantra.db?mode=rwc";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "chantra",
-    version,
-    about = "Anonymous pub/sub channels over HTTP, Server-Sent Events and MCP."
-)]
+#[command(name = "chantra", version, about = "Anonymous pub/sub channels over HTTP, Server-Sent Events and MCP.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,16 +58,8 @@ impl Role {
 
     /// Expands `all` and removes repeats, in a stable order.
     pub fn expand(roles: &[Role]) -> Vec<Role> {
-        let mut out: Vec<Role> = roles
-            .iter()
-            .flat_map(|r| {
-                if *r == Role::All {
-                    Role::EACH.to_vec()
-                } else {
-                    vec![*r]
-                }
-            })
-            .collect();
+        let mut out: Vec<Role> =
+            roles.iter().flat_map(|r| if *r == Role::All { Role::EACH.to_vec() } else { vec![*r] }).collect();
         out.sort();
         out.dedup();
         out
@@ -127,13 +115,7 @@ pub struct StorageArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Roles to run: rest, mcp, channels, landing or all (repeatable or comma-separated).
-    #[arg(
-        long = "role",
-        env = "CHANTRA_ROLES",
-        value_enum,
-        value_delimiter = ',',
-        default_value = "all"
-    )]
+    #[arg(long = "role", env = "CHANTRA_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
     pub roles: Vec<Role>,
 
     /// Address the rest role binds.
@@ -199,6 +181,38 @@ pub struct ServeArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// Seconds between keep-alive comments on open event streams.
+    #[arg(long, env = "SSE_KEEPALIVE_SECS", default_value_t = 15)]
+    pub sse_keepalive_secs: u64,
+
+    /// Reconnection delay (milliseconds) suggested to SSE clients with `retry:`.
+    #[arg(long, env = "SSE_RETRY_MS", default_value_t = 3000)]
+    pub sse_retry_ms: u64,
+
+    /// Most messages replayed to one resuming reader; older ones are announced with `event: gap`.
+    #[arg(long, env = "SSE_REPLAY_MAX", default_value_t = 1000)]
+    pub sse_replay_max: u64,
+
+    /// Live events buffered per channel; a reader further behind catches up from the database.
+    #[arg(long, env = "SSE_BUFFER", default_value_t = 1024)]
+    pub sse_buffer: usize,
+
+    /// Most concurrent event streams this process serves (503 beyond).
+    #[arg(long, env = "MAX_STREAMS", default_value_t = 50_000)]
+    pub max_streams: usize,
+
+    /// Most concurrent event streams per client IP (429 beyond).
+    #[arg(long, env = "MAX_STREAMS_PER_IP", default_value_t = 200)]
+    pub max_streams_per_ip: usize,
+
+    /// Origins allowed to read streams from a browser (comma-separated; * for any).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "*")]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Seconds to wait for connections to finish after SIGTERM before exiting anyway.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
     /// Shared secret for /internal/* between roles (unset: the internal API is off).
     #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
     pub internal_api_token: Option<String>,
@@ -235,18 +249,8 @@ mod tests {
 
     #[test]
     fn roles_accept_commas_and_repeats() {
-        let cli = Cli::try_parse_from([
-            "chantra",
-            "serve",
-            "--role",
-            "rest,channels",
-            "--role",
-            "rest",
-        ])
-        .unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!("serve expected")
-        };
+        let cli = Cli::try_parse_from(["chantra", "serve", "--role", "rest,channels", "--role", "rest"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve expected") };
         assert_eq!(Role::expand(&args.roles), vec![Role::Rest, Role::Channels]);
     }
 

@@ -34,6 +34,21 @@ pub struct Config {
     pub request_timeout: Duration,
     pub internal_api_token: Option<String>,
     pub channels_internal_url: Option<String>,
+    pub sse: SseConfig,
+    /// `None` allows every origin.
+    pub cors_allowed_origins: Option<Vec<String>>,
+    pub shutdown_grace: Duration,
+}
+
+/// How event streams behave.
+#[derive(Debug, Clone)]
+pub struct SseConfig {
+    pub keepalive: Duration,
+    pub retry_ms: u64,
+    pub replay_max: u64,
+    pub buffer: usize,
+    pub max_streams: usize,
+    pub max_streams_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,15 +106,11 @@ impl DatabaseKind {
         if url.starts_with("sqlite:") {
             Ok(DatabaseKind::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url::Url::parse(url).map_err(|e| {
-                anyhow::anyhow!("DATABASE_URL is not a valid URL ({e}): {}", redact_url(url))
-            })?;
+            url::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid URL ({e}): {}", redact_url(url)))?;
             Ok(DatabaseKind::Postgres)
         } else {
-            bail!(
-                "DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)",
-                redact_url(url)
-            )
+            bail!("DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)", redact_url(url))
         }
     }
 }
@@ -132,15 +143,8 @@ impl std::fmt::Debug for S3Config {
 
 impl StorageConfig {
     pub fn from_args(args: &StorageArgs) -> anyhow::Result<Self> {
-        let Some(endpoint) = args
-            .s3_endpoint
-            .as_deref()
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        else {
-            return Ok(StorageConfig::Filesystem {
-                root: args.data_dir.join("payloads"),
-            });
+        let Some(endpoint) = args.s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) else {
+            return Ok(StorageConfig::Filesystem { root: args.data_dir.join("payloads") });
         };
         let parsed = url::Url::parse(endpoint)
             .map_err(|e| anyhow::anyhow!("S3_ENDPOINT is not a valid URL ({e}): {endpoint}"))?;
@@ -199,21 +203,18 @@ impl Config {
         }
         let rate_limit = match (args.rate_limit_per_second, args.rate_limit_burst) {
             (0, _) => None,
-            (_, 0) => bail!(
-                "RATE_LIMIT_BURST must be at least 1 (set RATE_LIMIT_PER_SECOND=0 to turn limiting off)"
-            ),
+            (_, 0) => bail!("RATE_LIMIT_BURST must be at least 1 (set RATE_LIMIT_PER_SECOND=0 to turn limiting off)"),
             (per_second, burst) => Some(RateLimit { per_second, burst }),
         };
-        if let Some(url) = &args.channels_internal_url {
-            url::Url::parse(url).map_err(|e| {
-                anyhow::anyhow!("CHANNELS_INTERNAL_URL is not a valid URL ({e}): {url}")
-            })?;
+        if args.sse_keepalive_secs == 0 || args.sse_buffer == 0 || args.sse_replay_max == 0 {
+            bail!("SSE_KEEPALIVE_SECS, SSE_BUFFER and SSE_REPLAY_MAX must be at least 1");
         }
-        if args
-            .internal_api_token
-            .as_ref()
-            .is_some_and(|t| t.len() < MIN_SECRET_LEN)
-        {
+        let cors_allowed_origins = cors_origins(&args.cors_allowed_origins)?;
+        if let Some(url) = &args.channels_internal_url {
+            url::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("CHANNELS_INTERNAL_URL is not a valid URL ({e}): {url}"))?;
+        }
+        if args.internal_api_token.as_ref().is_some_and(|t| t.len() < MIN_SECRET_LEN) {
             bail!("INTERNAL_API_TOKEN must be at least {MIN_SECRET_LEN} characters");
         }
 
@@ -232,29 +233,50 @@ impl Config {
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
             internal_api_token: args.internal_api_token.clone().filter(|t| !t.is_empty()),
             channels_internal_url: args.channels_internal_url.clone(),
+            sse: SseConfig {
+                keepalive: Duration::from_secs(args.sse_keepalive_secs),
+                retry_ms: args.sse_retry_ms,
+                replay_max: args.sse_replay_max,
+                buffer: args.sse_buffer,
+                max_streams: args.max_streams,
+                max_streams_per_ip: args.max_streams_per_ip,
+            },
+            cors_allowed_origins,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         })
     }
 }
 
+/// `*` (or nothing) allows any origin; otherwise each entry must be an origin URL.
+fn cors_origins(values: &[String]) -> anyhow::Result<Option<Vec<String>>> {
+    let values: Vec<String> =
+        values.iter().map(|v| v.trim().trim_end_matches('/').to_owned()).filter(|v| !v.is_empty()).collect();
+    if values.is_empty() || values.iter().any(|v| v == "*") {
+        return Ok(None);
+    }
+    for origin in &values {
+        let valid = url::Url::parse(origin).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/");
+        if !valid {
+            bail!("CORS_ALLOWED_ORIGINS: `{origin}` is not an origin such as https://chantra.example.com");
+        }
+    }
+    Ok(Some(values))
+}
+
 fn channel_base_url(args: &ServeArgs) -> anyhow::Result<String> {
     if let Some(base) = args.channel_base_url.as_deref().filter(|b| !b.is_empty()) {
-        let parsed = url::Url::parse(base)
-            .map_err(|e| anyhow::anyhow!("CHANNEL_BASE_URL is not a valid URL ({e}): {base}"))?;
+        let parsed =
+            url::Url::parse(base).map_err(|e| anyhow::anyhow!("CHANNEL_BASE_URL is not a valid URL ({e}): {base}"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-            bail!(
-                "CHANNEL_BASE_URL must be an http(s) URL such as http://localhost:8070 (got `{base}`)"
-            );
+            bail!("CHANNEL_BASE_URL must be an http(s) URL such as http://localhost:8070 (got `{base}`)");
         }
         return Ok(base.trim_end_matches('/').to_owned());
     }
     if let Some(host) = args.channel_hostname.as_deref().filter(|h| !h.is_empty()) {
         let candidate = format!("https://{host}");
-        let valid =
-            !host.contains('/') && url::Url::parse(&candidate).is_ok_and(|u| u.host().is_some());
+        let valid = !host.contains('/') && url::Url::parse(&candidate).is_ok_and(|u| u.host().is_some());
         if !valid {
-            bail!(
-                "CHANNEL_HOSTNAME must be a bare host name such as chantra.example.com (got `{host}`)"
-            );
+            bail!("CHANNEL_HOSTNAME must be a bare host name such as chantra.example.com (got `{host}`)");
         }
         return Ok(candidate);
     }
@@ -287,18 +309,13 @@ fn load_or_generate_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         if existing.len() >= MIN_SECRET_LEN {
             return Ok(existing.as_bytes().to_vec());
         }
-        bail!(
-            "{} is shorter than {MIN_SECRET_LEN} characters; delete it or set TOKEN_SECRET_SALT",
-            path.display()
-        );
+        bail!("{} is shorter than {MIN_SECRET_LEN} characters; delete it or set TOKEN_SECRET_SALT", path.display());
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("DATA_DIR: cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("DATA_DIR: cannot create {}", data_dir.display()))?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = hex::encode(bytes);
-    write_private_file(&path, &secret)
-        .with_context(|| format!("DATA_DIR: cannot write {}", path.display()))?;
+    write_private_file(&path, &secret).with_context(|| format!("DATA_DIR: cannot write {}", path.display()))?;
     tracing::warn!(
         path = %path.display(),
         "TOKEN_SECRET_SALT is not set: generated one and saved it; keep this file, or every issued token stops working"
@@ -319,17 +336,12 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// Creates the directory of a SQLite file URL so `mode=rwc` can create the file.
 fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path.starts_with(":memory:") {
         return Ok(());
     }
-    if let Some(dir) = Path::new(path)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("DATABASE_URL: cannot create directory {}", dir.display()))?;
     }
@@ -348,9 +360,7 @@ fn redact_url(url: &str) -> String {
 
 fn valid_bucket_name(name: &str) -> bool {
     (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
         && name.as_bytes()[0].is_ascii_alphanumeric()
 }
 
@@ -360,10 +370,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:hunter2@db/x"),
-            "postgres://u:***@db/x"
-        );
+        assert_eq!(redact_url("postgres://u:hunter2@db/x"), "postgres://u:***@db/x");
         assert_eq!(redact_url("sqlite://./data/c.db"), "sqlite://./data/c.db");
     }
 

@@ -46,16 +46,19 @@ pub enum AppError {
     StorageUnavailable,
     #[error("the request took too long; retry shortly")]
     Timeout,
+    #[error("too many open streams from this client (limit {limit})")]
+    TooManyStreams { limit: usize },
+    #[error("this server has no room for more streams; retry shortly or elsewhere")]
+    ServerBusy,
+    #[error("{0}")]
+    InvalidCursor(String),
     #[error("internal error")]
     Internal,
 }
 
 impl AppError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        AppError::BadRequest {
-            code,
-            message: message.into(),
-        }
+        AppError::BadRequest { code, message: message.into() }
     }
 
     pub fn code(&self) -> &'static str {
@@ -75,26 +78,26 @@ impl AppError {
             AppError::DatabaseUnavailable => "database_unavailable",
             AppError::StorageUnavailable => "storage_unavailable",
             AppError::Timeout => "timeout",
+            AppError::TooManyStreams { .. } => "too_many_streams",
+            AppError::ServerBusy => "server_busy",
+            AppError::InvalidCursor(_) => "invalid_cursor",
             AppError::Internal => "internal_error",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            AppError::MissingToken(_)
-            | AppError::InvalidToken
-            | AppError::GrantRevoked
-            | AppError::GrantExpired => StatusCode::UNAUTHORIZED,
-            AppError::ChannelNotFound | AppError::GrantNotFound | AppError::RouteNotFound => {
-                StatusCode::NOT_FOUND
+            AppError::BadRequest { .. } | AppError::InvalidCursor(_) => StatusCode::BAD_REQUEST,
+            AppError::MissingToken(_) | AppError::InvalidToken | AppError::GrantRevoked | AppError::GrantExpired => {
+                StatusCode::UNAUTHORIZED
             }
+            AppError::ChannelNotFound | AppError::GrantNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::DatabaseUnavailable | AppError::StorageUnavailable | AppError::Timeout => {
+            AppError::RateLimited { .. } | AppError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::DatabaseUnavailable | AppError::StorageUnavailable | AppError::Timeout | AppError::ServerBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,9 +112,8 @@ impl AppError {
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             AppError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
-            AppError::DatabaseUnavailable | AppError::StorageUnavailable | AppError::Timeout => {
-                Some(2)
-            }
+            AppError::DatabaseUnavailable | AppError::StorageUnavailable | AppError::Timeout => Some(2),
+            AppError::TooManyStreams { .. } | AppError::ServerBusy => Some(5),
             _ => None,
         }
     }
@@ -134,17 +136,10 @@ pub struct ErrorDetail {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code().to_owned(), message: self.to_string() } };
         let mut response = (self.status(), axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -152,10 +147,7 @@ impl IntoResponse for AppError {
 
 impl From<ValidationError> for AppError {
     fn from(err: ValidationError) -> Self {
-        AppError::BadRequest {
-            code: err.code,
-            message: err.message,
-        }
+        AppError::BadRequest { code: err.code, message: err.message }
     }
 }
 

@@ -16,10 +16,7 @@ fn main() -> ExitCode {
     let cli = chantra::cli::Cli::parse();
     chantra::telemetry::init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -1,12 +1,19 @@
-//! What every handler can reach: the configuration and the service layer.
+//! What every handler can reach: the configuration, the service layer, the
+//! stream limits and the shutdown signal that ends open streams.
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use crate::config::Config;
+use crate::http::channels::StreamSlots;
 use crate::service::Service;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub service: Service,
+    pub streams: Arc<StreamSlots>,
+    /// Becomes true when the server begins shutting down.
+    pub shutdown: watch::Receiver<bool>,
 }

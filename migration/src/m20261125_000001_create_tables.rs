@@ -52,22 +52,9 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Channels::Table)
                     .col(ColumnDef::new(Channels::Id).uuid().not_null().primary_key())
-                    .col(
-                        ColumnDef::new(Channels::Visibility)
-                            .string_len(16)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Channels::PublishTokenHash)
-                            .string_len(64)
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Channels::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Channels::Visibility).string_len(16).not_null())
+                    .col(ColumnDef::new(Channels::PublishTokenHash).string_len(64).not_null().unique_key())
+                    .col(ColumnDef::new(Channels::CreatedAt).timestamp_with_time_zone().not_null())
                     .col(ColumnDef::new(Channels::LastPublishedAt).timestamp_with_time_zone())
                     .to_owned(),
             )
@@ -77,25 +64,11 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ReadGrants::Table)
-                    .col(
-                        ColumnDef::new(ReadGrants::Id)
-                            .uuid()
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(ReadGrants::Id).uuid().not_null().primary_key())
                     .col(ColumnDef::new(ReadGrants::ChannelId).uuid().not_null())
-                    .col(
-                        ColumnDef::new(ReadGrants::TokenHash)
-                            .string_len(64)
-                            .not_null()
-                            .unique_key(),
-                    )
+                    .col(ColumnDef::new(ReadGrants::TokenHash).string_len(64).not_null().unique_key())
                     .col(ColumnDef::new(ReadGrants::Label).string_len(200))
-                    .col(
-                        ColumnDef::new(ReadGrants::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(ReadGrants::CreatedAt).timestamp_with_time_zone().not_null())
                     .col(ColumnDef::new(ReadGrants::ExpiresAt).timestamp_with_time_zone())
                     .col(ColumnDef::new(ReadGrants::RevokedAt).timestamp_with_time_zone())
                     .foreign_key(
@@ -124,31 +97,11 @@ impl MigrationTrait for Migration {
                     .table(Messages::Table)
                     .col(ColumnDef::new(Messages::Id).uuid().not_null().primary_key())
                     .col(ColumnDef::new(Messages::ChannelId).uuid().not_null())
-                    .col(
-                        ColumnDef::new(Messages::PayloadObjectKey)
-                            .string_len(255)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Messages::PayloadSize)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Messages::ContentType)
-                            .string_len(255)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Messages::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Messages::ExpiresAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Messages::PayloadObjectKey).string_len(255).not_null())
+                    .col(ColumnDef::new(Messages::PayloadSize).big_integer().not_null())
+                    .col(ColumnDef::new(Messages::ContentType).string_len(255).not_null())
+                    .col(ColumnDef::new(Messages::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(Messages::ExpiresAt).timestamp_with_time_zone().not_null())
                     .col(ColumnDef::new(Messages::IdempotencyKey).string_len(255))
                     .foreign_key(
                         ForeignKey::create()
@@ -195,19 +148,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Messages::Table).if_exists().to_owned())
-            .await?;
-        manager
-            .drop_table(
-                Table::drop()
-                    .table(ReadGrants::Table)
-                    .if_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .drop_table(Table::drop().table(Channels::Table).if_exists().to_owned())
-            .await
+        manager.drop_table(Table::drop().table(Messages::Table).if_exists().to_owned()).await?;
+        manager.drop_table(Table::drop().table(ReadGrants::Table).if_exists().to_owned()).await?;
+        manager.drop_table(Table::drop().table(Channels::Table).if_exists().to_owned()).await
     }
 }

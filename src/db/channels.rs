@@ -8,16 +8,11 @@ use super::entity::channel;
 use crate::domain::ChannelId;
 
 pub async fn insert(db: &impl ConnectionTrait, model: channel::Model) -> Result<(), DbErr> {
-    channel::Entity::insert(channel::ActiveModel::from(model))
-        .exec_without_returning(db)
-        .await?;
+    channel::Entity::insert(channel::ActiveModel::from(model)).exec_without_returning(db).await?;
     Ok(())
 }
 
-pub async fn find(
-    db: &impl ConnectionTrait,
-    id: ChannelId,
-) -> Result<Option<channel::Model>, DbErr> {
+pub async fn find(db: &impl ConnectionTrait, id: ChannelId) -> Result<Option<channel::Model>, DbErr> {
     channel::Entity::find_by_id(id.as_uuid()).one(db).await
 }
 
@@ -27,26 +22,20 @@ pub async fn delete(db: &impl ConnectionTrait, id: ChannelId) -> Result<bool, Db
     Ok(result.rows_affected > 0)
 }
 
-pub async fn set_last_published(
-    db: &impl ConnectionTrait,
-    id: ChannelId,
-    at: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    channel::Entity::update_many()
+/// Records a publish. Inside a transaction this also locks the channel row
+/// (PostgreSQL) or takes the write lock (SQLite), which is what orders
+/// concurrent publishes to one channel. Returns false if the channel is gone.
+pub async fn set_last_published(db: &impl ConnectionTrait, id: ChannelId, at: DateTime<Utc>) -> Result<bool, DbErr> {
+    let result = channel::Entity::update_many()
         .col_expr(channel::Column::LastPublishedAt, Expr::value(at))
         .filter(channel::Column::Id.eq(id.as_uuid()))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(result.rows_affected > 0)
 }
 
 /// Builds the row for a new channel (kept here so the column mapping lives in db/).
-pub fn new_model(
-    id: ChannelId,
-    visibility: &str,
-    publish_token_hash: String,
-    now: DateTime<Utc>,
-) -> channel::Model {
+pub fn new_model(id: ChannelId, visibility: &str, publish_token_hash: String, now: DateTime<Utc>) -> channel::Model {
     channel::Model {
         id: id.as_uuid(),
         visibility: visibility.to_owned(),

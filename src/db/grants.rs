@@ -8,17 +8,12 @@ use super::entity::read_grant;
 use crate::domain::{ChannelId, GrantId, TokenHash};
 
 pub async fn insert(db: &impl ConnectionTrait, model: read_grant::Model) -> Result<(), DbErr> {
-    read_grant::Entity::insert(read_grant::ActiveModel::from(model))
-        .exec_without_returning(db)
-        .await?;
+    read_grant::Entity::insert(read_grant::ActiveModel::from(model)).exec_without_returning(db).await?;
     Ok(())
 }
 
 /// Oldest first (UUIDv7 ids sort by creation), identical on both databases.
-pub async fn list_for_channel(
-    db: &impl ConnectionTrait,
-    channel: ChannelId,
-) -> Result<Vec<read_grant::Model>, DbErr> {
+pub async fn list_for_channel(db: &impl ConnectionTrait, channel: ChannelId) -> Result<Vec<read_grant::Model>, DbErr> {
     read_grant::Entity::find()
         .filter(read_grant::Column::ChannelId.eq(channel.as_uuid()))
         .order_by_asc(read_grant::Column::Id)
@@ -42,18 +37,11 @@ pub async fn find_by_token_hash(
     db: &impl ConnectionTrait,
     hash: &TokenHash,
 ) -> Result<Option<read_grant::Model>, DbErr> {
-    read_grant::Entity::find()
-        .filter(read_grant::Column::TokenHash.eq(hash.as_str()))
-        .one(db)
-        .await
+    read_grant::Entity::find().filter(read_grant::Column::TokenHash.eq(hash.as_str())).one(db).await
 }
 
 /// Sets `revoked_at` unless already set, so repeating a revoke keeps the first time.
-pub async fn revoke(
-    db: &impl ConnectionTrait,
-    grant: GrantId,
-    at: DateTime<Utc>,
-) -> Result<(), DbErr> {
+pub async fn revoke(db: &impl ConnectionTrait, grant: GrantId, at: DateTime<Utc>) -> Result<(), DbErr> {
     read_grant::Entity::update_many()
         .col_expr(read_grant::Column::RevokedAt, Expr::value(at))
         .filter(read_grant::Column::Id.eq(grant.as_uuid()))
@@ -76,9 +64,7 @@ pub fn new_model(
         id: id.as_uuid(),
         channel_id: channel.as_uuid(),
         token_hash: token_hash.as_str().to_owned(),
-        label: label
-            .map(|l| l.as_str().to_owned())
-            .filter(|l| !l.is_empty()),
+        label: label.map(|l| l.as_str().to_owned()).filter(|l| !l.is_empty()),
         created_at: now,
         expires_at,
         revoked_at: None,

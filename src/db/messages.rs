@@ -8,9 +8,7 @@ use super::entity::message;
 use crate::domain::{ChannelId, IdempotencyKey};
 
 pub async fn insert(db: &impl ConnectionTrait, model: message::Model) -> Result<(), DbErr> {
-    message::Entity::insert(message::ActiveModel::from(model))
-        .exec_without_returning(db)
-        .await?;
+    message::Entity::insert(message::ActiveModel::from(model)).exec_without_returning(db).await?;
     Ok(())
 }
 
@@ -49,14 +47,92 @@ pub async fn delete_expired_with_key(
     Ok(stale)
 }
 
-pub async fn count_live(
-    db: &impl ConnectionTrait,
-    channel: ChannelId,
-    now: DateTime<Utc>,
-) -> Result<u64, DbErr> {
+pub async fn count_live(db: &impl ConnectionTrait, channel: ChannelId, now: DateTime<Utc>) -> Result<u64, DbErr> {
     message::Entity::find()
         .filter(message::Column::ChannelId.eq(channel.as_uuid()))
         .filter(message::Column::ExpiresAt.gt(now))
         .count(db)
         .await
+}
+
+/// Unexpired messages after `after` (exclusive), oldest first.
+pub async fn page_after(
+    db: &impl ConnectionTrait,
+    channel: ChannelId,
+    after: Option<uuid::Uuid>,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<message::Model>, DbErr> {
+    use sea_orm::{QueryOrder as _, QuerySelect as _};
+    let mut query = message::Entity::find()
+        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ExpiresAt.gt(now));
+    if let Some(after) = after {
+        query = query.filter(message::Column::Id.gt(after));
+    }
+    query.order_by_asc(message::Column::Id).limit(limit).all(db).await
+}
+
+/// Counts unexpired messages after `after`.
+pub async fn count_after(
+    db: &impl ConnectionTrait,
+    channel: ChannelId,
+    after: uuid::Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    message::Entity::find()
+        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ExpiresAt.gt(now))
+        .filter(message::Column::Id.gt(after))
+        .count(db)
+        .await
+}
+
+/// The `n`-th newest unexpired message (0 = newest).
+pub async fn nth_newest(
+    db: &impl ConnectionTrait,
+    channel: ChannelId,
+    n: u64,
+    now: DateTime<Utc>,
+) -> Result<Option<message::Model>, DbErr> {
+    use sea_orm::{QueryOrder as _, QuerySelect as _};
+    message::Entity::find()
+        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ExpiresAt.gt(now))
+        .order_by_desc(message::Column::Id)
+        .offset(n)
+        .limit(1)
+        .one(db)
+        .await
+}
+
+/// The oldest unexpired message.
+pub async fn oldest(
+    db: &impl ConnectionTrait,
+    channel: ChannelId,
+    now: DateTime<Utc>,
+) -> Result<Option<message::Model>, DbErr> {
+    page_after(db, channel, None, now, 1).await.map(|mut rows| rows.pop())
+}
+
+/// The newest message id of a channel, expired or not: new ids must be above it.
+pub async fn newest_id(db: &impl ConnectionTrait, channel: ChannelId) -> Result<Option<uuid::Uuid>, DbErr> {
+    use sea_orm::{QueryOrder as _, QuerySelect as _};
+    message::Entity::find()
+        .select_only()
+        .column(message::Column::Id)
+        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .order_by_desc(message::Column::Id)
+        .limit(1)
+        .into_tuple::<uuid::Uuid>()
+        .one(db)
+        .await
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    channel: ChannelId,
+    id: uuid::Uuid,
+) -> Result<Option<message::Model>, DbErr> {
+    message::Entity::find_by_id(id).filter(message::Column::ChannelId.eq(channel.as_uuid())).one(db).await
 }

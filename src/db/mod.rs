@@ -45,14 +45,10 @@ pub fn kind(config: &DatabaseConfig) -> DatabaseKind {
 /// a schema that is behind (or ahead of) this binary.
 pub async fn prepare_schema(db: &DatabaseConnection, auto_migrate: bool) -> anyhow::Result<()> {
     if auto_migrate {
-        Migrator::up(db, None)
-            .await
-            .context("applying database migrations")?;
+        Migrator::up(db, None).await.context("applying database migrations")?;
         return Ok(());
     }
-    let pending = Migrator::get_pending_migrations(db)
-        .await
-        .context("reading the migration table")?;
+    let pending = Migrator::get_pending_migrations(db).await.context("reading the migration table")?;
     if !pending.is_empty() {
         let names: Vec<&str> = pending.iter().map(|m| m.name()).collect();
         bail!(
@@ -61,17 +57,9 @@ pub async fn prepare_schema(db: &DatabaseConnection, auto_migrate: bool) -> anyh
             names.join(", ")
         );
     }
-    let known: Vec<String> = Migrator::migrations()
-        .iter()
-        .map(|m| m.name().to_owned())
-        .collect();
-    let applied = Migrator::get_applied_migrations(db)
-        .await
-        .context("reading the migration table")?;
-    if let Some(unknown) = applied
-        .iter()
-        .find(|m| !known.iter().any(|k| k == m.name()))
-    {
+    let known: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_owned()).collect();
+    let applied = Migrator::get_applied_migrations(db).await.context("reading the migration table")?;
+    if let Some(unknown) = applied.iter().find(|m| !known.iter().any(|k| k == m.name())) {
         bail!(
             "the database has migration {} that this binary does not know: it was migrated by a newer chantra",
             unknown.name()
@@ -101,18 +89,16 @@ pub fn classify(err: &DbErr) -> Failure {
     }
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Failure::Unavailable,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            match e.as_ref() {
-                sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed => Failure::Unavailable,
-                sqlx::Error::Database(db) if is_transient(db.as_ref()) => Failure::Unavailable,
-                _ => Failure::Other,
-            }
-        }
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Failure::Unavailable,
+            sqlx::Error::Database(db) if is_transient(db.as_ref()) => Failure::Unavailable,
+            _ => Failure::Other,
+        },
         _ => Failure::Other,
     }
 }

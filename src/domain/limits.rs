@@ -25,10 +25,7 @@ pub struct ValidationError {
 
 impl ValidationError {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -43,9 +40,7 @@ impl Ttl {
         if seconds < 1 || seconds as u64 > MAX_TTL_SECONDS {
             return Err(ValidationError::new(
                 "invalid_ttl",
-                format!(
-                    "ttl must be between 1 and {MAX_TTL_SECONDS} seconds (48 hours), got {seconds}"
-                ),
+                format!("ttl must be between 1 and {MAX_TTL_SECONDS} seconds (48 hours), got {seconds}"),
             ));
         }
         Ok(Ttl(seconds as u64))
@@ -118,15 +113,12 @@ pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        let valid = !input.is_empty()
-            && input.len() <= MAX_IDEMPOTENCY_KEY_LEN
-            && input.bytes().all(|b| b.is_ascii_graphic());
+        let valid =
+            !input.is_empty() && input.len() <= MAX_IDEMPOTENCY_KEY_LEN && input.bytes().all(|b| b.is_ascii_graphic());
         if !valid {
             return Err(ValidationError::new(
                 "invalid_idempotency_key",
-                format!(
-                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
-                ),
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
             ));
         }
         Ok(IdempotencyKey(input.to_owned()))
@@ -147,9 +139,7 @@ impl Label {
         if value.chars().count() > MAX_LABEL_CHARS || value.chars().any(char::is_control) {
             return Err(ValidationError::new(
                 "invalid_label",
-                format!(
-                    "label must be at most {MAX_LABEL_CHARS} characters without control characters"
-                ),
+                format!("label must be at most {MAX_LABEL_CHARS} characters without control characters"),
             ));
         }
         Ok(Label(value.to_owned()))
@@ -178,12 +168,7 @@ mod tests {
 
     #[test]
     fn content_type_rules() {
-        assert_eq!(
-            ContentType::parse("text/plain; charset=utf-8")
-                .unwrap()
-                .as_str(),
-            "text/plain; charset=utf-8"
-        );
+        assert_eq!(ContentType::parse("text/plain; charset=utf-8").unwrap().as_str(), "text/plain; charset=utf-8");
         assert!(ContentType::parse("").is_err());
         assert!(ContentType::parse("plain").is_err());
         assert!(ContentType::parse("text/pl\u{e9}in").is_err());

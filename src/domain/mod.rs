@@ -9,8 +9,8 @@ mod visibility;
 
 pub use ids::{ChannelId, GrantId, MessageId, ParseIdError};
 pub use limits::{
-    ContentType, DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES, IdempotencyKey, Label,
-    MAX_TTL_SECONDS, Ttl, ValidationError,
+    ContentType, DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES, IdempotencyKey, Label, MAX_TTL_SECONDS, Ttl,
+    ValidationError,
 };
 pub use token::{PublishToken, ReadToken, TokenError, TokenHash, TokenHasher};
 pub use visibility::Visibility;

@@ -53,9 +53,7 @@ macro_rules! token_type {
                 let input = input.trim();
                 let body = input.strip_prefix($prefix).ok_or(TokenError::Malformed)?;
                 let well_formed = body.len() == TOKEN_BODY_LEN
-                    && body
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 if !well_formed {
                     return Err(TokenError::Malformed);
                 }
@@ -107,9 +105,7 @@ pub struct TokenHasher {
 
 impl TokenHasher {
     pub fn new(secret: &[u8]) -> Self {
-        Self {
-            secret: secret.to_vec(),
-        }
+        Self { secret: secret.to_vec() }
     }
 
     pub fn hash_publish(&self, token: &PublishToken) -> TokenHash {
@@ -125,9 +121,8 @@ impl TokenHasher {
         // minimums are m ≥ 8·p, t ≥ 1, salt ≥ 8 bytes), so these cannot fail.
         let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(HASH_BYTES))
             .expect("constant Argon2 parameters are valid");
-        let argon =
-            Argon2::new_with_secret(&self.secret, Algorithm::Argon2id, Version::V0x13, params)
-                .expect("a secret of any length up to 2^32 bytes is accepted");
+        let argon = Argon2::new_with_secret(&self.secret, Algorithm::Argon2id, Version::V0x13, params)
+            .expect("a secret of any length up to 2^32 bytes is accepted");
         let mut out = [0u8; HASH_BYTES];
         argon
             .hash_password_into(token.as_bytes(), FIXED_SALT, &mut out)
@@ -161,15 +156,9 @@ mod tests {
     #[test]
     fn prefixes_are_not_interchangeable() {
         let publish = PublishToken::generate();
-        assert_eq!(
-            ReadToken::parse(publish.expose()),
-            Err(TokenError::Malformed)
-        );
+        assert_eq!(ReadToken::parse(publish.expose()), Err(TokenError::Malformed));
         let read = ReadToken::generate();
-        assert_eq!(
-            PublishToken::parse(read.expose()),
-            Err(TokenError::Malformed)
-        );
+        assert_eq!(PublishToken::parse(read.expose()), Err(TokenError::Malformed));
     }
 
     #[test]
@@ -201,13 +190,7 @@ mod tests {
         assert_eq!(one.hash_publish(&token), one.hash_publish(&token));
         assert_ne!(one.hash_publish(&token), two.hash_publish(&token));
         assert_eq!(one.hash_publish(&token).as_str().len(), 64);
-        assert!(
-            one.hash_publish(&token)
-                .matches(one.hash_publish(&token).as_str())
-        );
-        assert!(
-            !one.hash_publish(&token)
-                .matches(two.hash_publish(&token).as_str())
-        );
+        assert!(one.hash_publish(&token).matches(one.hash_publish(&token).as_str()));
+        assert!(!one.hash_publish(&token).matches(two.hash_publish(&token).as_str()));
     }
 }

@@ -25,24 +25,16 @@ pub struct ChannelPath(pub ChannelId);
 /// `{channel_id}` and `{grant_id}` from the path, parsed.
 pub struct GrantPath(pub ChannelId, pub GrantId);
 
-async fn path_params<S: Send + Sync>(
-    parts: &mut Parts,
-    state: &S,
-) -> Result<HashMap<String, String>, AppError> {
+async fn path_params<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<HashMap<String, String>, AppError> {
     Path::<HashMap<String, String>>::from_request_parts(parts, state)
         .await
         .map(|Path(params)| params)
-        .map_err(|rejection: PathRejection| {
-            AppError::bad_request("invalid_path", rejection.body_text())
-        })
+        .map_err(|rejection: PathRejection| AppError::bad_request("invalid_path", rejection.body_text()))
 }
 
 fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, AppError> {
     params.get(name).map(String::as_str).ok_or_else(|| {
-        tracing::error!(
-            name,
-            "route is missing a path parameter its extractor needs"
-        );
+        tracing::error!(name, "route is missing a path parameter its extractor needs");
         AppError::Internal
     })
 }
@@ -52,10 +44,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ChannelPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         let params = path_params(parts, state).await?;
-        Ok(ChannelPath(ChannelId::parse(param(
-            &params,
-            "channel_id",
-        )?)?))
+        Ok(ChannelPath(ChannelId::parse(param(&params, "channel_id")?)?))
     }
 }
 
@@ -85,10 +74,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PublishAuth {
 }
 
 /// A token from `header`, else from `Authorization: Bearer …`.
-pub fn token_from_headers<'a>(
-    headers: &'a HeaderMap,
-    header_name: &str,
-) -> Result<Option<&'a str>, AppError> {
+pub fn token_from_headers<'a>(headers: &'a HeaderMap, header_name: &str) -> Result<Option<&'a str>, AppError> {
     if let Some(value) = headers.get(header_name) {
         return value.to_str().map(Some).map_err(|_| AppError::InvalidToken);
     }
@@ -121,9 +107,7 @@ where
         let declared = req.headers().get(header::CONTENT_TYPE).cloned();
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge {
-                    limit: JSON_BODY_LIMIT,
-                }
+                AppError::PayloadTooLarge { limit: JSON_BODY_LIMIT }
             } else {
                 AppError::bad_request("invalid_body", rejection.body_text())
             }
@@ -134,31 +118,23 @@ where
         if let Some(declared) = declared
             && !is_json(declared.to_str().unwrap_or_default())
         {
-            return Err(AppError::UnsupportedMediaType(
-                "send the body as application/json".into(),
-            ));
+            return Err(AppError::UnsupportedMediaType("send the body as application/json".into()));
         }
-        serde_json::from_slice(&bytes)
-            .map(OptionalJson)
-            .map_err(|e| {
-                AppError::bad_request(
-                    "invalid_json",
-                    format!("the body is not valid JSON for this endpoint: {e}"),
-                )
-            })
+        serde_json::from_slice(&bytes).map(OptionalJson).map_err(|e| {
+            AppError::bad_request("invalid_json", format!("the body is not valid JSON for this endpoint: {e}"))
+        })
     }
+}
+
+/// The first value of a query-string parameter, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 /// Whether a Content-Type value is JSON (`application/json`, `…+json`, with parameters).
 pub fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 #[cfg(test)]
@@ -179,16 +155,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(token_from_headers(&headers, "x-t").unwrap(), None);
         headers.insert(header::AUTHORIZATION, "Bearer chp_abc".parse().unwrap());
-        assert_eq!(
-            token_from_headers(&headers, "x-t").unwrap(),
-            Some("chp_abc")
-        );
+        assert_eq!(token_from_headers(&headers, "x-t").unwrap(), Some("chp_abc"));
         headers.insert(header::AUTHORIZATION, "Basic Zm9v".parse().unwrap());
         assert!(token_from_headers(&headers, "x-t").is_err());
         headers.insert("x-t", "chp_direct".parse().unwrap());
-        assert_eq!(
-            token_from_headers(&headers, "x-t").unwrap(),
-            Some("chp_direct")
-        );
+        assert_eq!(token_from_headers(&headers, "x-t").unwrap(), Some("chp_direct"));
     }
 }

@@ -41,10 +41,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let show = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
     let checks = json!({ "database": show(&database), "payload_store": show(&store) });
     if failed.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "ok", "checks": checks })),
-        )
+        (StatusCode::OK, Json(json!({ "status": "ok", "checks": checks })))
     } else {
         let message = format!("not ready: {} unavailable", failed.join(" and "));
         (

@@ -2,6 +2,7 @@
 //! tracing without query strings (tokens may travel there), per-client rate
 //! limiting, JSON 404/405 — and `/healthz` + `/readyz`.
 
+pub mod channels;
 pub mod extract;
 pub mod health;
 pub mod rate_limit;
@@ -22,8 +23,9 @@ use crate::state::AppState;
 pub fn router(role: Role, state: AppState) -> Router {
     let role_routes = match role {
         Role::Rest => rest::router(&state),
+        Role::Channels => channels::router(&state),
         // Built by later issues; until then these roles answer health checks only.
-        Role::Channels | Role::Mcp | Role::Landing | Role::All => Router::new(),
+        Role::Mcp | Role::Landing | Role::All => Router::new(),
     };
     let mut router = role_routes
         .route("/healthz", get(health::healthz))
@@ -32,15 +34,13 @@ pub fn router(role: Role, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state.clone());
     let timeout = state.config.request_timeout;
-    router = router.layer(middleware::from_fn(
-        move |req: Request, next: Next| async move {
-            // Bounds the time to the response head; a stream's body may then run on.
-            match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(response) => response,
-                Err(_) => AppError::Timeout.into_response(),
-            }
-        },
-    ));
+    router = router.layer(middleware::from_fn(move |req: Request, next: Next| async move {
+        // Bounds the time to the response head; a stream's body may then run on.
+        match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(response) => response,
+            Err(_) => AppError::Timeout.into_response(),
+        }
+    }));
     if let Some(limit) = state.config.rate_limit {
         router = router.layer(rate_limit::layer(limit, &state.config.trusted_proxies));
     }

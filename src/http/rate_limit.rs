@@ -31,9 +31,7 @@ pub struct ClientIpKey {
 
 impl ClientIpKey {
     pub fn new(trusted: &[IpNet]) -> Self {
-        Self {
-            trusted: trusted.into(),
-        }
+        Self { trusted: trusted.into() }
     }
 
     /// The client address of a request that arrived from `peer`.
@@ -48,10 +46,7 @@ impl ClientIpKey {
             .flat_map(|v| v.split(','))
             .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
             .collect::<Vec<_>>();
-        hops.into_iter()
-            .rev()
-            .find(|ip| !self.is_trusted(*ip))
-            .unwrap_or(peer)
+        hops.into_iter().rev().find(|ip| !self.is_trusted(*ip)).unwrap_or(peer)
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -96,10 +91,9 @@ pub fn layer(limit: RateLimit, trusted: &[IpNet]) -> Limiter {
     });
     GovernorLayer::new(config).error_handler(|err| -> Response<Body> {
         match err {
-            GovernorError::TooManyRequests { wait_time, .. } => AppError::RateLimited {
-                retry_after_secs: wait_time,
+            GovernorError::TooManyRequests { wait_time, .. } => {
+                AppError::RateLimited { retry_after_secs: wait_time }.into_response()
             }
-            .into_response(),
             GovernorError::UnableToExtractKey => AppError::Internal.into_response(),
             GovernorError::Other { .. } => AppError::Internal.into_response(),
         }

@@ -17,28 +17,17 @@ pub struct FsStore {
 
 impl FsStore {
     pub async fn open(root: &Path) -> anyhow::Result<Self> {
-        tokio::fs::create_dir_all(root).await.with_context(|| {
-            format!(
-                "DATA_DIR: cannot create payload directory {}",
-                root.display()
-            )
-        })?;
-        Ok(Self {
-            root: root.to_path_buf(),
-        })
+        tokio::fs::create_dir_all(root)
+            .await
+            .with_context(|| format!("DATA_DIR: cannot create payload directory {}", root.display()))?;
+        Ok(Self { root: root.to_path_buf() })
     }
 
     /// Maps a key to a path, refusing anything that could escape the root.
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         let relative = Path::new(key);
-        if key.is_empty()
-            || !relative
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)))
-        {
-            return Err(StoreError::Unavailable(format!(
-                "refusing object key {key:?}"
-            )));
+        if key.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(StoreError::Unavailable(format!("refusing object key {key:?}")));
         }
         Ok(self.root.join(relative))
     }
@@ -57,14 +46,10 @@ impl PayloadStore for FsStore {
     async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| unavailable("create", dir, e))?;
+            tokio::fs::create_dir_all(dir).await.map_err(|e| unavailable("create", dir, e))?;
         }
         let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7().simple()));
-        tokio::fs::write(&tmp, &bytes)
-            .await
-            .map_err(|e| unavailable("write", &tmp, e))?;
+        tokio::fs::write(&tmp, &bytes).await.map_err(|e| unavailable("write", &tmp, e))?;
         if let Err(e) = tokio::fs::rename(&tmp, &path).await {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(unavailable("rename", &path, e));
@@ -101,14 +86,9 @@ impl PayloadStore for FsStore {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let meta = tokio::fs::metadata(&self.root)
-            .await
-            .map_err(|e| unavailable("stat", &self.root, e))?;
+        let meta = tokio::fs::metadata(&self.root).await.map_err(|e| unavailable("stat", &self.root, e))?;
         if !meta.is_dir() {
-            return Err(StoreError::Unavailable(format!(
-                "{} is not a directory",
-                self.root.display()
-            )));
+            return Err(StoreError::Unavailable(format!("{} is not a directory", self.root.display())));
         }
         Ok(())
     }
@@ -122,19 +102,10 @@ mod tests {
     async fn round_trip_and_idempotent_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).await.unwrap();
-        store
-            .put("channels/a/1", Bytes::from_static(b"hi"), "text/plain")
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get("channels/a/1").await.unwrap(),
-            Bytes::from_static(b"hi")
-        );
+        store.put("channels/a/1", Bytes::from_static(b"hi"), "text/plain").await.unwrap();
+        assert_eq!(store.get("channels/a/1").await.unwrap(), Bytes::from_static(b"hi"));
         store.delete_prefix("channels/a/").await.unwrap();
-        assert!(matches!(
-            store.get("channels/a/1").await,
-            Err(StoreError::NotFound)
-        ));
+        assert!(matches!(store.get("channels/a/1").await, Err(StoreError::NotFound)));
         store.delete("channels/a/1").await.unwrap();
         store.delete_prefix("channels/a/").await.unwrap();
     }

@@ -22,18 +22,9 @@ pub struct S3Store {
 impl S3Store {
     /// Connects and creates the bucket when it does not exist yet.
     pub async fn open(config: &S3Config) -> anyhow::Result<Self> {
-        let region = Region::Custom {
-            region: config.region.clone(),
-            endpoint: config.endpoint.clone(),
-        };
-        let credentials = Credentials::new(
-            Some(&config.access_key),
-            Some(&config.secret_key),
-            None,
-            None,
-            None,
-        )
-        .context("S3_ACCESS_KEY/S3_SECRET_KEY: invalid credentials")?;
+        let region = Region::Custom { region: config.region.clone(), endpoint: config.endpoint.clone() };
+        let credentials = Credentials::new(Some(&config.access_key), Some(&config.secret_key), None, None, None)
+            .context("S3_ACCESS_KEY/S3_SECRET_KEY: invalid credentials")?;
         let mut bucket = Bucket::new(&config.bucket, region.clone(), credentials.clone())
             .context("S3_BUCKET: invalid bucket settings")?
             .with_path_style();
@@ -45,27 +36,14 @@ impl S3Store {
             Err(S3Error::HttpFailWithBody(404, _)) => false,
             Err(e) => {
                 return Err(anyhow::Error::new(e)).with_context(|| {
-                    format!(
-                        "S3_ENDPOINT: cannot reach {} (bucket {})",
-                        config.endpoint, config.bucket
-                    )
+                    format!("S3_ENDPOINT: cannot reach {} (bucket {})", config.endpoint, config.bucket)
                 });
             }
         };
         if !exists {
-            Bucket::create_with_path_style(
-                &config.bucket,
-                region,
-                credentials,
-                BucketConfiguration::default(),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "S3_BUCKET: bucket {} is missing and could not be created",
-                    config.bucket
-                )
-            })?;
+            Bucket::create_with_path_style(&config.bucket, region, credentials, BucketConfiguration::default())
+                .await
+                .with_context(|| format!("S3_BUCKET: bucket {} is missing and could not be created", config.bucket))?;
             tracing::info!(bucket = %config.bucket, "created S3 bucket");
         }
         Ok(store)
@@ -74,9 +52,7 @@ impl S3Store {
     /// Lists at most one key: proves the endpoint answers, the credentials
     /// sign correctly and the bucket exists (404 when it does not).
     async fn probe(&self) -> Result<(), S3Error> {
-        self.bucket
-            .list_page("chantra-probe/".to_owned(), None, None, None, Some(1))
-            .await?;
+        self.bucket.list_page("chantra-probe/".to_owned(), None, None, None, Some(1)).await?;
         Ok(())
     }
 }
@@ -115,31 +91,19 @@ impl PayloadStore for S3Store {
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
-        let pages = self
-            .bucket
-            .list(prefix.to_owned(), None)
-            .await
-            .map_err(|e| unavailable("list", prefix, e))?;
+        let pages = self.bucket.list(prefix.to_owned(), None).await.map_err(|e| unavailable("list", prefix, e))?;
         let keys: Vec<ObjectIdentifier> = pages
             .into_iter()
             .flat_map(|page| page.contents)
-            .map(|object| ObjectIdentifier {
-                key: object.key,
-                version_id: None,
-            })
+            .map(|object| ObjectIdentifier { key: object.key, version_id: None })
             .collect();
         for batch in keys.chunks(DELETE_BATCH) {
-            self.bucket
-                .delete_objects(batch.to_vec())
-                .await
-                .map_err(|e| unavailable("delete", prefix, e))?;
+            self.bucket.delete_objects(batch.to_vec()).await.map_err(|e| unavailable("delete", prefix, e))?;
         }
         Ok(())
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        self.probe()
-            .await
-            .map_err(|e| unavailable("list", &self.bucket.name(), e))
+        self.probe().await.map_err(|e| unavailable("list", &self.bucket.name(), e))
     }
 }

@@ -7,6 +7,7 @@ use super::{Service, visibility_of};
 use crate::db;
 use crate::domain::{ChannelId, GrantId, Label, PublishToken, ReadToken, Visibility};
 use crate::error::AppError;
+use crate::fanout::{HubEvent, Notice};
 use crate::payload;
 
 /// Label of the grant created with a private channel.
@@ -33,14 +34,8 @@ impl Service {
             Visibility::Private => {
                 let token = ReadToken::generate();
                 let label = Label::parse(INITIAL_GRANT_LABEL)?;
-                let grant = db::grants::new_model(
-                    GrantId::new(),
-                    id,
-                    self.hasher.hash_read(&token),
-                    Some(&label),
-                    now,
-                    None,
-                );
+                let grant =
+                    db::grants::new_model(GrantId::new(), id, self.hasher.hash_read(&token), Some(&label), now, None);
                 db::grants::insert(&txn, grant).await?;
                 Some(token)
             }
@@ -58,11 +53,7 @@ impl Service {
         })
     }
 
-    pub async fn get_channel(
-        &self,
-        id: ChannelId,
-        token: &PublishToken,
-    ) -> Result<ChannelView, AppError> {
+    pub async fn get_channel(&self, id: ChannelId, token: &PublishToken) -> Result<ChannelView, AppError> {
         let channel = self.authorize_publisher(id, token).await?;
         let visibility = visibility_of(&channel)?;
         let now = self.clock.now();
@@ -85,19 +76,29 @@ impl Service {
     /// channel disappears for every reader at once; then its objects. If the
     /// store is down at that moment the objects are orphans, which the
     /// sweeper's reconciliation and the bucket lifecycle rule remove.
-    pub async fn delete_channel(
-        &self,
-        id: ChannelId,
-        token: &PublishToken,
-    ) -> Result<(), AppError> {
+    pub async fn delete_channel(&self, id: ChannelId, token: &PublishToken) -> Result<(), AppError> {
         self.authorize_publisher(id, token).await?;
-        if !db::channels::delete(&self.db, id).await? {
+        if !self.remove_channel(id).await? {
             return Err(AppError::ChannelNotFound);
         }
+        Ok(())
+    }
+
+    /// Deletes a channel without asking for its token (the publisher's
+    /// delete, and the sweeper's idle deletion). Returns false if it was
+    /// already gone. Live streams on it end with `event: deleted`.
+    pub async fn remove_channel(&self, id: ChannelId) -> Result<bool, AppError> {
+        let txn = self.db.begin().await?;
+        if !db::channels::delete(&txn, id).await? {
+            return Ok(false);
+        }
+        self.fanout.notify(&txn, Notice::Deleted { channel: id.as_uuid() }).await?;
+        txn.commit().await?;
+        self.fanout.deliver_local(id.as_uuid(), || HubEvent::Deleted);
         tracing::info!(channel = %id, "channel deleted");
         if let Err(err) = self.store.delete_prefix(&payload::channel_prefix(id)).await {
             tracing::warn!(channel = %id, error = %err, "channel deleted but its payload objects remain; the sweeper will remove them");
         }
-        Ok(())
+        Ok(true)
     }
 }

@@ -3,11 +3,14 @@
 use chrono::{DateTime, Utc};
 
 use super::views::{CreatedGrant, GrantState, GrantView};
+use sea_orm::TransactionTrait as _;
+
 use super::{Service, visibility_of};
 use crate::db;
 use crate::db::entity::read_grant;
 use crate::domain::{ChannelId, GrantId, Label, PublishToken, ReadToken, Visibility};
 use crate::error::AppError;
+use crate::fanout::{HubEvent, Notice};
 
 /// A grant may be given a lifetime of up to one year.
 pub const MAX_GRANT_SECONDS: i64 = 365 * 24 * 60 * 60;
@@ -30,28 +33,18 @@ impl Service {
         let now = self.clock.now();
         let expires_at = match expires_in_seconds {
             None => None,
-            Some(secs) if (1..=MAX_GRANT_SECONDS).contains(&secs) => {
-                Some(now + chrono::Duration::seconds(secs))
-            }
+            Some(secs) if (1..=MAX_GRANT_SECONDS).contains(&secs) => Some(now + chrono::Duration::seconds(secs)),
             Some(secs) => {
                 return Err(AppError::bad_request(
                     "invalid_expiry",
-                    format!(
-                        "expires_in_seconds must be between 1 and {MAX_GRANT_SECONDS} (one year), got {secs}"
-                    ),
+                    format!("expires_in_seconds must be between 1 and {MAX_GRANT_SECONDS} (one year), got {secs}"),
                 ));
             }
         };
         let read_token = ReadToken::generate();
         let grant_id = GrantId::new();
-        let row = db::grants::new_model(
-            grant_id,
-            id,
-            self.hasher.hash_read(&read_token),
-            label.as_ref(),
-            now,
-            expires_at,
-        );
+        let row =
+            db::grants::new_model(grant_id, id, self.hasher.hash_read(&read_token), label.as_ref(), now, expires_at);
         let label = row.label.clone();
         db::grants::insert(&self.db, row).await?;
         tracing::info!(channel = %id, grant = %grant_id, "read grant created");
@@ -76,10 +69,12 @@ impl Service {
         if db::grants::find(&self.db, id, grant).await?.is_none() {
             return Err(AppError::GrantNotFound);
         }
-        db::grants::revoke(&self.db, grant, now).await?;
-        let row = db::grants::find(&self.db, id, grant)
-            .await?
-            .ok_or(AppError::GrantNotFound)?;
+        let txn = self.db.begin().await?;
+        db::grants::revoke(&txn, grant, now).await?;
+        self.fanout.notify(&txn, Notice::Revoked { channel: id.as_uuid(), grant: grant.as_uuid() }).await?;
+        txn.commit().await?;
+        self.fanout.deliver_local(id.as_uuid(), || HubEvent::GrantRevoked(grant.as_uuid()));
+        let row = db::grants::find(&self.db, id, grant).await?.ok_or(AppError::GrantNotFound)?;
         tracing::info!(channel = %id, %grant, "read grant revoked");
         Ok(view(&row, now))
     }

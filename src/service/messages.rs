@@ -1,15 +1,22 @@
 //! Publishing. The payload goes to the store first and the row second, so a
 //! row never points at a missing object; if the row cannot be written the
 //! object is deleted again. Readers only ever see rows.
+//!
+//! The message id is assigned inside the write transaction, after the
+//! channel row is locked, and is above every id the channel already has: a
+//! channel's ids therefore grow in commit order, which is the order live
+//! readers receive them in and the order a resume replays them in.
 
 use bytes::Bytes;
 use sea_orm::{DbErr, TransactionTrait as _};
 
 use super::Service;
+use super::reads::message_event;
 use super::views::PublishedMessage;
 use crate::db::{self, Failure, entity::message};
 use crate::domain::{ChannelId, ContentType, IdempotencyKey, MessageId, PublishToken, Ttl};
 use crate::error::AppError;
+use crate::fanout::{HubEvent, Notice, frame};
 use crate::payload;
 
 /// A message to publish, already parsed from the request.
@@ -29,6 +36,17 @@ pub struct Published {
     pub replayed: bool,
 }
 
+enum CommitError {
+    ChannelGone,
+    Db(DbErr),
+}
+
+impl From<DbErr> for CommitError {
+    fn from(err: DbErr) -> Self {
+        CommitError::Db(err)
+    }
+}
+
 impl Service {
     pub async fn publish(
         &self,
@@ -38,26 +56,16 @@ impl Service {
     ) -> Result<Published, AppError> {
         self.authorize_publisher(id, token).await?;
         if input.payload.len() > self.settings.max_payload_bytes {
-            return Err(AppError::PayloadTooLarge {
-                limit: self.settings.max_payload_bytes,
-            });
+            return Err(AppError::PayloadTooLarge { limit: self.settings.max_payload_bytes });
         }
         if input.payload.is_empty() {
-            return Err(AppError::bad_request(
-                "empty_payload",
-                "the payload is empty; publish at least one byte",
-            ));
+            return Err(AppError::bad_request("empty_payload", "the payload is empty; publish at least one byte"));
         }
 
         let now = self.clock.now();
         if let Some(key) = &input.idempotency_key {
-            if let Some(existing) =
-                db::messages::find_by_idempotency_key(&self.db, id, key, now).await?
-            {
-                return Ok(Published {
-                    message: view(&existing),
-                    replayed: true,
-                });
+            if let Some(existing) = db::messages::find_by_idempotency_key(&self.db, id, key, now).await? {
+                return Ok(Published { message: view(&existing), replayed: true });
             }
             // An expired message still holding the key would trip the unique index.
             for stale in db::messages::delete_expired_with_key(&self.db, id, key, now).await? {
@@ -65,72 +73,73 @@ impl Service {
             }
         }
 
-        let message_id = MessageId::new();
-        let object_key = payload::object_key(id, message_id);
-        self.store
-            .put(
-                &object_key,
-                input.payload.clone(),
-                input.content_type.as_str(),
-            )
-            .await?;
+        // The object's name is its own id: the message id is only known in the transaction.
+        let object_key = payload::object_key(id, MessageId::new());
+        self.store.put(&object_key, input.payload.clone(), input.content_type.as_str()).await?;
 
         let row = message::Model {
-            id: message_id.as_uuid(),
+            id: uuid::Uuid::nil(),
             channel_id: id.as_uuid(),
             payload_object_key: object_key.clone(),
             payload_size: input.payload.len() as i64,
             content_type: input.content_type.as_str().to_owned(),
             created_at: now,
             expires_at: now + input.ttl.as_duration(),
-            idempotency_key: input
-                .idempotency_key
-                .as_ref()
-                .map(|k| k.as_str().to_owned()),
+            idempotency_key: input.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
         };
-        match self.insert_message(id, row.clone()).await {
-            Ok(()) => {
-                tracing::debug!(channel = %id, message = %message_id, size = row.payload_size, "message published");
-                Ok(Published {
-                    message: view(&row),
-                    replayed: false,
-                })
+        let failure = match self.commit_message(id, row, &input.payload).await {
+            Ok(row) => {
+                tracing::debug!(channel = %id, message = %row.id, size = row.payload_size, "message published");
+                return Ok(Published { message: view(&row), replayed: false });
             }
-            Err(err) => {
-                if let Err(cleanup) = self.store.delete(&object_key).await {
-                    tracing::warn!(error = %cleanup, key = %object_key, "could not delete the object of a failed publish; the sweeper will");
-                }
-                match (db::classify(&err), &input.idempotency_key) {
-                    // Two publishes with one key raced; the other one won.
-                    (Failure::UniqueViolation, Some(key)) => {
-                        let existing =
-                            db::messages::find_by_idempotency_key(&self.db, id, key, now).await?;
-                        existing
-                            .map(|m| Published {
-                                message: view(&m),
-                                replayed: true,
-                            })
-                            .ok_or(AppError::Conflict {
-                                code: "idempotency_conflict",
-                                message:
-                                    "a concurrent publish with this Idempotency-Key failed; retry"
-                                        .into(),
-                            })
-                    }
-                    // The channel was deleted while we were writing.
-                    (Failure::ForeignKeyViolation, _) => Err(AppError::ChannelNotFound),
-                    _ => Err(err.into()),
-                }
-            }
+            Err(failure) => failure,
+        };
+        if let Err(cleanup) = self.store.delete(&object_key).await {
+            tracing::warn!(error = %cleanup, key = %object_key, "could not delete the object of a failed publish; the sweeper will");
+        }
+        let err = match failure {
+            CommitError::ChannelGone => return Err(AppError::ChannelNotFound),
+            CommitError::Db(err) => err,
+        };
+        match (db::classify(&err), &input.idempotency_key) {
+            // Two publishes with one key raced; the other one won.
+            (Failure::UniqueViolation, Some(key)) => db::messages::find_by_idempotency_key(&self.db, id, key, now)
+                .await?
+                .map(|m| Published { message: view(&m), replayed: true })
+                .ok_or(AppError::Conflict {
+                    code: "idempotency_conflict",
+                    message: "a concurrent publish with this Idempotency-Key failed; retry".into(),
+                }),
+            // The channel was deleted while we were writing.
+            (Failure::ForeignKeyViolation, _) => Err(AppError::ChannelNotFound),
+            _ => Err(err.into()),
         }
     }
 
-    async fn insert_message(&self, id: ChannelId, row: message::Model) -> Result<(), DbErr> {
-        let created_at = row.created_at;
+    /// Writes the row, assigning its id under the channel's lock, announces
+    /// it, and (single-process mode) delivers it to local readers in order.
+    async fn commit_message(
+        &self,
+        channel: ChannelId,
+        mut row: message::Model,
+        payload: &[u8],
+    ) -> Result<message::Model, CommitError> {
+        let _in_order = self.fanout.sequence().await;
         let txn = self.db.begin().await?;
-        db::messages::insert(&txn, row).await?;
-        db::channels::set_last_published(&txn, id, created_at).await?;
-        txn.commit().await
+        if !db::channels::set_last_published(&txn, channel, row.created_at).await? {
+            return Err(CommitError::ChannelGone);
+        }
+        let newest = db::messages::newest_id(&txn, channel).await?;
+        row.id = MessageId::next_after(newest).as_uuid();
+        db::messages::insert(&txn, row.clone()).await?;
+        self.fanout.notify(&txn, Notice::Message { channel: channel.as_uuid(), message: row.id }).await?;
+        txn.commit().await?;
+        self.fanout.deliver_local(channel.as_uuid(), || HubEvent::Message {
+            id: row.id,
+            expires_at: row.expires_at,
+            frame: frame::message(&message_event(&row, payload)),
+        });
+        Ok(row)
     }
 }
 

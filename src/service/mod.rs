@@ -5,6 +5,7 @@
 mod channels;
 mod grants;
 mod messages;
+mod reads;
 pub mod views;
 
 use std::sync::Arc;
@@ -15,9 +16,11 @@ use crate::clock::Clock;
 use crate::db::entity::channel;
 use crate::domain::{ChannelId, PublishToken, TokenHasher, Visibility};
 use crate::error::AppError;
+use crate::fanout::Fanout;
 use crate::payload::PayloadStore;
 
 pub use messages::{PublishInput, Published};
+pub use reads::{MAX_PAGE, Reader, ReplayStart, message_event};
 
 /// Settings the service layer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -34,6 +37,7 @@ pub struct Service {
     store: Arc<dyn PayloadStore>,
     hasher: TokenHasher,
     clock: Clock,
+    fanout: Fanout,
     settings: Arc<ServiceSettings>,
 }
 
@@ -43,15 +47,10 @@ impl Service {
         store: Arc<dyn PayloadStore>,
         hasher: TokenHasher,
         clock: Clock,
+        fanout: Fanout,
         settings: ServiceSettings,
     ) -> Self {
-        Self {
-            db,
-            store,
-            hasher,
-            clock,
-            settings: Arc::new(settings),
-        }
+        Self { db, store, hasher, clock, fanout, settings: Arc::new(settings) }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -66,35 +65,26 @@ impl Service {
         &self.clock
     }
 
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
     pub fn settings(&self) -> &ServiceSettings {
         &self.settings
     }
 
     /// The channel, if `token` is its publish token. Unknown channel is 404,
     /// any other token 401; the hash comparison is constant-time.
-    async fn authorize_publisher(
-        &self,
-        id: ChannelId,
-        token: &PublishToken,
-    ) -> Result<channel::Model, AppError> {
-        let channel = crate::db::channels::find(&self.db, id)
-            .await?
-            .ok_or(AppError::ChannelNotFound)?;
-        if !self
-            .hasher
-            .hash_publish(token)
-            .matches(&channel.publish_token_hash)
-        {
+    async fn authorize_publisher(&self, id: ChannelId, token: &PublishToken) -> Result<channel::Model, AppError> {
+        let channel = crate::db::channels::find(&self.db, id).await?.ok_or(AppError::ChannelNotFound)?;
+        if !self.hasher.hash_publish(token).matches(&channel.publish_token_hash) {
             return Err(AppError::InvalidToken);
         }
         Ok(channel)
     }
 
     fn channel_url(&self, id: ChannelId, visibility: Visibility) -> String {
-        format!(
-            "{}/channel/v1/{}/{}",
-            self.settings.channel_base_url, visibility, id
-        )
+        format!("{}/channel/v1/{}/{}", self.settings.channel_base_url, visibility, id)
     }
 }
 

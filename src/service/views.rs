@@ -83,3 +83,29 @@ pub struct PublishedMessage {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
+
+/// One message as readers receive it: the `data` of an SSE `message` event,
+/// and an item of the internal read API.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageEvent {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub channel_id: String,
+    /// The payload bytes, base64 (standard alphabet, padded).
+    pub payload: String,
+    pub content_type: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A page of messages after a cursor.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessagePage {
+    pub messages: Vec<MessageEvent>,
+    /// Pass as `after` to get the next page (the cursor given, when the page is empty).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub next_cursor: Option<String>,
+    /// Whether more messages follow right now.
+    pub has_more: bool,
+}

@@ -7,40 +7,19 @@ use crate::helpers::{Backend, FaultProxy, Options, TestDatabase, spawn_app_with}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_bucket_is_created_when_missing() {
-    let bucket = format!(
-        "chantra-new-{}",
-        &uuid::Uuid::now_v7().simple().to_string()[20..]
-    );
-    let options = Options {
-        extra_args: vec!["--s3-bucket".into(), bucket.clone()],
-        ..Default::default()
-    };
+    let bucket = format!("chantra-new-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let options = Options { extra_args: vec!["--s3-bucket".into(), bucket.clone()], ..Default::default() };
     let app = spawn_app_with(Backend::Postgres, options).await;
     let channel = app.create_channel("public").await;
-    let published: Value = app
-        .publish_text(&channel, "in a new bucket")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let key = format!(
-        "channels/{}/{}",
-        channel["channel_id"].as_str().unwrap(),
-        published["message_id"].as_str().unwrap()
-    );
-    assert_eq!(
-        &app.service.store().get(&key).await.unwrap()[..],
-        b"in a new bucket"
-    );
+    let published: Value = app.publish_text(&channel, "in a new bucket").await.json().await.unwrap();
+    assert_eq!(app.stored_payload(&published).await, b"in a new bucket");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_is_a_prompt_503() {
     let database = TestDatabase::create().await;
     let url = reqwest::Url::parse(&database.url).unwrap();
-    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
-        .parse()
-        .unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)).parse().unwrap();
     let proxy = FaultProxy::start(target).await;
     let mut through_proxy = url.clone();
     through_proxy.set_port(Some(proxy.addr.port())).unwrap();
@@ -62,11 +41,7 @@ async fn database_outage_is_a_prompt_503() {
     let started = std::time::Instant::now();
     let response = app.publish_text(&channel, "during").await;
     assert_eq!(response.status(), 503);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "503 came after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "503 came after {:?}", started.elapsed());
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "database_unavailable");
     let ready = app.client.get(app.rest("/readyz")).send().await.unwrap();
@@ -84,10 +59,7 @@ async fn database_outage_is_a_prompt_503() {
     }
     assert_eq!(status, 201);
     let metadata: Value = app.get_channel(&channel).await.json().await.unwrap();
-    assert_eq!(
-        metadata["live_messages"], 2,
-        "the failed publish left nothing behind"
-    );
+    assert_eq!(metadata["live_messages"], 2, "the failed publish left nothing behind");
     drop(app);
     drop(database);
 }

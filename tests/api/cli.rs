@@ -16,10 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_chantra");
 /// The binary with a clean environment: no setting leaks in from the caller.
 fn chantra(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info");
+    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info");
     cmd
 }
 
@@ -32,18 +29,13 @@ fn stderr(output: &Output) -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
 fn help_names_every_flag_with_its_env_var() {
     let dir = tempfile::tempdir().unwrap();
-    let serve =
-        String::from_utf8(run(chantra(dir.path()).args(["serve", "--help"])).stdout).unwrap();
+    let serve = String::from_utf8(run(chantra(dir.path()).args(["serve", "--help"])).stdout).unwrap();
     for env in [
         "CHANTRA_ROLES",
         "REST_ADDR",
@@ -68,27 +60,13 @@ fn help_names_every_flag_with_its_env_var() {
         "INTERNAL_API_TOKEN",
         "CHANNELS_INTERNAL_URL",
     ] {
-        assert!(
-            serve.contains(&format!("[env: {env}")),
-            "serve --help lacks {env}:\n{serve}"
-        );
+        assert!(serve.contains(&format!("[env: {env}")), "serve --help lacks {env}:\n{serve}");
     }
     assert!(serve.contains("[default: 0.0.0.0:8081]") && serve.contains("[default: 0.0.0.0:8070]"));
     assert!(serve.contains("[default: 0.0.0.0:8090]") && serve.contains("[default: 0.0.0.0:8080]"));
-    let migrate =
-        String::from_utf8(run(chantra(dir.path()).args(["migrate", "--help"])).stdout).unwrap();
-    for word in [
-        "up",
-        "down",
-        "status",
-        "fresh",
-        "DATABASE_URL",
-        "DESTROYS DATA",
-    ] {
-        assert!(
-            migrate.contains(word),
-            "migrate --help lacks {word}:\n{migrate}"
-        );
+    let migrate = String::from_utf8(run(chantra(dir.path()).args(["migrate", "--help"])).stdout).unwrap();
+    for word in ["up", "down", "status", "fresh", "DATABASE_URL", "DESTROYS DATA"] {
+        assert!(migrate.contains(word), "migrate --help lacks {word}:\n{migrate}");
     }
 }
 
@@ -97,39 +75,23 @@ on_both_backends!(migrate_round_trip);
 async fn migrate_round_trip(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (url, _database) = match backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}/m.db?mode=rwc", dir.path().display()),
-            None,
-        ),
+        Backend::Sqlite => (format!("sqlite://{}/m.db?mode=rwc", dir.path().display()), None),
         Backend::Postgres => {
             let db = TestDatabase::create().await;
             (db.url.clone(), Some(db))
         }
     };
-    let migrate = |action: &str| {
-        run(chantra(dir.path())
-            .args(["migrate", action])
-            .env("DATABASE_URL", &url))
-    };
+    let migrate = |action: &str| run(chantra(dir.path()).args(["migrate", action]).env("DATABASE_URL", &url));
 
     let status = migrate("status");
     assert!(status.status.success(), "{}", stderr(&status));
-    assert!(
-        String::from_utf8_lossy(&status.stdout).contains("pending  m20261125_000001_create_tables")
-    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("pending  m20261125_000001_create_tables"));
     assert!(migrate("up").status.success());
-    assert!(
-        String::from_utf8_lossy(&migrate("status").stdout)
-            .contains("applied  m20261125_000001_create_tables")
-    );
+    assert!(String::from_utf8_lossy(&migrate("status").stdout).contains("applied  m20261125_000001_create_tables"));
 
     let down = migrate("down");
     assert!(down.status.success(), "{}", stderr(&down));
-    assert!(
-        stderr(&down).contains("destroyed"),
-        "down warns: {}",
-        stderr(&down)
-    );
+    assert!(stderr(&down).contains("destroyed"), "down warns: {}", stderr(&down));
     assert!(String::from_utf8_lossy(&migrate("status").stdout).contains("pending"));
     assert!(migrate("up").status.success(), "up again after down");
     let fresh = migrate("fresh");
@@ -146,10 +108,7 @@ async fn migrate_round_trip(backend: Backend) {
     let refused = run(&mut serve);
     assert!(!refused.status.success());
     let message = stderr(&refused);
-    assert!(
-        message.contains("chantra migrate up") && message.contains("AUTO_MIGRATE=false"),
-        "{message}"
-    );
+    assert!(message.contains("chantra migrate up") && message.contains("AUTO_MIGRATE=false"), "{message}");
 }
 
 #[test]
@@ -165,21 +124,14 @@ fn misconfiguration_is_one_clear_line() {
             ],
             "DATABASE_URL",
         ),
-        (
-            &[(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/postgres",
-            )],
-            "TOKEN_SECRET_SALT",
-        ),
+        (&[("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")], "TOKEN_SECRET_SALT"),
         (&[("TOKEN_SECRET_SALT", "short")], "TOKEN_SECRET_SALT"),
         (&[("S3_ENDPOINT", "http://127.0.0.1:1")], "S3_ACCESS_KEY"),
         (&[("CHANNEL_BASE_URL", "not a url")], "CHANNEL_BASE_URL"),
     ];
     for (env, setting) in cases {
         let mut cmd = chantra(dir.path());
-        cmd.args(["serve", "--role", "rest", "--rest-addr", "127.0.0.1:0"])
-            .env("DATA_DIR", dir.path().join("data"));
+        cmd.args(["serve", "--role", "rest", "--rest-addr", "127.0.0.1:0"]).env("DATA_DIR", dir.path().join("data"));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -187,14 +139,8 @@ fn misconfiguration_is_one_clear_line() {
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{setting}: {err}");
         let last = err.lines().last().unwrap_or_default();
-        assert!(
-            last.starts_with("error: ") && last.contains(setting),
-            "{setting}: {err}"
-        );
-        assert!(
-            !err.contains("panicked") && !err.contains("backtrace"),
-            "{err}"
-        );
+        assert!(last.starts_with("error: ") && last.contains(setting), "{setting}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
     }
     let unknown_role = run(chantra(dir.path()).args(["serve", "--role", "queue"]));
     assert_eq!(unknown_role.status.code(), Some(2));
@@ -202,27 +148,10 @@ fn misconfiguration_is_one_clear_line() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let output = run(chantra(dir.path())
-        .args([
-            "serve",
-            "--role",
-            "rest",
-            "--rest-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
+        .args(["serve", "--role", "rest", "--rest-addr", &format!("127.0.0.1:{port}")])
         .env("DATA_DIR", dir.path().join("data"))
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/x.db?mode=rwc", dir.path().display()),
-        ));
-    assert!(
-        stderr(&output)
-            .lines()
-            .last()
-            .unwrap()
-            .contains("REST_ADDR: cannot bind"),
-        "{}",
-        stderr(&output)
-    );
+        .env("DATABASE_URL", format!("sqlite://{}/x.db?mode=rwc", dir.path().display())));
+    assert!(stderr(&output).lines().last().unwrap().contains("REST_ADDR: cannot bind"), "{}", stderr(&output));
 }
 
 /// A `chantra serve` child process that is killed when dropped.
@@ -253,12 +182,7 @@ impl Server {
 async fn wait_healthy(client: &reqwest::Client, url: &str, server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if client
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
+        if client.get(url).send().await.is_ok_and(|r| r.status() == 200) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -282,12 +206,7 @@ async fn zero_configuration_default_and_no_tokens_in_logs() {
     let rest = format!("http://127.0.0.1:{}", ports[0]);
     wait_healthy(&client, &format!("{rest}/readyz"), &server).await;
     for port in &ports[1..] {
-        wait_healthy(
-            &client,
-            &format!("http://127.0.0.1:{port}/healthz"),
-            &server,
-        )
-        .await;
+        wait_healthy(&client, &format!("http://127.0.0.1:{port}/healthz"), &server).await;
     }
 
     // The embedded default lives under ./data.
@@ -307,15 +226,10 @@ async fn zero_configuration_default_and_no_tokens_in_logs() {
         .await
         .unwrap();
     let id = channel["channel_id"].as_str().unwrap();
-    assert_eq!(
-        channel["url"],
-        format!("http://localhost:8070/channel/v1/private/{id}")
-    );
+    assert_eq!(channel["url"], format!("http://localhost:8070/channel/v1/private/{id}"));
     let publish_token = channel["publish_token"].as_str().unwrap();
     let published = client
-        .post(format!(
-            "{rest}/v1/channels/{id}/publish?token={publish_token}"
-        ))
+        .post(format!("{rest}/v1/channels/{id}/publish?token={publish_token}"))
         .header("x-publish-token", publish_token)
         .body("secret-free payload")
         .send()
@@ -351,22 +265,12 @@ async fn zero_configuration_default_and_no_tokens_in_logs() {
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = server.log();
-    assert!(
-        log.contains("TRACE") || log.contains("DEBUG"),
-        "the log really is verbose"
-    );
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log really is verbose");
     assert!(log.contains(id), "requests are logged (by path)");
-    for secret in [
-        publish_token,
-        channel["read_token"].as_str().unwrap(),
-        grant["read_token"].as_str().unwrap(),
-    ] {
+    for secret in [publish_token, channel["read_token"].as_str().unwrap(), grant["read_token"].as_str().unwrap()] {
         let body = &secret[4..];
         assert!(!log.contains(body), "a token leaked into the log");
     }
     let salt = std::fs::read_to_string(dir.path().join("data/token_secret_salt")).unwrap();
-    assert!(
-        !log.contains(salt.trim()),
-        "the token secret leaked into the log"
-    );
+    assert!(!log.contains(salt.trim()), "the token secret leaked into the log");
 }

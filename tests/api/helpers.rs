@@ -50,8 +50,7 @@ macro_rules! on_both_backends {
 }
 
 pub fn admin_database_url() -> String {
-    std::env::var("CHANTRA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CHANTRA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// S3 settings for the Postgres pair, from the environment scripts/test.sh sets.
@@ -97,9 +96,7 @@ impl TestDatabase {
             )
         });
         let name = format!("chantra_test_{}", uuid::Uuid::now_v7().simple());
-        conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
+        conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
         let url = match admin.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("CHANTRA_TEST_DATABASE_URL must end with /<database>"),
@@ -113,15 +110,10 @@ impl Drop for TestDatabase {
         // Drop runs outside async (possibly during a panic): use a thread with its own runtime.
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let conn = Database::connect(&admin_database_url()).await.ok()?;
-                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
+                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
             })
         })
         .join();
@@ -141,12 +133,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn url(&self, role: Role, path: &str) -> String {
-        let addr = self
-            .addrs
-            .iter()
-            .find(|(r, _)| *r == role)
-            .map(|(_, a)| *a)
-            .expect("role not running");
+        let addr = self.addrs.iter().find(|(r, _)| *r == role).map(|(_, a)| *a).expect("role not running");
         format!("http://{addr}{path}")
     }
 
@@ -171,14 +158,8 @@ impl TestApp {
     /// Publishes a raw text payload and returns the response.
     pub async fn publish_text(&self, channel: &Value, text: &str) -> reqwest::Response {
         self.client
-            .post(self.rest(&format!(
-                "/v1/channels/{}/publish",
-                channel["channel_id"].as_str().unwrap()
-            )))
-            .header(
-                "x-publish-token",
-                channel["publish_token"].as_str().unwrap(),
-            )
+            .post(self.rest(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap())))
+            .header("x-publish-token", channel["publish_token"].as_str().unwrap())
             .header("content-type", "text/plain")
             .body(text.to_owned())
             .send()
@@ -186,16 +167,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The stored payload of a published message, read back from the real store.
+    pub async fn stored_payload(&self, message: &Value) -> Vec<u8> {
+        use sea_orm::EntityTrait as _;
+        let id: uuid::Uuid = message["message_id"].as_str().unwrap().parse().unwrap();
+        let row =
+            chantra::db::entity::message::Entity::find_by_id(id).one(self.service.db()).await.unwrap().expect("row");
+        assert!(row.payload_object_key.starts_with(&format!("channels/{}/", message["channel_id"].as_str().unwrap())));
+        self.service.store().get(&row.payload_object_key).await.unwrap().to_vec()
+    }
+
     pub async fn get_channel(&self, channel: &Value) -> reqwest::Response {
         self.client
-            .get(self.rest(&format!(
-                "/v1/channels/{}",
-                channel["channel_id"].as_str().unwrap()
-            )))
-            .header(
-                "x-publish-token",
-                channel["publish_token"].as_str().unwrap(),
-            )
+            .get(self.rest(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))
+            .header("x-publish-token", channel["publish_token"].as_str().unwrap())
             .send()
             .await
             .unwrap()
@@ -231,12 +216,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         args.push("--role".into());
         args.push(role.name().into());
     }
-    for flag in [
-        "--rest-addr",
-        "--channels-addr",
-        "--mcp-addr",
-        "--landing-addr",
-    ] {
+    for flag in ["--rest-addr", "--channels-addr", "--mcp-addr", "--landing-addr"] {
         args.extend([flag.into(), "127.0.0.1:0".into()]);
     }
     args.extend(["--data-dir".into(), data_dir.path().display().to_string()]);
@@ -254,10 +234,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
             let database = TestDatabase::create().await;
             args.extend(["--database-url".into(), database.url.clone()]);
             let s3 = s3_env();
-            args.extend([
-                "--s3-endpoint".into(),
-                options.s3_endpoint.clone().unwrap_or(s3.endpoint),
-            ]);
+            args.extend(["--s3-endpoint".into(), options.s3_endpoint.clone().unwrap_or(s3.endpoint)]);
             args.extend(["--s3-access-key".into(), s3.access_key]);
             args.extend(["--s3-secret-key".into(), s3.secret_key]);
             args.extend(["--s3-bucket".into(), s3.bucket]);
@@ -267,36 +244,20 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     };
     args.extend(options.extra_args);
 
-    let Command::Serve(serve) = Cli::try_parse_from(&args)
-        .expect("test arguments parse")
-        .command
-    else {
+    let Command::Serve(serve) = Cli::try_parse_from(&args).expect("test arguments parse").command else {
         unreachable!("serve was requested")
     };
     let config = Config::from_args(&serve).expect("test configuration is valid");
     let clock = Clock::system();
-    let app = Application::build_with_clock(config, clock.clone())
-        .await
-        .expect("application starts");
-    let addrs = Role::expand(&roles)
-        .into_iter()
-        .map(|r| (r, app.local_addr(r).expect("bound")))
-        .collect();
+    let app = Application::build_with_clock(config, clock.clone()).await.expect("application starts");
+    let addrs = Role::expand(&roles).into_iter().map(|r| (r, app.local_addr(r).expect("bound"))).collect();
     let service = app.service().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run(async move {
         let _ = rx.await;
     }));
 
-    TestApp {
-        client: reqwest::Client::new(),
-        service,
-        clock,
-        addrs,
-        data_dir,
-        shutdown: Some(tx),
-        _database: database,
-    }
+    TestApp { client: reqwest::Client::new(), service, clock, addrs, data_dir, shutdown: Some(tx), _database: database }
 }
 
 use clap::Parser as _;
@@ -352,37 +313,24 @@ pub fn redact(value: &Value) -> Value {
 
 fn redact_field(key: &str, value: &Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), redact_field(k, v)))
-                .collect(),
-        ),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), redact_field(k, v))).collect()),
         Value::Array(items) => Value::Array(items.iter().map(|v| redact_field(key, v)).collect()),
         Value::String(s) if key.ends_with("_id") => {
             uuid::Uuid::parse_str(s).unwrap_or_else(|_| panic!("{key} is not a UUID: {s}"));
             Value::String("[uuid]".into())
         }
         Value::String(s) if key.ends_with("_at") => {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .unwrap_or_else(|_| panic!("{key} is not RFC 3339: {s}"));
+            chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|_| panic!("{key} is not RFC 3339: {s}"));
             Value::String("[time]".into())
         }
         Value::String(s) if key == "publish_token" || key == "read_token" => {
-            let prefix = if key == "publish_token" {
-                "chp_"
-            } else {
-                "chr_"
-            };
-            assert!(
-                s.starts_with(prefix) && s.len() == 47,
-                "{key} has the wrong shape: {s}"
-            );
+            let prefix = if key == "publish_token" { "chp_" } else { "chr_" };
+            assert!(s.starts_with(prefix) && s.len() == 47, "{key} has the wrong shape: {s}");
             Value::String(format!("[{prefix}token]"))
         }
         Value::String(s) if key == "url" => {
             let (base, id) = s.rsplit_once('/').expect("url has a path");
-            uuid::Uuid::parse_str(id)
-                .unwrap_or_else(|_| panic!("url does not end in a channel id: {s}"));
+            uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("url does not end in a channel id: {s}"));
             Value::String(format!("{base}/[uuid]"))
         }
         other => other.clone(),

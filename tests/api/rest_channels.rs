@@ -21,21 +21,13 @@ async fn create_public_and_private(backend: Backend) {
     insta::assert_json_snapshot!("create_public", redact(&public));
     insta::assert_json_snapshot!("create_private", redact(&private));
     let id = public["channel_id"].as_str().unwrap();
-    assert_eq!(
-        public["url"],
-        format!("http://channels.test/channel/v1/public/{id}")
-    );
+    assert_eq!(public["url"], format!("http://channels.test/channel/v1/public/{id}"));
     assert_ne!(public["publish_token"], private["publish_token"]);
 }
 
 async fn create_with_empty_body_is_public(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app
-        .client
-        .post(app.rest("/v1/channels"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.post(app.rest("/v1/channels")).send().await.unwrap();
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["visibility"], "public");
@@ -46,25 +38,10 @@ async fn create_rejects_bad_bodies(backend: Backend) {
     let app = spawn_app(backend).await;
     let cases: [(&str, &str, u16, &str); 5] = [
         ("application/json", "{not json", 400, "invalid_json"),
-        (
-            "application/json",
-            r#"{"visibility":"secret"}"#,
-            400,
-            "invalid_json",
-        ),
-        (
-            "application/json",
-            r#"{"visiblity":"private"}"#,
-            400,
-            "invalid_json",
-        ),
+        ("application/json", r#"{"visibility":"secret"}"#, 400, "invalid_json"),
+        ("application/json", r#"{"visiblity":"private"}"#, 400, "invalid_json"),
         ("application/json", "[1,2]", 400, "invalid_json"),
-        (
-            "text/plain",
-            r#"{"visibility":"private"}"#,
-            415,
-            "unsupported_media_type",
-        ),
+        ("text/plain", r#"{"visibility":"private"}"#, 415, "unsupported_media_type"),
     ];
     let mut bodies = Vec::new();
     for (content_type, body, status, code) in cases {
@@ -85,10 +62,7 @@ async fn create_rejects_bad_bodies(backend: Backend) {
         .client
         .post(app.rest("/v1/channels"))
         .header("content-type", "application/json")
-        .body(format!(
-            r#"{{"visibility":"public","x":"{}"}}"#,
-            "a".repeat(20_000)
-        ))
+        .body(format!(r#"{{"visibility":"public","x":"{}"}}"#, "a".repeat(20_000)))
         .send()
         .await
         .unwrap();
@@ -106,33 +80,21 @@ async fn get_channel_metadata(backend: Backend) {
     assert_eq!(fresh["read_grants"][0]["label"], "initial");
     assert_eq!(fresh["read_grants"][0]["state"], "active");
     // Idle deletion is 30 days after creation while nothing was published.
-    let created =
-        chrono::DateTime::parse_from_rfc3339(fresh["created_at"].as_str().unwrap()).unwrap();
-    let idle =
-        chrono::DateTime::parse_from_rfc3339(fresh["idle_deletion_at"].as_str().unwrap()).unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(fresh["created_at"].as_str().unwrap()).unwrap();
+    let idle = chrono::DateTime::parse_from_rfc3339(fresh["idle_deletion_at"].as_str().unwrap()).unwrap();
     assert_eq!(idle - created, chrono::Duration::days(30));
 
     assert_eq!(app.publish_text(&channel, "one").await.status(), 201);
-    let published: Value = app
-        .publish_text(&channel, "two")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let published: Value = app.publish_text(&channel, "two").await.json().await.unwrap();
     let after = app.get_channel(&channel).await;
     assert_eq!(after.status(), 200);
     let after: Value = after.json().await.unwrap();
     assert_eq!(after["live_messages"], 2);
     assert_eq!(after["last_published_at"], published["created_at"]);
-    let last =
-        chrono::DateTime::parse_from_rfc3339(after["last_published_at"].as_str().unwrap()).unwrap();
-    let idle =
-        chrono::DateTime::parse_from_rfc3339(after["idle_deletion_at"].as_str().unwrap()).unwrap();
+    let last = chrono::DateTime::parse_from_rfc3339(after["last_published_at"].as_str().unwrap()).unwrap();
+    let idle = chrono::DateTime::parse_from_rfc3339(after["idle_deletion_at"].as_str().unwrap()).unwrap();
     assert_eq!(idle - last, chrono::Duration::days(30));
-    assert!(
-        after.to_string().find("chr_").is_none(),
-        "metadata must never contain tokens"
-    );
+    assert!(after.to_string().find("chr_").is_none(), "metadata must never contain tokens");
     insta::assert_json_snapshot!("get_channel", redact(&after));
 }
 
@@ -144,13 +106,7 @@ async fn channel_auth_errors(backend: Backend) {
     let path = format!("/v1/channels/{id}");
 
     let missing = app.client.get(app.rest(&path)).send().await.unwrap();
-    let malformed = app
-        .client
-        .get(app.rest(&path))
-        .header("x-publish-token", "chp_nope")
-        .send()
-        .await
-        .unwrap();
+    let malformed = app.client.get(app.rest(&path)).header("x-publish-token", "chp_nope").send().await.unwrap();
     let others = app
         .client
         .get(app.rest(&path))
@@ -165,30 +121,19 @@ async fn channel_auth_errors(backend: Backend) {
         .send()
         .await
         .unwrap();
-    let bearer = app
-        .client
-        .get(app.rest(&path))
-        .bearer_auth(channel["publish_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let bearer =
+        app.client.get(app.rest(&path)).bearer_auth(channel["publish_token"].as_str().unwrap()).send().await.unwrap();
     let unknown = app
         .client
         .get(app.rest(&format!("/v1/channels/{}", uuid::Uuid::now_v7())))
-        .header(
-            "x-publish-token",
-            channel["publish_token"].as_str().unwrap(),
-        )
+        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();
     let bad_id = app
         .client
         .get(app.rest("/v1/channels/not-a-uuid"))
-        .header(
-            "x-publish-token",
-            channel["publish_token"].as_str().unwrap(),
-        )
+        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();
@@ -214,24 +159,23 @@ async fn delete_removes_everything(backend: Backend) {
     let app = spawn_app(backend).await;
     let channel = app.create_channel("private").await;
     let id = channel["channel_id"].as_str().unwrap();
-    let message: Value = app
-        .publish_text(&channel, "bye")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let key = format!("channels/{id}/{}", message["message_id"].as_str().unwrap());
-    assert_eq!(&app.service.store().get(&key).await.unwrap()[..], b"bye");
+    let message: Value = app.publish_text(&channel, "bye").await.json().await.unwrap();
+    assert_eq!(app.stored_payload(&message).await, b"bye");
+    let key = {
+        use sea_orm::EntityTrait as _;
+        let id: uuid::Uuid = message["message_id"].as_str().unwrap().parse().unwrap();
+        chantra::db::entity::message::Entity::find_by_id(id)
+            .one(app.service.db())
+            .await
+            .unwrap()
+            .unwrap()
+            .payload_object_key
+    };
 
     let wrong = app
         .client
         .delete(app.rest(&format!("/v1/channels/{id}")))
-        .header(
-            "x-publish-token",
-            app.create_channel("public").await["publish_token"]
-                .as_str()
-                .unwrap(),
-        )
+        .header("x-publish-token", app.create_channel("public").await["publish_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();
@@ -240,10 +184,7 @@ async fn delete_removes_everything(backend: Backend) {
     let deleted = app
         .client
         .delete(app.rest(&format!("/v1/channels/{id}")))
-        .header(
-            "x-publish-token",
-            channel["publish_token"].as_str().unwrap(),
-        )
+        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();
@@ -253,24 +194,11 @@ async fn delete_removes_everything(backend: Backend) {
     assert_eq!(app.get_channel(&channel).await.status(), 404);
     assert_eq!(app.publish_text(&channel, "again").await.status(), 404);
     assert!(
-        matches!(
-            app.service.store().get(&key).await,
-            Err(chantra::payload::StoreError::NotFound)
-        ),
+        matches!(app.service.store().get(&key).await, Err(chantra::payload::StoreError::NotFound)),
         "the payload object is gone"
     );
     use sea_orm::{EntityTrait as _, PaginatorTrait as _};
-    let grants = chantra::db::entity::read_grant::Entity::find()
-        .count(app.service.db())
-        .await
-        .unwrap();
-    let messages = chantra::db::entity::message::Entity::find()
-        .count(app.service.db())
-        .await
-        .unwrap();
-    assert_eq!(
-        (grants, messages),
-        (0, 0),
-        "grants and messages went with the channel"
-    );
+    let grants = chantra::db::entity::read_grant::Entity::find().count(app.service.db()).await.unwrap();
+    let messages = chantra::db::entity::message::Entity::find().count(app.service.db()).await.unwrap();
+    assert_eq!((grants, messages), (0, 0), "grants and messages went with the channel");
 }

@@ -8,19 +8,13 @@ use crate::on_both_backends;
 on_both_backends!(grant_lifecycle, grant_errors);
 
 fn grants_url(app: &TestApp, channel: &Value) -> String {
-    app.rest(&format!(
-        "/v1/channels/{}/read-grants",
-        channel["channel_id"].as_str().unwrap()
-    ))
+    app.rest(&format!("/v1/channels/{}/read-grants", channel["channel_id"].as_str().unwrap()))
 }
 
 async fn create_grant(app: &TestApp, channel: &Value, body: Value) -> reqwest::Response {
     app.client
         .post(grants_url(app, channel))
-        .header(
-            "x-publish-token",
-            channel["publish_token"].as_str().unwrap(),
-        )
+        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
         .json(&body)
         .send()
         .await
@@ -30,10 +24,7 @@ async fn create_grant(app: &TestApp, channel: &Value, body: Value) -> reqwest::R
 async fn revoke(app: &TestApp, channel: &Value, grant_id: &str) -> reqwest::Response {
     app.client
         .post(format!("{}/{grant_id}/revoke", grants_url(app, channel)))
-        .header(
-            "x-publish-token",
-            channel["publish_token"].as_str().unwrap(),
-        )
+        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
         .send()
         .await
         .unwrap()
@@ -46,38 +37,21 @@ async fn grant_lifecycle(backend: Backend) {
     let dashboard = create_grant(&app, &channel, json!({ "label": "dashboard" })).await;
     assert_eq!(dashboard.status(), 201);
     let dashboard: Value = dashboard.json().await.unwrap();
-    assert!(
-        dashboard["read_token"]
-            .as_str()
-            .unwrap()
-            .starts_with("chr_")
-    );
+    assert!(dashboard["read_token"].as_str().unwrap().starts_with("chr_"));
     assert_ne!(dashboard["read_token"], channel["read_token"]);
     insta::assert_json_snapshot!("grant_created", redact(&dashboard));
 
-    let short: Value = create_grant(
-        &app,
-        &channel,
-        json!({ "label": "short", "expires_in_seconds": 60 }),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let created =
-        chrono::DateTime::parse_from_rfc3339(short["created_at"].as_str().unwrap()).unwrap();
-    let expires =
-        chrono::DateTime::parse_from_rfc3339(short["expires_at"].as_str().unwrap()).unwrap();
+    let short: Value =
+        create_grant(&app, &channel, json!({ "label": "short", "expires_in_seconds": 60 })).await.json().await.unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(short["created_at"].as_str().unwrap()).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(short["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!(expires - created, chrono::Duration::seconds(60));
 
     // A grant without a body: no label, no expiry.
     let bare = app
         .client
         .post(grants_url(&app, &channel))
-        .header(
-            "x-publish-token",
-            channel["publish_token"].as_str().unwrap(),
-        )
+        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();
@@ -92,11 +66,7 @@ async fn grant_lifecycle(backend: Backend) {
     assert_eq!(revoked["state"], "revoked");
     assert!(revoked.get("read_token").is_none());
     // Revoking again changes nothing.
-    let again: Value = revoke(&app, &channel, dashboard["grant_id"].as_str().unwrap())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again: Value = revoke(&app, &channel, dashboard["grant_id"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(again, revoked);
     insta::assert_json_snapshot!("grant_revoked", redact(&revoked));
 
@@ -106,22 +76,9 @@ async fn grant_lifecycle(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| {
-            (
-                g["label"].as_str().unwrap_or("-"),
-                g["state"].as_str().unwrap(),
-            )
-        })
+        .map(|g| (g["label"].as_str().unwrap_or("-"), g["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        states,
-        [
-            ("initial", "active"),
-            ("dashboard", "revoked"),
-            ("short", "expired"),
-            ("-", "active")
-        ]
-    );
+    assert_eq!(states, [("initial", "active"), ("dashboard", "revoked"), ("short", "expired"), ("-", "active")]);
     assert!(!metadata.to_string().contains("chr_"));
 }
 
@@ -130,57 +87,25 @@ async fn grant_errors(backend: Backend) {
     let private = app.create_channel("private").await;
     let public = app.create_channel("public").await;
     let other_private = app.create_channel("private").await;
-    let foreign: Value = create_grant(&app, &other_private, json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let foreign: Value = create_grant(&app, &other_private, json!({})).await.json().await.unwrap();
 
     let mut errors = Vec::new();
     let on_public = create_grant(&app, &public, json!({})).await;
     errors.push(("public_channel", 409, on_public));
-    errors.push((
-        "label_too_long",
-        400,
-        create_grant(&app, &private, json!({ "label": "x".repeat(201) })).await,
-    ));
-    errors.push((
-        "expiry_zero",
-        400,
-        create_grant(&app, &private, json!({ "expires_in_seconds": 0 })).await,
-    ));
+    errors.push(("label_too_long", 400, create_grant(&app, &private, json!({ "label": "x".repeat(201) })).await));
+    errors.push(("expiry_zero", 400, create_grant(&app, &private, json!({ "expires_in_seconds": 0 })).await));
     errors.push((
         "expiry_too_long",
         400,
-        create_grant(
-            &app,
-            &private,
-            json!({ "expires_in_seconds": 400 * 86_400 }),
-        )
-        .await,
+        create_grant(&app, &private, json!({ "expires_in_seconds": 400 * 86_400 })).await,
     ));
-    errors.push((
-        "unknown_grant",
-        404,
-        revoke(&app, &private, &uuid::Uuid::now_v7().to_string()).await,
-    ));
-    errors.push((
-        "grant_of_other_channel",
-        404,
-        revoke(&app, &private, foreign["grant_id"].as_str().unwrap()).await,
-    ));
-    errors.push((
-        "malformed_grant_id",
-        400,
-        revoke(&app, &private, "grant-1").await,
-    ));
+    errors.push(("unknown_grant", 404, revoke(&app, &private, &uuid::Uuid::now_v7().to_string()).await));
+    errors.push(("grant_of_other_channel", 404, revoke(&app, &private, foreign["grant_id"].as_str().unwrap()).await));
+    errors.push(("malformed_grant_id", 400, revoke(&app, &private, "grant-1").await));
     let wrong_token = app
         .client
         .post(grants_url(&app, &private))
-        .header(
-            "x-publish-token",
-            other_private["publish_token"].as_str().unwrap(),
-        )
+        .header("x-publish-token", other_private["publish_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();
@@ -194,12 +119,6 @@ async fn grant_errors(backend: Backend) {
     }
     // The other channel's grant is untouched.
     let other: Value = app.get_channel(&other_private).await.json().await.unwrap();
-    assert!(
-        other["read_grants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|g| g["state"] == "active")
-    );
+    assert!(other["read_grants"].as_array().unwrap().iter().all(|g| g["state"] == "active"));
     insta::assert_json_snapshot!("grant_errors", bodies);
 }

@@ -7,21 +7,10 @@ use serde_json::Value;
 use crate::helpers::{Backend, Options, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
-on_both_backends!(
-    every_role_answers_health,
-    unknown_routes_are_json,
-    rate_limit_per_client
-);
+on_both_backends!(every_role_answers_health, unknown_routes_are_json, rate_limit_per_client);
 
 async fn every_role_answers_health(backend: Backend) {
-    let app = spawn_app_with(
-        backend,
-        Options {
-            roles: Some(vec![Role::All]),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with(backend, Options { roles: Some(vec![Role::All]), ..Default::default() }).await;
     assert_eq!(app.addrs.len(), 4);
     for role in Role::EACH {
         for path in ["/healthz", "/readyz"] {
@@ -31,36 +20,18 @@ async fn every_role_answers_health(backend: Backend) {
             assert_eq!(body["status"], "ok");
         }
     }
-    let ready: Value = app
-        .client
-        .get(app.rest("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.client.get(app.rest("/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["checks"]["database"], "ok");
     assert_eq!(ready["checks"]["payload_store"], "ok");
 }
 
 async fn unknown_routes_are_json(backend: Backend) {
     let app = spawn_app(backend).await;
-    let missing = app
-        .client
-        .get(app.rest("/v2/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.client.get(app.rest("/v2/nothing")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
-    let wrong_method = app
-        .client
-        .put(app.rest("/v1/channels"))
-        .send()
-        .await
-        .unwrap();
+    let wrong_method = app.client.put(app.rest("/v1/channels")).send().await.unwrap();
     assert_eq!(wrong_method.status(), 405);
     let body: Value = wrong_method.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");
@@ -68,16 +39,9 @@ async fn unknown_routes_are_json(backend: Backend) {
 
 async fn rate_limit_per_client(backend: Backend) {
     let limited = |trusted: &str| Options {
-        extra_args: [
-            "--rate-limit-per-second",
-            "1",
-            "--rate-limit-burst",
-            "3",
-            "--trusted-proxies",
-            trusted,
-        ]
-        .map(String::from)
-        .to_vec(),
+        extra_args: ["--rate-limit-per-second", "1", "--rate-limit-burst", "3", "--trusted-proxies", trusted]
+            .map(String::from)
+            .to_vec(),
         ..Default::default()
     };
     // 127.0.0.1 is not a trusted proxy here: X-Forwarded-For is ignored.
@@ -93,11 +57,7 @@ async fn rate_limit_per_client(backend: Backend) {
             .unwrap();
         statuses.push(response.status().as_u16());
         if response.status() == 429 {
-            let retry_after: u64 = response.headers()["retry-after"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
             assert!(retry_after >= 1);
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["error"]["code"], "rate_limited");
@@ -117,32 +77,20 @@ async fn rate_limit_per_client(backend: Backend) {
             .unwrap();
         assert_eq!(response.status(), 200, "client {i}");
     }
-    let statuses: Vec<u16> = futures::future::join_all((0..4).map(|_| {
-        app.client
-            .get(app.rest("/healthz"))
-            .header("x-forwarded-for", "203.0.113.50")
-            .send()
-    }))
+    let statuses: Vec<u16> = futures::future::join_all(
+        (0..4).map(|_| app.client.get(app.rest("/healthz")).header("x-forwarded-for", "203.0.113.50").send()),
+    )
     .await
     .into_iter()
     .map(|r| r.unwrap().status().as_u16())
     .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 429).count(),
-        1,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
 }
 
 #[tokio::test]
 async fn openapi_document_is_stable() {
     let app = spawn_app(Backend::Sqlite).await;
-    let response = app
-        .client
-        .get(app.rest("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.rest("/openapi.json")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let document: Value = response.json().await.unwrap();
     assert_eq!(document["openapi"], "3.1.0");

@@ -19,10 +19,7 @@ on_both_backends!(
 );
 
 fn publish_url(app: &crate::helpers::TestApp, channel: &Value) -> String {
-    app.rest(&format!(
-        "/v1/channels/{}/publish",
-        channel["channel_id"].as_str().unwrap()
-    ))
+    app.rest(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap()))
 }
 
 fn token(channel: &Value) -> &str {
@@ -30,12 +27,7 @@ fn token(channel: &Value) -> &str {
 }
 
 async fn stored(app: &crate::helpers::TestApp, message: &Value) -> Vec<u8> {
-    let key = format!(
-        "channels/{}/{}",
-        message["channel_id"].as_str().unwrap(),
-        message["message_id"].as_str().unwrap()
-    );
-    app.service.store().get(&key).await.unwrap().to_vec()
+    app.stored_payload(message).await
 }
 
 async fn live_messages(app: &crate::helpers::TestApp, channel: &Value) -> u64 {
@@ -62,10 +54,8 @@ async fn publish_raw_and_json(backend: Backend) {
     let raw: Value = raw.json().await.unwrap();
     assert_eq!(stored(&app, &raw).await, binary);
     assert_eq!(raw["payload_size"], 256);
-    let created =
-        chrono::DateTime::parse_from_rfc3339(raw["created_at"].as_str().unwrap()).unwrap();
-    let expires =
-        chrono::DateTime::parse_from_rfc3339(raw["expires_at"].as_str().unwrap()).unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(raw["created_at"].as_str().unwrap()).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(raw["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!(expires - created, chrono::Duration::seconds(60));
 
     // JSON envelope with base64, TTL and content type; default TTL is 48 h.
@@ -95,17 +85,13 @@ async fn publish_raw_and_json(backend: Backend) {
         .unwrap();
     let form: Value = form.json().await.unwrap();
     assert_eq!(form["content_type"], "text/plain; charset=utf-8");
-    let created =
-        chrono::DateTime::parse_from_rfc3339(form["created_at"].as_str().unwrap()).unwrap();
-    let expires =
-        chrono::DateTime::parse_from_rfc3339(form["expires_at"].as_str().unwrap()).unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(form["created_at"].as_str().unwrap()).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(form["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!(expires - created, chrono::Duration::hours(48));
 
     // Ids are UUIDv7 and increase: they are the resume cursor.
-    let ids: Vec<uuid::Uuid> = [&raw, &enveloped, &form]
-        .iter()
-        .map(|m| m["message_id"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let ids: Vec<uuid::Uuid> =
+        [&raw, &enveloped, &form].iter().map(|m| m["message_id"].as_str().unwrap().parse().unwrap()).collect();
     assert!(ids.iter().all(|id| id.get_version_num() == 7));
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(live_messages(&app, &channel).await, 3);
@@ -117,75 +103,27 @@ async fn publish_rejects_bad_input(backend: Backend) {
     let channel = app.create_channel("public").await;
     let url = publish_url(&app, &channel);
     let json_cases = [
-        (
-            "bad_base64",
-            json!({ "payload": "%%%not base64%%%" }),
-            "invalid_payload",
-        ),
-        (
-            "ttl_zero",
-            json!({ "payload": "aGk=", "ttl_seconds": 0 }),
-            "invalid_ttl",
-        ),
-        (
-            "ttl_over_48h",
-            json!({ "payload": "aGk=", "ttl_seconds": 172_801 }),
-            "invalid_ttl",
-        ),
-        (
-            "unknown_field",
-            json!({ "payload": "aGk=", "tll_seconds": 5 }),
-            "invalid_json",
-        ),
-        (
-            "missing_payload",
-            json!({ "ttl_seconds": 5 }),
-            "invalid_json",
-        ),
+        ("bad_base64", json!({ "payload": "%%%not base64%%%" }), "invalid_payload"),
+        ("ttl_zero", json!({ "payload": "aGk=", "ttl_seconds": 0 }), "invalid_ttl"),
+        ("ttl_over_48h", json!({ "payload": "aGk=", "ttl_seconds": 172_801 }), "invalid_ttl"),
+        ("unknown_field", json!({ "payload": "aGk=", "tll_seconds": 5 }), "invalid_json"),
+        ("missing_payload", json!({ "ttl_seconds": 5 }), "invalid_json"),
         ("empty_payload", json!({ "payload": "" }), "empty_payload"),
-        (
-            "bad_content_type",
-            json!({ "payload": "aGk=", "content_type": "nonsense" }),
-            "invalid_content_type",
-        ),
+        ("bad_content_type", json!({ "payload": "aGk=", "content_type": "nonsense" }), "invalid_content_type"),
     ];
     let mut errors = Vec::new();
     for (name, body, code) in json_cases {
-        let response = app
-            .client
-            .post(&url)
-            .header("x-publish-token", token(&channel))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response =
+            app.client.post(&url).header("x-publish-token", token(&channel)).json(&body).send().await.unwrap();
         assert_eq!(response.status(), 400, "{name}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{name}");
         errors.push(json!({ "case": name, "body": body }));
     }
     let raw_cases = [
-        (
-            "invalid_json_text",
-            url.clone(),
-            "application/json",
-            "{oops",
-            "invalid_json",
-        ),
-        (
-            "query_ttl_zero",
-            format!("{url}?ttl=0"),
-            "text/plain",
-            "hi",
-            "invalid_ttl",
-        ),
-        (
-            "query_ttl_word",
-            format!("{url}?ttl=forever"),
-            "text/plain",
-            "hi",
-            "invalid_ttl",
-        ),
+        ("invalid_json_text", url.clone(), "application/json", "{oops", "invalid_json"),
+        ("query_ttl_zero", format!("{url}?ttl=0"), "text/plain", "hi", "invalid_ttl"),
+        ("query_ttl_word", format!("{url}?ttl=forever"), "text/plain", "hi", "invalid_ttl"),
         ("empty_raw", url.clone(), "text/plain", "", "empty_payload"),
     ];
     for (name, target, content_type, body, code) in raw_cases {
@@ -224,35 +162,18 @@ async fn publish_rejects_bad_input(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(bad_channel.status(), 400);
-    assert_eq!(
-        live_messages(&app, &channel).await,
-        0,
-        "no rejected publish left a message"
-    );
+    assert_eq!(live_messages(&app, &channel).await, 0, "no rejected publish left a message");
     insta::assert_json_snapshot!("publish_errors", errors);
 }
 
 async fn payload_limit_is_enforced(backend: Backend) {
-    let options = Options {
-        extra_args: vec!["--max-payload-bytes".into(), "1024".into()],
-        ..Default::default()
-    };
+    let options = Options { extra_args: vec!["--max-payload-bytes".into(), "1024".into()], ..Default::default() };
     let app = spawn_app_with(backend, options).await;
     let channel = app.create_channel("public").await;
     let url = publish_url(&app, &channel);
-    let send_raw = |body: Vec<u8>| {
-        app.client
-            .post(&url)
-            .header("x-publish-token", token(&channel))
-            .body(body)
-            .send()
-    };
+    let send_raw = |body: Vec<u8>| app.client.post(&url).header("x-publish-token", token(&channel)).body(body).send();
 
-    assert_eq!(
-        send_raw(vec![b'a'; 1024]).await.unwrap().status(),
-        201,
-        "exactly the limit is fine"
-    );
+    assert_eq!(send_raw(vec![b'a'; 1024]).await.unwrap().status(), 201, "exactly the limit is fine");
     let over = send_raw(vec![b'a'; 1025]).await.unwrap();
     assert_eq!(over.status(), 413);
     let over: Value = over.json().await.unwrap();
@@ -316,40 +237,26 @@ async fn idempotency_key_prevents_duplicates(backend: Backend) {
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     let retry: Value = retry.json().await.unwrap();
     assert_eq!(first, retry);
-    let other: Value = send("order-43", "twice")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other: Value = send("order-43", "twice").await.unwrap().json().await.unwrap();
     assert_ne!(other["message_id"], first["message_id"]);
     assert_eq!(live_messages(&app, &channel).await, 2);
 
     // Concurrent retries with one key still create a single message.
     let racing = futures::future::join_all((0..8).map(|_| send("order-44", "race"))).await;
-    let ids: std::collections::BTreeSet<String> =
-        futures::future::join_all(racing.into_iter().map(|r| async {
-            let r = r.unwrap();
-            assert_eq!(r.status(), 201);
-            r.json::<Value>().await.unwrap()["message_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }))
-        .await
-        .into_iter()
-        .collect();
+    let ids: std::collections::BTreeSet<String> = futures::future::join_all(racing.into_iter().map(|r| async {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["message_id"].as_str().unwrap().to_owned()
+    }))
+    .await
+    .into_iter()
+    .collect();
     assert_eq!(ids.len(), 1, "one message for one key: {ids:?}");
     assert_eq!(live_messages(&app, &channel).await, 3);
 
     // After the message expires the key may be used again.
     app.clock.advance(chrono::Duration::hours(49));
-    let reused: Value = send("order-42", "again")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reused: Value = send("order-42", "again").await.unwrap().json().await.unwrap();
     assert_ne!(reused["message_id"], first["message_id"]);
 }
 
@@ -359,18 +266,12 @@ async fn store_unavailable_writes_nothing(backend: Backend) {
     let proxy = match backend {
         Backend::Sqlite => None,
         Backend::Postgres => {
-            let target: std::net::SocketAddr = s3_env()
-                .endpoint
-                .trim_start_matches("http://")
-                .parse()
-                .expect("S3 endpoint is host:port");
+            let target: std::net::SocketAddr =
+                s3_env().endpoint.trim_start_matches("http://").parse().expect("S3 endpoint is host:port");
             Some(FaultProxy::start(target).await)
         }
     };
-    let options = Options {
-        s3_endpoint: proxy.as_ref().map(|p| format!("http://{}", p.addr)),
-        ..Default::default()
-    };
+    let options = Options { s3_endpoint: proxy.as_ref().map(|p| format!("http://{}", p.addr)), ..Default::default() };
     let app = spawn_app_with(backend, options).await;
     let channel = app.create_channel("public").await;
     assert_eq!(app.publish_text(&channel, "before").await.status(), 201);
@@ -388,20 +289,13 @@ async fn store_unavailable_writes_nothing(backend: Backend) {
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "storage_unavailable");
-    assert!(
-        !body.to_string().contains("payloads"),
-        "no internals leak: {body}"
-    );
+    assert!(!body.to_string().contains("payloads"), "no internals leak: {body}");
     let ready = app.client.get(app.rest("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["payload_store"], "unavailable");
     assert_eq!(ready["checks"]["database"], "ok");
-    assert_eq!(
-        live_messages(&app, &channel).await,
-        1,
-        "no row without its object"
-    );
+    assert_eq!(live_messages(&app, &channel).await, 1, "no row without its object");
 
     match &proxy {
         Some(proxy) => proxy.set_up(true).await,
@@ -410,18 +304,10 @@ async fn store_unavailable_writes_nothing(backend: Backend) {
             std::fs::rename(app.data_dir.path().join("payloads.away"), &payloads).unwrap();
         }
     }
-    let after: Value = app
-        .publish_text(&channel, "after")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after: Value = app.publish_text(&channel, "after").await.json().await.unwrap();
     assert_eq!(stored(&app, &after).await, b"after");
     assert_eq!(live_messages(&app, &channel).await, 2);
-    assert!(!matches!(
-        app.service.store().check().await,
-        Err(StoreError::Unavailable(_))
-    ));
+    assert!(!matches!(app.service.store().check().await, Err(StoreError::Unavailable(_))));
 }
 
 /// Sends `chunks` chunks of `size` bytes with chunked transfer encoding over
@@ -430,9 +316,7 @@ async fn store_unavailable_writes_nothing(backend: Backend) {
 async fn send_chunked_until_refused(url: &str, token: &str, chunks: usize, size: usize) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let url = reqwest::Url::parse(url).unwrap();
-    let mut stream = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
-        .await
-        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap())).await.unwrap();
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: test\r\nX-Publish-Token: {token}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
         url.path()
@@ -446,10 +330,6 @@ async fn send_chunked_until_refused(url: &str, token: &str, chunks: usize, size:
     }
     let _ = stream.write_all(b"0\r\n\r\n").await;
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        stream.read_to_end(&mut answer),
-    )
-    .await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }

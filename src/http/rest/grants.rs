@@ -49,10 +49,7 @@ pub async fn create(
     OptionalJson(body): OptionalJson<CreateGrantRequest>,
 ) -> Result<(StatusCode, Json<CreatedGrant>), AppError> {
     let label = body.label.as_deref().map(Label::parse).transpose()?;
-    let created = state
-        .service
-        .create_grant(id, &token, label, body.expires_in_seconds)
-        .await?;
+    let created = state.service.create_grant(id, &token, label, body.expires_in_seconds).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

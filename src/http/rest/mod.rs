@@ -21,19 +21,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let _ = state;
     Router::new()
         .route("/v1/channels", post(channels::create))
-        .route(
-            "/v1/channels/{channel_id}",
-            get(channels::get).delete(channels::delete),
-        )
+        .route("/v1/channels/{channel_id}", get(channels::get).delete(channels::delete))
         .route("/v1/channels/{channel_id}/publish", post(publish::publish))
-        .route(
-            "/v1/channels/{channel_id}/read-grants",
-            post(grants::create),
-        )
-        .route(
-            "/v1/channels/{channel_id}/read-grants/{grant_id}/revoke",
-            post(grants::revoke),
-        )
+        .route("/v1/channels/{channel_id}/read-grants", post(grants::create))
+        .route("/v1/channels/{channel_id}/read-grants/{grant_id}/revoke", post(grants::revoke))
         .route("/openapi.json", get(openapi::serve))
         // Publish streams its own body with the payload limit; this bounds the rest.
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -52,8 +43,5 @@ fn cors() -> CorsLayer {
             HeaderName::from_static(super::extract::PUBLISH_TOKEN_HEADER),
             HeaderName::from_static("idempotency-key"),
         ])
-        .expose_headers([
-            header::RETRY_AFTER,
-            HeaderName::from_static("idempotent-replayed"),
-        ])
+        .expose_headers([header::RETRY_AFTER, HeaderName::from_static("idempotent-replayed")])
 }

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{ContentType, IdempotencyKey, Ttl};
 use crate::error::{AppError, ErrorBody};
-use crate::http::extract::{ChannelPath, PublishAuth, is_json};
+use crate::http::extract::{ChannelPath, PublishAuth, is_json, query_param};
 use crate::service::PublishInput;
 use crate::service::views::PublishedMessage;
 use crate::state::AppState;
@@ -90,20 +90,12 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, AppError> {
     let max_payload = state.config.max_payload_bytes;
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let declared = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or_default().to_owned());
     let envelope = declared.as_deref().is_some_and(is_json);
-    let body_limit = if envelope {
-        base64_len(max_payload) + ENVELOPE_SLACK
-    } else {
-        max_payload
-    };
+    let body_limit = if envelope { base64_len(max_payload) + ENVELOPE_SLACK } else { max_payload };
     let bytes = read_limited(&headers, body, body_limit, max_payload).await?;
 
-    let query_ttl = query_param(query.as_deref(), "ttl")
-        .map(|v| Ttl::parse(&v))
-        .transpose()?;
+    let query_ttl = query_param(query.as_deref(), "ttl").map(|v| Ttl::parse(&v)).transpose()?;
     let input = if envelope {
         parse_envelope(&bytes, query_ttl)?
     } else {
@@ -112,98 +104,55 @@ pub async fn publish(
             Some(t) if t.eq_ignore_ascii_case(FORM_TYPE) => ContentType::parse(TEXT_TYPE)?,
             Some(t) => ContentType::parse(t)?,
         };
-        PublishInput {
-            payload: bytes,
-            content_type,
-            ttl: query_ttl.unwrap_or_default(),
-            idempotency_key: None,
-        }
+        PublishInput { payload: bytes, content_type, ttl: query_ttl.unwrap_or_default(), idempotency_key: None }
     };
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(IdempotencyKey::parse(v.to_str().unwrap_or_default())?),
     };
 
-    let published = state
-        .service
-        .publish(
-            id,
-            &token,
-            PublishInput {
-                idempotency_key,
-                ..input
-            },
-        )
-        .await?;
+    let published = state.service.publish(id, &token, PublishInput { idempotency_key, ..input }).await?;
     let mut response = (StatusCode::CREATED, Json(published.message)).into_response();
     if published.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
 
 fn parse_envelope(bytes: &[u8], query_ttl: Option<Ttl>) -> Result<PublishInput, AppError> {
     let request: PublishRequest = serde_json::from_slice(bytes).map_err(|e| {
-        AppError::bad_request("invalid_json", format!("the body is not a valid publish request ({e}); expected {{\"payload\":\"<base64>\"}}"))
+        AppError::bad_request(
+            "invalid_json",
+            format!("the body is not a valid publish request ({e}); expected {{\"payload\":\"<base64>\"}}"),
+        )
     })?;
     let payload = BASE64_STANDARD
         .decode(request.payload.trim())
         .or_else(|_| BASE64_URL_SAFE.decode(request.payload.trim()))
         .map_err(|_| {
-            AppError::bad_request(
-                "invalid_payload",
-                "payload must be base64 (RFC 4648, standard or URL-safe alphabet)",
-            )
+            AppError::bad_request("invalid_payload", "payload must be base64 (RFC 4648, standard or URL-safe alphabet)")
         })?;
     let ttl = match request.ttl_seconds {
         Some(seconds) => Ttl::from_seconds(seconds)?,
         None => query_ttl.unwrap_or_default(),
     };
-    let content_type = request
-        .content_type
-        .as_deref()
-        .map(ContentType::parse)
-        .transpose()?
-        .unwrap_or_default();
-    Ok(PublishInput {
-        payload: Bytes::from(payload),
-        content_type,
-        ttl,
-        idempotency_key: None,
-    })
+    let content_type = request.content_type.as_deref().map(ContentType::parse).transpose()?.unwrap_or_default();
+    Ok(PublishInput { payload: Bytes::from(payload), content_type, ttl, idempotency_key: None })
 }
 
 /// Reads at most `limit` bytes; more is 413 naming the payload limit.
-async fn read_limited(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-    max_payload: usize,
-) -> Result<Bytes, AppError> {
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize, max_payload: usize) -> Result<Bytes, AppError> {
     let too_large = AppError::PayloadTooLarge { limit: max_payload };
-    let declared_len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared_len =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|len| len > limit as u64) {
         return Err(too_large);
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
-        Err(err) => Err(AppError::bad_request(
-            "invalid_body",
-            format!("could not read the request body: {err}"),
-        )),
+        Err(err) => Err(AppError::bad_request("invalid_body", format!("could not read the request body: {err}"))),
     }
-}
-
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 fn base64_len(bytes: usize) -> usize {
@@ -218,11 +167,8 @@ mod tests {
     fn envelope_accepts_both_alphabets() {
         let input = parse_envelope(br#"{"payload":"aGk-Pz8_"}"#, None).unwrap();
         assert_eq!(&input.payload[..], b"hi>??\x3f".as_slice());
-        let input = parse_envelope(
-            br#"{"payload":"aGk+Pz8/","ttl_seconds":60,"content_type":"text/plain"}"#,
-            None,
-        )
-        .unwrap();
+        let input =
+            parse_envelope(br#"{"payload":"aGk+Pz8/","ttl_seconds":60,"content_type":"text/plain"}"#, None).unwrap();
         assert_eq!(input.ttl.seconds(), 60);
         assert_eq!(input.content_type.as_str(), "text/plain");
     }
@@ -242,10 +188,7 @@ mod tests {
 
     #[test]
     fn query_params() {
-        assert_eq!(
-            query_param(Some("a=1&ttl=60"), "ttl").as_deref(),
-            Some("60")
-        );
+        assert_eq!(query_param(Some("a=1&ttl=60"), "ttl").as_deref(), Some("60"));
         assert_eq!(query_param(None, "ttl"), None);
         assert_eq!(base64_len(1024 * 1024), 1_398_104);
     }

@@ -1,0 +1,148 @@
+//! Live fan-out: how a committed message, a deleted channel or a revoked
+//! grant reaches every open stream, in this process and in every other.
+//!
+//! - SQLite (single process): the publisher delivers to the in-process hub
+//!   right after its commit, holding a sequencer so deliveries keep commit
+//!   (= id) order.
+//! - PostgreSQL (any number of processes): the writing transaction sends a
+//!   `NOTIFY` with ids only; PostgreSQL delivers notifications in commit
+//!   order to every process's listener (pg.rs), which loads each message once
+//!   — only if someone here subscribes to its channel — and broadcasts it.
+
+pub mod frame;
+pub mod hub;
+pub mod pg;
+pub mod stream;
+
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+pub use hub::{Hub, HubEvent};
+
+/// The PostgreSQL notification channel all processes listen on.
+pub const NOTIFY_CHANNEL: &str = "chantra_events";
+
+/// What a notification announces. Ids only: NOTIFY payloads are small, and
+/// each process loads what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Message { channel: Uuid, message: Uuid },
+    Deleted { channel: Uuid },
+    Revoked { channel: Uuid, grant: Uuid },
+}
+
+impl Notice {
+    pub fn encode(&self) -> String {
+        match self {
+            Notice::Message { channel, message } => format!("m {channel} {message}"),
+            Notice::Deleted { channel } => format!("d {channel}"),
+            Notice::Revoked { channel, grant } => format!("r {channel} {grant}"),
+        }
+    }
+
+    pub fn parse(payload: &str) -> Option<Notice> {
+        let mut parts = payload.split(' ');
+        let kind = parts.next()?;
+        let channel = parts.next()?.parse().ok()?;
+        let notice = match kind {
+            "m" => Notice::Message { channel, message: parts.next()?.parse().ok()? },
+            "d" => Notice::Deleted { channel },
+            "r" => Notice::Revoked { channel, grant: parts.next()?.parse().ok()? },
+            _ => return None,
+        };
+        parts.next().is_none().then_some(notice)
+    }
+
+    pub fn channel(&self) -> Uuid {
+        match self {
+            Notice::Message { channel, .. } | Notice::Deleted { channel } | Notice::Revoked { channel, .. } => *channel,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Mode {
+    Local { sequencer: Arc<Mutex<()>> },
+    Postgres,
+}
+
+/// The service layer's handle on fan-out; cheap to clone.
+#[derive(Clone)]
+pub struct Fanout {
+    hub: Arc<Hub>,
+    mode: Mode,
+}
+
+impl Fanout {
+    pub fn local(hub: Arc<Hub>) -> Self {
+        Self { hub, mode: Mode::Local { sequencer: Arc::new(Mutex::new(())) } }
+    }
+
+    pub fn postgres(hub: Arc<Hub>) -> Self {
+        Self { hub, mode: Mode::Postgres }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// In local mode, held from the write transaction until delivery so
+    /// that deliveries happen in commit order; PostgreSQL orders notifications itself.
+    pub async fn sequence(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.mode {
+            Mode::Local { sequencer } => Some(sequencer.clone().lock_owned().await),
+            Mode::Postgres => None,
+        }
+    }
+
+    /// Announces `notice` when (and only if) `txn` commits. No-op locally.
+    pub async fn notify(&self, txn: &impl ConnectionTrait, notice: Notice) -> Result<(), DbErr> {
+        if let Mode::Postgres = self.mode {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [NOTIFY_CHANNEL.into(), notice.encode().into()],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers to this process's hub after a commit, in local mode; with
+    /// PostgreSQL the listener does it for every process, this one included.
+    pub fn deliver_local(&self, channel: Uuid, event: impl FnOnce() -> HubEvent) {
+        if let Mode::Local { .. } = self.mode
+            && self.hub.has_subscribers(channel)
+        {
+            self.hub.send(channel, event());
+        }
+    }
+}
+
+/// Resolves once the server starts shutting down.
+pub(crate) async fn stopping(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip() {
+        let (c, m) = (Uuid::now_v7(), Uuid::now_v7());
+        for notice in [
+            Notice::Message { channel: c, message: m },
+            Notice::Deleted { channel: c },
+            Notice::Revoked { channel: c, grant: m },
+        ] {
+            assert_eq!(Notice::parse(&notice.encode()), Some(notice));
+        }
+        assert_eq!(Notice::parse("x 1"), None);
+        assert_eq!(Notice::parse(&format!("d {c} extra")), None);
+        assert_eq!(Notice::parse("m not-a-uuid x"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! The PostgreSQL listener: one per process. It receives every `NOTIFY` in
+//! commit order, loads each announced message once — and only when a reader
+//! on this process follows its channel — and broadcasts it to the hub.
+//!
+//! Loads run concurrently but are broadcast in arrival order. After the
+//! connection is lost the listener reconnects with backoff and catches every
+//! followed channel up from the last message it broadcast, so nothing
+//! published meanwhile is lost; readers holding grants re-check them, since
+//! revocations may have been missed too.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use sea_orm::sqlx::postgres::PgListener;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::{HubEvent, NOTIFY_CHANNEL, Notice, frame, stopping};
+use crate::domain::ChannelId;
+use crate::service::Service;
+
+/// Messages loaded at once while keeping broadcast order.
+const LOAD_CONCURRENCY: usize = 32;
+/// Attempts to load one message before readers are told to catch up themselves.
+const LOAD_ATTEMPTS: u32 = 3;
+/// Notices queued between the listener and the loader.
+const QUEUE: usize = 8192;
+/// Catch-up page after a reconnection.
+const CATCH_UP_PAGE: u64 = 256;
+
+/// What the loader is asked to do, in order.
+enum Work {
+    Notice(Notice),
+    /// The connection was lost and is back: catch up every followed channel.
+    Resync,
+}
+
+/// Starts the listener and loader tasks; they end when `shutdown` is set.
+pub fn spawn(service: Service, shutdown: watch::Receiver<bool>) {
+    let (queue, work) = mpsc::channel(QUEUE);
+    tokio::spawn(load_and_broadcast(service.clone(), work));
+    tokio::spawn(listen(service, queue, shutdown));
+}
+
+async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: watch::Receiver<bool>) {
+    let pool = service.db().get_postgres_connection_pool().clone();
+    let mut backoff = Duration::from_millis(100);
+    let mut connected_before = false;
+    loop {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sea_orm::sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            () = stopping(shutdown.clone()) => return,
+            result = listener => match result {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?backoff, "notification listener cannot connect");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(100);
+        if connected_before {
+            tracing::info!("notification listener reconnected; catching up");
+            if queue.send(Work::Resync).await.is_err() {
+                return;
+            }
+        }
+        connected_before = true;
+        loop {
+            let received = tokio::select! {
+                () = stopping(shutdown.clone()) => return,
+                received = listener.try_recv() => received,
+            };
+            match received {
+                Ok(Some(notification)) => match Notice::parse(notification.payload()) {
+                    Some(notice) => {
+                        if queue.send(Work::Notice(notice)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => tracing::warn!(payload = notification.payload(), "ignoring an unknown notification"),
+                },
+                // The connection dropped: reconnect, then catch up.
+                Ok(None) => {
+                    tracing::warn!("notification listener lost its connection");
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "notification listener failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What a notice turned into, ready to broadcast.
+enum Ready {
+    Event(Uuid, HubEvent),
+    Resync,
+    Nothing,
+}
+
+async fn load_and_broadcast(service: Service, work: mpsc::Receiver<Work>) {
+    let queued = futures::stream::unfold(work, |mut work| async move { work.recv().await.map(|w| (w, work)) });
+    let mut ready = std::pin::pin!(queued.map(|work| load(service.clone(), work)).buffered(LOAD_CONCURRENCY));
+    let hub = service.fanout().hub().clone();
+    while let Some(item) = ready.next().await {
+        match item {
+            Ready::Event(channel, event) => hub.send(channel, event),
+            Ready::Resync => resync(&service).await,
+            Ready::Nothing => {}
+        }
+    }
+}
+
+async fn load(service: Service, work: Work) -> Ready {
+    let notice = match work {
+        Work::Resync => return Ready::Resync,
+        Work::Notice(notice) => notice,
+    };
+    let hub = service.fanout().hub();
+    let channel = notice.channel();
+    if !hub.has_subscribers(channel) {
+        return Ready::Nothing;
+    }
+    match notice {
+        Notice::Deleted { .. } => Ready::Event(channel, HubEvent::Deleted),
+        Notice::Revoked { grant, .. } => Ready::Event(channel, HubEvent::GrantRevoked(grant)),
+        Notice::Message { message, .. } => {
+            let mut delay = Duration::from_millis(50);
+            for attempt in 1..=LOAD_ATTEMPTS {
+                match service.message_for_broadcast(ChannelId::from_uuid(channel), message).await {
+                    Ok(Some(event)) => {
+                        return Ready::Event(
+                            channel,
+                            HubEvent::Message {
+                                id: message,
+                                expires_at: event.expires_at,
+                                frame: frame::message(&event),
+                            },
+                        );
+                    }
+                    Ok(None) => return Ready::Nothing,
+                    Err(err) => {
+                        tracing::warn!(%channel, %message, attempt, error = %err, "cannot load a message for broadcast");
+                        tokio::time::sleep(delay).await;
+                        delay *= 4;
+                    }
+                }
+            }
+            // Readers fetch it themselves, retrying until the backend is back.
+            Ready::Event(channel, HubEvent::CatchUp)
+        }
+    }
+}
+
+/// After a lost connection: for every channel followed here, broadcast what
+/// was committed after the last message it saw, end streams of deleted
+/// channels, and have grant holders re-check their grants.
+async fn resync(service: &Service) {
+    let hub = service.fanout().hub().clone();
+    for (channel, last) in hub.active_channels() {
+        let id = ChannelId::from_uuid(channel);
+        match service.channel_exists(id).await {
+            Ok(false) => {
+                hub.send(channel, HubEvent::Deleted);
+                continue;
+            }
+            Ok(true) => {}
+            Err(_) => {
+                hub.send(channel, HubEvent::CatchUp);
+                continue;
+            }
+        }
+        let mut after = Some(last);
+        loop {
+            match service.messages_after(id, after, CATCH_UP_PAGE).await {
+                Ok(page) => {
+                    let full = page.len() as u64 == CATCH_UP_PAGE;
+                    for (row, event) in page {
+                        after = Some(row.id);
+                        hub.send(
+                            channel,
+                            HubEvent::Message { id: row.id, expires_at: row.expires_at, frame: frame::message(&event) },
+                        );
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    hub.send(channel, HubEvent::CatchUp);
+                    break;
+                }
+            }
+        }
+        hub.send(channel, HubEvent::RecheckGrants);
+    }
+}

@@ -1,0 +1,204 @@
+//! One reader's event stream: optional replay from the database, then live
+//! events from the hub, with keep-alives, de-duplication at the replay/live
+//! boundary, catch-up after lag, and the reasons a stream ends (channel
+//! deleted, grant revoked or expired, server shutting down).
+//!
+//! The reader joins the hub *before* the replay is read, and every event
+//! carries its id: anything both replayed and broadcast is sent once (ids at
+//! or below the last one sent are dropped), and nothing committed after the
+//! join can be missed.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use uuid::Uuid;
+
+use super::hub::{HubEvent, Subscription};
+use super::{frame, stopping};
+use crate::error::AppError;
+use crate::service::{Reader, Service};
+
+/// Messages read from the database per replay page (bounds memory per reader).
+const REPLAY_PAGE: u64 = 32;
+/// Pause before retrying a replay page that failed (store or database down).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// How one stream is set up.
+pub struct StreamPlan {
+    pub reader: Reader,
+    /// Replay everything after this id first (`None`: live only).
+    pub replay_after: Option<Uuid>,
+    /// Ids at or below this are never sent (the resume cursor, or "now").
+    pub baseline: Uuid,
+    /// Frames sent before anything else (retry hint, gap notice).
+    pub preamble: Vec<Bytes>,
+    pub keepalive: Duration,
+    /// A reader that lags the live buffer by more than this is disconnected.
+    pub max_lag: u64,
+}
+
+struct State<G> {
+    service: Service,
+    subscription: Subscription,
+    reader: Reader,
+    replay_after: Option<Uuid>,
+    last_sent: Uuid,
+    pending: VecDeque<Bytes>,
+    keepalive: Interval,
+    grant_deadline: Option<Instant>,
+    max_lag: u64,
+    shutdown: watch::Receiver<bool>,
+    finished: bool,
+    /// Released when the stream ends (e.g. a connection-count slot).
+    _guard: G,
+}
+
+/// The body of an SSE response.
+pub fn event_stream<G: Send + 'static>(
+    service: Service,
+    subscription: Subscription,
+    plan: StreamPlan,
+    shutdown: watch::Receiver<bool>,
+    guard: G,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let mut keepalive = tokio::time::interval_at(Instant::now() + plan.keepalive, plan.keepalive);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let now = service.clock().now();
+    let grant_deadline = plan.reader.grant_expires_at.map(|at| {
+        let left = (at - now).to_std().unwrap_or_default();
+        Instant::now() + left
+    });
+    let state = State {
+        service,
+        subscription,
+        reader: plan.reader,
+        replay_after: plan.replay_after,
+        last_sent: plan.baseline,
+        pending: plan.preamble.into(),
+        keepalive,
+        grant_deadline,
+        max_lag: plan.max_lag,
+        shutdown,
+        finished: false,
+        _guard: guard,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        let frame = state.next_frame().await?;
+        Some((Ok(frame), state))
+    })
+}
+
+impl<G> State<G> {
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(frame);
+            }
+            if self.finished {
+                return None;
+            }
+            if let Some(after) = self.replay_after {
+                self.replay_page(after).await;
+                continue;
+            }
+            let grant_deadline = self.grant_deadline.unwrap_or_else(far_future);
+            let woke = tokio::select! {
+                biased;
+                () = stopping(self.shutdown.clone()) => Wake::Shutdown,
+                () = tokio::time::sleep_until(grant_deadline) => Wake::GrantExpired,
+                received = self.subscription.receiver.recv() => Wake::Event(received),
+                _ = self.keepalive.tick() => Wake::KeepAlive,
+            };
+            match woke {
+                // Ends the response so the client reconnects (elsewhere) with Last-Event-ID.
+                Wake::Shutdown => return None,
+                Wake::GrantExpired => self.end(frame::revoked("expired")),
+                Wake::Event(received) => self.on_event(received).await,
+                Wake::KeepAlive => return Some(Bytes::from_static(frame::KEEPALIVE)),
+            }
+        }
+    }
+
+    async fn on_event(&mut self, received: Result<HubEvent, RecvError>) {
+        match received {
+            Ok(HubEvent::Message { id, expires_at, frame }) => {
+                if id > self.last_sent && expires_at > self.service.clock().now() {
+                    self.last_sent = id;
+                    self.pending.push_back(frame);
+                }
+            }
+            Ok(HubEvent::Deleted) => self.end(frame::deleted(&self.reader.channel.to_string())),
+            Ok(HubEvent::GrantRevoked(grant)) => {
+                if self.reader.grant.is_some_and(|g| g.as_uuid() == grant) {
+                    self.end(frame::revoked("revoked"));
+                }
+            }
+            Ok(HubEvent::RecheckGrants) => match self.service.recheck_reader(&self.reader).await {
+                Ok(()) => {}
+                Err(AppError::GrantRevoked) => self.end(frame::revoked("revoked")),
+                Err(AppError::GrantExpired) => self.end(frame::revoked("expired")),
+                // The database is unavailable: keep streaming; the next recheck decides.
+                Err(_) => {}
+            },
+            Ok(HubEvent::CatchUp) => self.replay_after = Some(self.last_sent),
+            Err(RecvError::Lagged(missed)) => {
+                if missed > self.max_lag {
+                    tracing::debug!(channel = %self.reader.channel, missed, "reader too slow; disconnecting so it resumes");
+                    self.finished = true;
+                } else {
+                    self.replay_after = Some(self.last_sent);
+                }
+            }
+            Err(RecvError::Closed) => self.finished = true,
+        }
+    }
+
+    /// Queues one page of the replay; an error is retried after a pause
+    /// (never skipped), unless the server shuts down meanwhile.
+    async fn replay_page(&mut self, after: Uuid) {
+        match self.service.messages_after(self.reader.channel, Some(after), REPLAY_PAGE).await {
+            Ok(page) => {
+                let full = page.len() as u64 == REPLAY_PAGE;
+                for (row, event) in &page {
+                    if row.id > self.last_sent {
+                        self.last_sent = row.id;
+                        self.pending.push_back(frame::message(event));
+                    }
+                }
+                self.replay_after = match page.last() {
+                    Some((row, _)) if full => Some(row.id),
+                    _ => None,
+                };
+            }
+            Err(err) => {
+                tracing::warn!(channel = %self.reader.channel, error = %err, "replay page failed; retrying");
+                tokio::select! {
+                    () = stopping(self.shutdown.clone()) => self.finished = true,
+                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, last: Bytes) {
+        self.pending.push_back(last);
+        self.finished = true;
+    }
+}
+
+enum Wake {
+    Shutdown,
+    GrantExpired,
+    Event(Result<HubEvent, RecvError>),
+    KeepAlive,
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}

@@ -1,0 +1,48 @@
+//! GET /internal/v1/channels/{id}/messages?after=&limit= — a page of
+//! messages with payloads, for an mcp role deployed apart. It needs
+//! INTERNAL_API_TOKEN (compared in constant time) and, for a private channel,
+//! a read token; without a configured internal token it does not exist (404).
+//! The edge proxy never routes /internal/*.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use subtle::ConstantTimeEq as _;
+
+use super::sse::READ_TOKEN_HEADER;
+use crate::domain::{MessageId, ReadToken};
+use crate::error::AppError;
+use crate::http::extract::{ChannelPath, query_param, token_from_headers};
+use crate::service::MAX_PAGE;
+use crate::service::views::MessagePage;
+use crate::state::AppState;
+
+pub const INTERNAL_TOKEN_HEADER: &str = "x-internal-token";
+const DEFAULT_LIMIT: u64 = 50;
+
+pub async fn messages(
+    State(state): State<AppState>,
+    ChannelPath(channel): ChannelPath,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<MessagePage>, AppError> {
+    let Some(expected) = state.config.internal_api_token.as_deref() else {
+        return Err(AppError::RouteNotFound);
+    };
+    let given = headers.get(INTERNAL_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !bool::from(given.ct_eq(expected.as_bytes())) {
+        return Err(AppError::InvalidToken);
+    }
+    let after = query_param(query.as_deref(), "after")
+        .filter(|a| !a.is_empty())
+        .map(|a| MessageId::parse(&a).map_err(|e| AppError::InvalidCursor(format!("after: {e}"))))
+        .transpose()?;
+    let limit = match query_param(query.as_deref(), "limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw.parse::<u64>().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or_else(|| {
+            AppError::bad_request("invalid_limit", format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+        })?,
+    };
+    let token = token_from_headers(&headers, READ_TOKEN_HEADER)?.map(ReadToken::parse).transpose()?;
+    Ok(Json(state.service.read_page(channel, token.as_ref(), after, limit).await?))
+}

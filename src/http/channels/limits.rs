@@ -1,0 +1,79 @@
+//! Caps on concurrent event streams: per process (503 beyond) and per client
+//! IP (429 beyond), so one client cannot take every connection slot.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::AppError;
+
+pub struct StreamSlots {
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_total: usize,
+    max_per_ip: usize,
+}
+
+/// One open stream; dropping it frees the slot.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    ip: IpAddr,
+}
+
+impl StreamSlots {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self { open: AtomicUsize::new(0), per_ip: Mutex::new(HashMap::new()), max_total, max_per_ip })
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<StreamSlot, AppError> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if self.open.load(Ordering::Relaxed) >= self.max_total {
+            return Err(AppError::ServerBusy);
+        }
+        let count = per_ip.entry(ip).or_default();
+        if *count >= self.max_per_ip {
+            return Err(AppError::TooManyStreams { limit: self.max_per_ip });
+        }
+        *count += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(StreamSlot { slots: self.clone(), ip })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.slots.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        self.slots.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_per_ip_and_total() {
+        let slots = StreamSlots::new(3, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = slots.acquire(a).unwrap();
+        let _second = slots.acquire(a).unwrap();
+        assert!(matches!(slots.acquire(a), Err(AppError::TooManyStreams { .. })));
+        let _third = slots.acquire(b).unwrap();
+        assert!(matches!(slots.acquire(b), Err(AppError::ServerBusy)));
+        drop(first);
+        assert_eq!(slots.open(), 2);
+        assert!(slots.acquire(a).is_ok());
+    }
+}

@@ -1,0 +1,42 @@
+//! The channels role: a channel URL is a Server-Sent Events stream
+//! (`/v1/{public|private}/{id}`, also under `/channel` so the URLs the API
+//! returns work with and without the edge proxy), plus the internal read API
+//! that an mcp role deployed apart uses.
+
+mod internal;
+mod limits;
+mod sse;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use limits::StreamSlots;
+
+use crate::state::AppState;
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    let streams = Router::new()
+        .route("/v1/public/{channel_id}", get(sse::public))
+        .route("/v1/private/{channel_id}", get(sse::private));
+    Router::new()
+        .merge(streams.clone())
+        .nest("/channel", streams)
+        .route("/internal/v1/channels/{channel_id}/messages", get(internal::messages))
+        .layer(cors(state.config.cors_allowed_origins.as_deref()))
+}
+
+/// Browsers' EventSource may read from the allowed origins. Tokens travel in
+/// headers or the query string, never cookies.
+fn cors(origins: Option<&[String]>) -> CorsLayer {
+    let allow = match origins {
+        None => AllowOrigin::any(),
+        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    CorsLayer::new().allow_origin(allow).allow_methods([Method::GET]).allow_headers([
+        header::AUTHORIZATION,
+        HeaderName::from_static("last-event-id"),
+        HeaderName::from_static("x-read-token"),
+    ])
+}

@@ -1,0 +1,160 @@
+//! GET /v1/{public|private}/{id}: a channel as a Server-Sent Events stream.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use uuid::Uuid;
+
+use crate::domain::{MessageId, ReadToken, Visibility};
+use crate::error::AppError;
+use crate::fanout::frame;
+use crate::fanout::stream::{StreamPlan, event_stream};
+use crate::http::extract::{ChannelPath, query_param, token_from_headers};
+use crate::http::rate_limit::ClientIpKey;
+use crate::state::AppState;
+
+pub const READ_TOKEN_HEADER: &str = "x-read-token";
+
+pub async fn public(
+    state: State<AppState>,
+    path: ChannelPath,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, AppError> {
+    open(Visibility::Public, state, path, peer, headers, query).await
+}
+
+pub async fn private(
+    state: State<AppState>,
+    path: ChannelPath,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, AppError> {
+    open(Visibility::Private, state, path, peer, headers, query).await
+}
+
+/// Where a reader wants to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// Live only, from now.
+    Now,
+    /// After a message id (Last-Event-ID or ?last_event_id=): gaps are announced.
+    AfterId(Uuid),
+    /// From a point in time (?since=unix seconds).
+    Since(Uuid),
+}
+
+fn parse_cursor(headers: &HeaderMap, query: Option<&str>) -> Result<Cursor, AppError> {
+    let header = headers.get(header::HeaderName::from_static("last-event-id")).map(|v| v.to_str().unwrap_or("\u{0}"));
+    let id = header.map(str::to_owned).or_else(|| query_param(query, "last_event_id"));
+    if let Some(id) = id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+        let parsed = MessageId::parse(id).map_err(|e| AppError::InvalidCursor(format!("Last-Event-ID: {e}")))?;
+        return Ok(Cursor::AfterId(parsed.as_uuid()));
+    }
+    if let Some(since) = query_param(query, "since") {
+        let seconds: u64 = since.trim().parse().map_err(|_| {
+            AppError::InvalidCursor("since must be a Unix time in whole seconds, e.g. since=1764000000".into())
+        })?;
+        let millis = seconds
+            .checked_mul(1000)
+            .filter(|m| *m < 1 << 48)
+            .ok_or_else(|| AppError::InvalidCursor("since is too far in the future".into()))?;
+        return Ok(Cursor::Since(MessageId::floor_at(millis)));
+    }
+    Ok(Cursor::Now)
+}
+
+/// The read token from X-Read-Token, Authorization: Bearer, or ?token=
+/// (browsers' EventSource cannot send headers; request logs never include
+/// query strings).
+fn read_token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<ReadToken>, AppError> {
+    let raw = match token_from_headers(headers, READ_TOKEN_HEADER)? {
+        Some(raw) => Some(raw.to_owned()),
+        None => query_param(query, "token"),
+    };
+    raw.map(|raw| ReadToken::parse(&raw).map_err(AppError::from)).transpose()
+}
+
+async fn open(
+    visibility: Visibility,
+    State(state): State<AppState>,
+    ChannelPath(channel): ChannelPath,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AppError> {
+    let cursor = parse_cursor(&headers, query.as_deref())?;
+    let token = read_token(&headers, query.as_deref())?;
+    let client = ClientIpKey::new(&state.config.trusted_proxies).client_ip(peer.ip(), &headers);
+    let slot = state.streams.acquire(client)?;
+    let service = &state.service;
+    let reader = service.authorize_reader(channel, visibility, token.as_ref()).await?;
+
+    // Join the live feed first, then read the backlog: nothing committed in
+    // between can be missed, and duplicates are dropped by id.
+    let subscription = service.fanout().hub().subscribe(channel.as_uuid());
+    let sse = &state.config.sse;
+    let mut preamble = vec![frame::retry(sse.retry_ms)];
+    let (replay_after, baseline) = match cursor {
+        Cursor::Now => (None, MessageId::new().as_uuid()),
+        Cursor::Since(floor) => (Some(floor), floor),
+        Cursor::AfterId(id) => {
+            let plan = service.plan_replay(channel, id, sse.replay_max).await?;
+            preamble.extend(plan.gap);
+            (Some(plan.after), plan.after)
+        }
+    };
+    let plan =
+        StreamPlan { reader, replay_after, baseline, preamble, keepalive: sse.keepalive, max_lag: sse.replay_max };
+    let body = Body::from_stream(event_stream(service.clone(), subscription, plan, state.shutdown.clone(), slot));
+
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(header: Option<&str>, query: Option<&str>) -> Result<Cursor, AppError> {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = header {
+            headers.insert("last-event-id", h.parse().unwrap());
+        }
+        parse_cursor(&headers, query)
+    }
+
+    #[test]
+    fn cursors() {
+        let id = MessageId::new();
+        assert_eq!(cursor(None, None).unwrap(), Cursor::Now);
+        assert_eq!(cursor(Some(&id.to_string()), None).unwrap(), Cursor::AfterId(id.as_uuid()));
+        assert_eq!(cursor(None, Some(&format!("last_event_id={id}"))).unwrap(), Cursor::AfterId(id.as_uuid()));
+        // The header wins over the query (a reconnecting EventSource sends both).
+        let other = MessageId::new();
+        assert_eq!(
+            cursor(Some(&other.to_string()), Some(&format!("last_event_id={id}"))).unwrap(),
+            Cursor::AfterId(other.as_uuid())
+        );
+        assert_eq!(cursor(None, Some("since=10")).unwrap(), Cursor::Since(MessageId::floor_at(10_000)));
+        assert_eq!(cursor(Some(" "), None).unwrap(), Cursor::Now);
+        for (h, q) in [
+            (Some("nope"), None),
+            (None, Some("last_event_id=123")),
+            (None, Some("since=-1")),
+            (None, Some("since=abc")),
+            (None, Some("since=99999999999999999")),
+        ] {
+            assert!(matches!(cursor(h, q), Err(AppError::InvalidCursor(_))), "{h:?} {q:?}");
+        }
+    }
+}

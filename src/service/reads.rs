@@ -1,0 +1,182 @@
+//! Reading: who may read a channel, and its messages after a cursor — for
+//! SSE replay, for catching up after lag, and for the internal read API.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt as _, TryStreamExt as _};
+use uuid::Uuid;
+
+use super::views::{MessageEvent, MessagePage};
+use super::{Service, visibility_of};
+use crate::db::{self, entity::message};
+use crate::domain::{ChannelId, GrantId, MessageId, ReadToken, Visibility};
+use crate::error::AppError;
+use crate::fanout::frame;
+use crate::payload::StoreError;
+
+/// Payloads fetched concurrently while building a page.
+const FETCH_CONCURRENCY: usize = 8;
+/// Largest page of the internal read API.
+pub const MAX_PAGE: u64 = 500;
+
+/// A reader let in: which channel, and through which grant (private channels).
+#[derive(Debug, Clone)]
+pub struct Reader {
+    pub channel: ChannelId,
+    pub grant: Option<GrantId>,
+    pub grant_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Where a resuming reader's replay starts, and the gap to announce first.
+#[derive(Debug, Clone)]
+pub struct ReplayStart {
+    pub after: Uuid,
+    pub gap: Option<Bytes>,
+}
+
+impl Service {
+    /// Lets a reader in: the channel must exist with this visibility, and a
+    /// private channel needs a live grant's token (one indexed lookup).
+    pub async fn authorize_reader(
+        &self,
+        id: ChannelId,
+        visibility: Visibility,
+        token: Option<&ReadToken>,
+    ) -> Result<Reader, AppError> {
+        let channel = db::channels::find(&self.db, id).await?.ok_or(AppError::ChannelNotFound)?;
+        if visibility_of(&channel)? != visibility {
+            return Err(AppError::ChannelNotFound);
+        }
+        if visibility == Visibility::Public {
+            return Ok(Reader { channel: id, grant: None, grant_expires_at: None });
+        }
+        let token = token.ok_or(AppError::MissingToken("X-Read-Token"))?;
+        let hash = self.hasher.hash_read(token);
+        let grant = db::grants::find_by_token_hash(&self.db, &hash).await?.ok_or(AppError::InvalidToken)?;
+        if grant.channel_id != id.as_uuid() || !hash.matches(&grant.token_hash) {
+            return Err(AppError::InvalidToken);
+        }
+        self.check_grant_state(&grant)?;
+        Ok(Reader { channel: id, grant: Some(GrantId::from_uuid(grant.id)), grant_expires_at: grant.expires_at })
+    }
+
+    /// Whether a reader's grant is still valid (after revocations may have been missed).
+    pub async fn recheck_reader(&self, reader: &Reader) -> Result<(), AppError> {
+        let Some(grant) = reader.grant else { return Ok(()) };
+        let row = db::grants::find(&self.db, reader.channel, grant).await?.ok_or(AppError::GrantRevoked)?;
+        self.check_grant_state(&row)
+    }
+
+    fn check_grant_state(&self, grant: &db::entity::read_grant::Model) -> Result<(), AppError> {
+        if grant.revoked_at.is_some() {
+            return Err(AppError::GrantRevoked);
+        }
+        if grant.expires_at.is_some_and(|at| at <= self.clock.now()) {
+            return Err(AppError::GrantExpired);
+        }
+        Ok(())
+    }
+
+    /// Plans the replay of a reader resuming after `cursor`: a gap event when
+    /// the cursor is older than the oldest message still kept, or when more
+    /// than `cap` messages follow it (then only the newest `cap` are replayed).
+    pub async fn plan_replay(&self, channel: ChannelId, cursor: Uuid, cap: u64) -> Result<ReplayStart, AppError> {
+        let now = self.clock.now();
+        let cursor_text = cursor.hyphenated().to_string();
+        let waiting = db::messages::count_after(&self.db, channel, cursor, now).await?;
+        if waiting > cap
+            && let Some(first) = db::messages::nth_newest(&self.db, channel, cap - 1, now).await?
+        {
+            let gap = frame::gap(&first.id.hyphenated().to_string(), &cursor_text);
+            return Ok(ReplayStart { after: Uuid::from_u128(first.id.as_u128() - 1), gap: Some(gap) });
+        }
+        let gap = match db::messages::oldest(&self.db, channel, now).await? {
+            Some(oldest) if oldest.id > cursor => Some(frame::gap(&oldest.id.hyphenated().to_string(), &cursor_text)),
+            _ => None,
+        };
+        Ok(ReplayStart { after: cursor, gap })
+    }
+
+    /// Up to `limit` unexpired messages after `after`, with payloads, in id
+    /// order. A payload that vanished (purged meanwhile) drops its message;
+    /// an unreachable store fails the page so the caller retries it whole.
+    pub async fn messages_after(
+        &self,
+        channel: ChannelId,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<(message::Model, MessageEvent)>, AppError> {
+        let rows = db::messages::page_after(&self.db, channel, after, self.clock.now(), limit).await?;
+        let loaded: Vec<Option<(message::Model, MessageEvent)>> = futures::stream::iter(rows)
+            .map(|row| async move {
+                match self.store.get(&row.payload_object_key).await {
+                    Ok(payload) => {
+                        let event = message_event(&row, &payload);
+                        Ok(Some((row, event)))
+                    }
+                    Err(StoreError::NotFound) => {
+                        tracing::warn!(message = %row.id, "payload object missing; skipping the message");
+                        Ok(None)
+                    }
+                    Err(err) => Err(AppError::from(err)),
+                }
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(loaded.into_iter().flatten().collect())
+    }
+
+    /// One message, loaded for broadcast; `None` if it is gone or expired.
+    pub async fn message_for_broadcast(&self, channel: ChannelId, id: Uuid) -> Result<Option<MessageEvent>, AppError> {
+        let Some(row) = db::messages::find(&self.db, channel, id).await? else { return Ok(None) };
+        if row.expires_at <= self.clock.now() {
+            return Ok(None);
+        }
+        match self.store.get(&row.payload_object_key).await {
+            Ok(payload) => Ok(Some(message_event(&row, &payload))),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Whether the channel still exists.
+    pub async fn channel_exists(&self, channel: ChannelId) -> Result<bool, AppError> {
+        Ok(db::channels::find(&self.db, channel).await?.is_some())
+    }
+
+    /// A page for the internal read API (and MCP's read_channel_messages).
+    pub async fn read_page(
+        &self,
+        id: ChannelId,
+        token: Option<&ReadToken>,
+        after: Option<MessageId>,
+        limit: u64,
+    ) -> Result<MessagePage, AppError> {
+        let channel = db::channels::find(&self.db, id).await?.ok_or(AppError::ChannelNotFound)?;
+        let visibility = visibility_of(&channel)?;
+        self.authorize_reader(id, visibility, token).await?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        // One extra row says whether more follow.
+        let mut page = self.messages_after(id, after.map(|a| a.as_uuid()), limit + 1).await?;
+        let has_more = page.len() as u64 > limit;
+        page.truncate(limit as usize);
+        let next_cursor =
+            page.last().map(|(row, _)| row.id.hyphenated().to_string()).or_else(|| after.map(|a| a.to_string()));
+        Ok(MessagePage { messages: page.into_iter().map(|(_, event)| event).collect(), next_cursor, has_more })
+    }
+}
+
+/// The reader-facing form of a stored message.
+pub fn message_event(row: &message::Model, payload: &[u8]) -> MessageEvent {
+    MessageEvent {
+        id: row.id.hyphenated().to_string(),
+        channel_id: row.channel_id.hyphenated().to_string(),
+        payload: STANDARD.encode(payload),
+        content_type: row.content_type.clone(),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+    }
+}
