@@ -152,6 +152,7 @@ impl<G> State<G> {
                     tracing::debug!(channel = %self.reader.channel, missed, "reader too slow; disconnecting so it resumes");
                     self.finished = true;
                 } else {
+                    self.service.fanout().hub().record_lag_catch_up();
                     self.replay_after = Some(self.last_sent);
                 }
             }

@@ -187,6 +187,15 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Starts a graceful shutdown, as SIGTERM would.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -8,3 +8,5 @@ mod rest_channels;
 mod rest_grants;
 mod rest_http;
 mod rest_publish;
+mod sse;
+mod sse_client;
