@@ -26,6 +26,28 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Manage the database schema.
     Migrate(MigrateArgs),
+    /// Check that a running role answers /healthz (for container HEALTHCHECKs; exit 0 or 1).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The role to check; its address comes from the same variable serve uses.
+    #[arg(long, value_enum, default_value = "rest")]
+    pub role: Role,
+
+    #[arg(long, env = "REST_ADDR", default_value = "0.0.0.0:8081", hide = true)]
+    pub rest_addr: SocketAddr,
+    #[arg(long, env = "CHANNELS_ADDR", default_value = "0.0.0.0:8070", hide = true)]
+    pub channels_addr: SocketAddr,
+    #[arg(long, env = "MCP_ADDR", default_value = "0.0.0.0:8090", hide = true)]
+    pub mcp_addr: SocketAddr,
+    #[arg(long, env = "LANDING_ADDR", default_value = "0.0.0.0:8080", hide = true)]
+    pub landing_addr: SocketAddr,
+
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_secs: u64,
 }
 
 /// A server role; `all` runs every role in one process.

@@ -4,7 +4,9 @@ use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait as _};
 
 use crate::app::{Application, shutdown_signal};
-use crate::cli::{Command, MigrateAction, MigrateArgs, ServeArgs};
+use std::net::SocketAddr;
+
+use crate::cli::{Command, HealthcheckArgs, MigrateAction, MigrateArgs, Role, ServeArgs};
 use crate::config::{Config, DatabaseConfig};
 use crate::db;
 
@@ -12,7 +14,41 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(&args).await,
         Command::Migrate(args) => migrate(&args).await,
+        Command::Healthcheck(args) => healthcheck(&args).await,
     }
+}
+
+/// GET /healthz on the role's own port over loopback: slim images have no curl.
+async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let bind = match args.role {
+        Role::Rest => args.rest_addr,
+        Role::Channels => args.channels_addr,
+        Role::Mcp => args.mcp_addr,
+        Role::Landing | Role::All => args.landing_addr,
+    };
+    let target = match bind.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], bind.port())),
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bind.port())),
+        _ => bind,
+    };
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(target).await?;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(args.timeout_secs), check)
+        .await
+        .map_err(|_| anyhow::anyhow!("{} at {target}: no answer within {} s", args.role.name(), args.timeout_secs))?
+        .with_context(|| format!("{} at {target}", args.role.name()))?;
+    let status_line = String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned();
+    if !status_line.contains(" 200 ") {
+        anyhow::bail!("{} at {target} answered `{status_line}`", args.role.name());
+    }
+    println!("{} is healthy", args.role.name());
+    Ok(())
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
