@@ -235,6 +235,20 @@ pub struct ServeArgs {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Public base URL of the mcp role, used in /.well-known/mcp-server and as an allowed host/origin.
+    #[arg(long, env = "MCP_PUBLIC_URL", default_value = "http://localhost:8090")]
+    pub mcp_public_url: String,
+
+    /// Host names the mcp role answers (comma-separated; DNS-rebinding protection). Loopback
+    /// and the host of MCP_PUBLIC_URL are always allowed.
+    #[arg(long, env = "MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub mcp_allowed_hosts: Vec<String>,
+
+    /// Browser origins allowed to call the mcp role (comma-separated, e.g. https://app.example.com).
+    /// Loopback origins and the origin of MCP_PUBLIC_URL are always allowed.
+    #[arg(long, env = "MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub mcp_allowed_origins: Vec<String>,
+
     /// Shared secret for /internal/* between roles (unset: the internal API is off).
     #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
     pub internal_api_token: Option<String>,

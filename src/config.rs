@@ -35,9 +35,44 @@ pub struct Config {
     pub internal_api_token: Option<String>,
     pub channels_internal_url: Option<String>,
     pub sse: SseConfig,
+    pub mcp: McpConfig,
     /// `None` allows every origin.
     pub cors_allowed_origins: Option<Vec<String>>,
     pub shutdown_grace: Duration,
+}
+
+/// The mcp role's public identity and DNS-rebinding protection.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    pub public_url: String,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+}
+
+impl McpConfig {
+    fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let public_url = args.mcp_public_url.trim().trim_end_matches('/').to_owned();
+        let parsed = url::Url::parse(&public_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| anyhow::anyhow!("MCP_PUBLIC_URL must be an http(s) URL such as https://mcp.example.com"))?;
+        let public_host = parsed.host_str().unwrap_or("localhost").to_owned();
+        let mut allowed_hosts: Vec<String> =
+            ["localhost", "127.0.0.1", "::1"].iter().map(|h| h.to_string()).chain([public_host]).collect();
+        allowed_hosts.extend(args.mcp_allowed_hosts.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()));
+        allowed_hosts.dedup();
+        let public_origin = parsed.origin().ascii_serialization();
+        let mut allowed_origins: Vec<String> =
+            ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].iter().map(|o| o.to_string()).collect();
+        allowed_origins.push(public_origin);
+        for origin in args.mcp_allowed_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+            if !origin.contains("://") {
+                bail!("MCP_ALLOWED_ORIGINS: `{origin}` needs a scheme, e.g. https://{origin}");
+            }
+            allowed_origins.push(origin.trim_end_matches('/').to_owned());
+        }
+        Ok(Self { public_url, allowed_hosts, allowed_origins })
+    }
 }
 
 /// How event streams behave.
@@ -242,6 +277,7 @@ impl Config {
                 max_streams_per_ip: args.max_streams_per_ip,
             },
             cors_allowed_origins,
+            mcp: McpConfig::from_args(args)?,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         })
     }

@@ -52,6 +52,8 @@ pub enum AppError {
     ServerBusy,
     #[error("{0}")]
     InvalidCursor(String),
+    #[error("the channels role is unavailable; retry shortly")]
+    ChannelsUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -81,6 +83,7 @@ impl AppError {
             AppError::TooManyStreams { .. } => "too_many_streams",
             AppError::ServerBusy => "server_busy",
             AppError::InvalidCursor(_) => "invalid_cursor",
+            AppError::ChannelsUnavailable => "channels_unavailable",
             AppError::Internal => "internal_error",
         }
     }
@@ -97,9 +100,11 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } | AppError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::DatabaseUnavailable | AppError::StorageUnavailable | AppError::Timeout | AppError::ServerBusy => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AppError::DatabaseUnavailable
+            | AppError::StorageUnavailable
+            | AppError::Timeout
+            | AppError::ServerBusy
+            | AppError::ChannelsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,7 +117,10 @@ impl AppError {
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             AppError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
-            AppError::DatabaseUnavailable | AppError::StorageUnavailable | AppError::Timeout => Some(2),
+            AppError::DatabaseUnavailable
+            | AppError::StorageUnavailable
+            | AppError::Timeout
+            | AppError::ChannelsUnavailable => Some(2),
             AppError::TooManyStreams { .. } | AppError::ServerBusy => Some(5),
             _ => None,
         }

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod mcp;
 pub mod payload;
 pub mod service;
 pub mod state;

@@ -5,6 +5,7 @@
 pub mod channels;
 pub mod entity;
 pub mod grants;
+pub mod mcp_sessions;
 pub mod messages;
 
 use std::time::Duration;

@@ -24,8 +24,9 @@ pub fn router(role: Role, state: AppState) -> Router {
     let role_routes = match role {
         Role::Rest => rest::router(&state),
         Role::Channels => channels::router(&state),
-        // Built by later issues; until then these roles answer health checks only.
-        Role::Mcp | Role::Landing | Role::All => Router::new(),
+        Role::Mcp => crate::mcp::router(&state),
+        // Built by a later issue; until then this role answers health checks only.
+        Role::Landing | Role::All => Router::new(),
     };
     let mut router = role_routes
         .route("/healthz", get(health::healthz))

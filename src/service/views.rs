@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::domain::Visibility;
 
 /// A channel just created. The tokens appear here and nowhere else, ever.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, schemars::JsonSchema)]
 pub struct CreatedChannel {
     #[schema(value_type = String, format = Uuid)]
     pub channel_id: String,
@@ -24,7 +24,7 @@ pub struct CreatedChannel {
 }
 
 /// A channel's metadata, as its publisher sees it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, schemars::JsonSchema)]
 pub struct ChannelView {
     #[schema(value_type = String, format = Uuid)]
     pub channel_id: String,
@@ -40,7 +40,7 @@ pub struct ChannelView {
     pub read_grants: Vec<GrantView>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GrantState {
     Active,
@@ -48,7 +48,7 @@ pub enum GrantState {
     Expired,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, schemars::JsonSchema)]
 pub struct GrantView {
     #[schema(value_type = String, format = Uuid)]
     pub grant_id: String,
@@ -60,7 +60,7 @@ pub struct GrantView {
 }
 
 /// A read grant just created; `read_token` is shown once.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, schemars::JsonSchema)]
 pub struct CreatedGrant {
     #[schema(value_type = String, format = Uuid)]
     pub grant_id: String,
@@ -71,7 +71,7 @@ pub struct CreatedGrant {
 }
 
 /// An accepted message.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, schemars::JsonSchema)]
 pub struct PublishedMessage {
     /// UUIDv7; also the cursor for `Last-Event-ID`.
     #[schema(value_type = String, format = Uuid)]
@@ -86,7 +86,7 @@ pub struct PublishedMessage {
 
 /// One message as readers receive it: the `data` of an SSE `message` event,
 /// and an item of the internal read API.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, schemars::JsonSchema)]
 pub struct MessageEvent {
     #[schema(value_type = String, format = Uuid)]
     pub id: String,
@@ -100,7 +100,7 @@ pub struct MessageEvent {
 }
 
 /// A page of messages after a cursor.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, schemars::JsonSchema)]
 pub struct MessagePage {
     pub messages: Vec<MessageEvent>,
     /// Pass as `after` to get the next page (the cursor given, when the page is empty).

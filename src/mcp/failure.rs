@@ -1,0 +1,41 @@
+//! How service errors reach an agent: client mistakes and unavailable
+//! backends as tool results with `isError: true` carrying the REST API's
+//! code and message; our own failures as a protocol error that says nothing
+//! about internals.
+
+use rmcp::ErrorData;
+use rmcp::handler::server::tool::IntoCallToolResult;
+use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
+
+use crate::error::AppError;
+
+pub struct ToolFailure(pub AppError);
+
+impl From<AppError> for ToolFailure {
+    fn from(err: AppError) -> Self {
+        ToolFailure(err)
+    }
+}
+
+impl IntoCallToolResult for ToolFailure {
+    fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
+        let err = self.0;
+        if err.status().is_server_error() && !matches!(err.status().as_u16(), 503) {
+            return Err(ErrorData::internal_error("internal error", None));
+        }
+        let body = serde_json::json!({ "error": { "code": err.code(), "message": err.to_string() } });
+        Ok(CallToolResult::error(vec![ContentBlock::text(body.to_string())]).into())
+    }
+}
+
+macro_rules! via_app_error {
+    ($($source:ty),*) => {
+        $(impl From<$source> for ToolFailure {
+            fn from(err: $source) -> Self {
+                ToolFailure(AppError::from(err))
+            }
+        })*
+    };
+}
+
+via_app_error!(crate::domain::ValidationError, crate::domain::ParseIdError, crate::domain::TokenError);

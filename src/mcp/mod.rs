@@ -1,0 +1,89 @@
+//! The mcp role: Chantra's tools for AI agents over MCP Streamable HTTP
+//! (rmcp), at `/mcp` and, for clients configured with that path, `/sse`;
+//! plus `/.well-known/mcp-server`, a description of this server.
+//!
+//! Sessions are stored in the database (session_store.rs), so several mcp
+//! replicas behind one address serve one client without sticky sessions.
+
+mod failure;
+mod params;
+mod session_store;
+mod source;
+mod tools;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use rmcp::model::ProtocolVersion;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub use session_store::DbSessionStore;
+pub use source::MessageSource;
+pub use tools::ChantraMcp;
+
+use crate::cli::Role;
+use crate::state::AppState;
+
+/// Room in a request for a base64 payload at the limit, plus the envelope.
+const REQUEST_SLACK: usize = 64 * 1024;
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    let config = &state.config;
+    let source = match (&config.channels_internal_url, &config.internal_api_token) {
+        (Some(url), Some(token)) if !config.roles.contains(&Role::Channels) => MessageSource::internal(url, token),
+        _ => MessageSource::InProcess,
+    };
+
+    let stop = CancellationToken::new();
+    let mut shutdown = state.shutdown.clone();
+    let on_shutdown = stop.clone();
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+        on_shutdown.cancel();
+    });
+
+    let mut http_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(config.mcp.allowed_hosts.clone())
+        .with_allowed_origins(config.mcp.allowed_origins.clone())
+        .with_max_request_body_bytes(config.max_payload_bytes.div_ceil(3) * 4 + REQUEST_SLACK)
+        .with_sse_keep_alive(Some(config.sse.keepalive))
+        .with_cancellation_token(stop);
+    http_config.session_store = Some(DbSessionStore::new(state.service.db().clone(), state.service.clock().clone()));
+
+    let service = state.service.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(ChantraMcp::new(service.clone(), source.clone())),
+        Arc::new(LocalSessionManager::default()),
+        http_config,
+    );
+    Router::new()
+        .nest_service("/mcp", mcp.clone())
+        .nest_service("/sse", mcp)
+        .route("/.well-known/mcp-server", get(discovery))
+}
+
+/// What an agent (or a person) needs to connect.
+async fn discovery(State(state): State<AppState>) -> Json<Value> {
+    let base = &state.config.mcp.public_url;
+    let tools: Vec<String> = ChantraMcp::tool_names();
+    let versions: Vec<&str> = ProtocolVersion::KNOWN_VERSIONS.iter().map(|v| v.as_str()).collect();
+    Json(json!({
+        "name": "chantra",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "Anonymous pub/sub channels: create a channel, publish messages, read them, manage read grants.",
+        "endpoints": {
+            "streamable_http": format!("{base}/mcp"),
+            "sse": format!("{base}/sse"),
+        },
+        "transport": "streamable-http",
+        "protocol_versions": versions,
+        "tools": tools,
+        "authentication": "none; channel tokens are tool arguments",
+    }))
+}

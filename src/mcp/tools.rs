@@ -1,0 +1,211 @@
+//! The seven channel tools. Each parses its arguments into domain values and
+//! calls the same service method REST calls: no business rule lives here.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+
+use super::failure::ToolFailure;
+use super::params::{
+    ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadMessage, ReadParams,
+    ReadResult, RevokeGrantParams,
+};
+use super::source::MessageSource;
+use crate::domain::{ChannelId, ContentType, GrantId, IdempotencyKey, Label, MessageId, PublishToken, ReadToken, Ttl};
+use crate::error::AppError;
+use crate::service::views::{ChannelView, CreatedChannel, CreatedGrant, GrantView, PublishedMessage};
+use crate::service::{PublishInput, Service};
+
+const TEXT_TYPE: &str = "text/plain; charset=utf-8";
+const DEFAULT_LIMIT: u64 = 50;
+
+/// One per MCP session: a cheap clone of the shared service plus the router.
+#[derive(Clone)]
+pub struct ChantraMcp {
+    service: Service,
+    source: MessageSource,
+    tool_router: ToolRouter<Self>,
+}
+
+type ToolResult<T> = Result<Json<T>, ToolFailure>;
+
+fn publish_token(raw: &str) -> Result<PublishToken, AppError> {
+    Ok(PublishToken::parse(raw)?)
+}
+
+#[tool_router]
+impl ChantraMcp {
+    pub fn new(service: Service, source: MessageSource) -> Self {
+        Self { service, source, tool_router: Self::tool_router() }
+    }
+
+    /// Names of every tool, in the order tools/list gives them.
+    pub fn tool_names() -> Vec<String> {
+        Self::tool_router().list_all().into_iter().map(|t| t.name.to_string()).collect()
+    }
+
+    /// Create a pub/sub channel. Returns its id, the URL readers follow as
+    /// Server-Sent Events, and a publish token (plus a read token for a
+    /// private channel). The tokens are shown only once: keep them.
+    #[tool(annotations(
+        title = "Create channel",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn create_channel(&self, Parameters(params): Parameters<CreateChannelParams>) -> ToolResult<CreatedChannel> {
+        Ok(Json(self.service.create_channel(params.visibility).await?))
+    }
+
+    /// Delete a channel with all its messages and read grants; its live
+    /// readers are disconnected. Cannot be undone.
+    #[tool(annotations(
+        title = "Delete channel",
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn delete_channel(&self, Parameters(params): Parameters<ChannelAuthParams>) -> ToolResult<Deleted> {
+        let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
+        self.service.delete_channel(id, &publish_token(&params.publish_token)?).await?;
+        Ok(Json(Deleted { channel_id: id.to_string(), deleted: true }))
+    }
+
+    /// Publish a message to a channel. Give the payload as UTF-8 text in
+    /// `payload` or as base64 in `payload_base64`. Messages expire after
+    /// `ttl_seconds` (at most 48 hours, the default).
+    #[tool(annotations(
+        title = "Publish message",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn publish_message(&self, Parameters(params): Parameters<PublishParams>) -> ToolResult<PublishedMessage> {
+        let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
+        let token = publish_token(&params.publish_token)?;
+        let (payload, default_type) = match (params.payload, params.payload_base64) {
+            (Some(text), None) => (Bytes::from(text), TEXT_TYPE),
+            (None, Some(encoded)) => {
+                let bytes = STANDARD.decode(encoded.trim()).map_err(|_| {
+                    AppError::bad_request(
+                        "invalid_payload",
+                        "payload_base64 must be base64 (RFC 4648, standard alphabet)",
+                    )
+                })?;
+                (Bytes::from(bytes), ContentType::DEFAULT)
+            }
+            _ => {
+                return Err(AppError::bad_request(
+                    "invalid_payload",
+                    "give exactly one of payload (UTF-8 text) and payload_base64",
+                )
+                .into());
+            }
+        };
+        let content_type = ContentType::parse(params.content_type.as_deref().unwrap_or(default_type))?;
+        let ttl = params.ttl_seconds.map(Ttl::from_seconds).transpose()?.unwrap_or_default();
+        let idempotency_key = params.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?;
+        let input = PublishInput { payload, content_type, ttl, idempotency_key };
+        Ok(Json(self.service.publish(id, &token, input).await?.message))
+    }
+
+    /// Create a read grant on a private channel: a new read token (shown
+    /// once) that can be revoked on its own.
+    #[tool(annotations(
+        title = "Create read grant",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn create_read_grant(&self, Parameters(params): Parameters<CreateGrantParams>) -> ToolResult<CreatedGrant> {
+        let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
+        let label = params.label.as_deref().map(Label::parse).transpose()?;
+        let token = publish_token(&params.publish_token)?;
+        Ok(Json(self.service.create_grant(id, &token, label, params.expires_in_seconds).await?))
+    }
+
+    /// Revoke a read grant: its token stops working and readers using it
+    /// are disconnected. Revoking twice is harmless.
+    #[tool(annotations(
+        title = "Revoke read grant",
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn revoke_read_grant(&self, Parameters(params): Parameters<RevokeGrantParams>) -> ToolResult<GrantView> {
+        let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
+        let grant = GrantId::parse(&params.grant_id).map_err(AppError::from)?;
+        Ok(Json(self.service.revoke_grant(id, &publish_token(&params.publish_token)?, grant).await?))
+    }
+
+    /// Describe a channel: URL, last publish, when it will be deleted if
+    /// idle, message count and read grants (never their tokens).
+    #[tool(annotations(
+        title = "Get channel",
+        read_only_hint = true,
+        destructive_hint = false,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn get_channel(&self, Parameters(params): Parameters<ChannelAuthParams>) -> ToolResult<ChannelView> {
+        let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
+        Ok(Json(self.service.get_channel(id, &publish_token(&params.publish_token)?).await?))
+    }
+
+    /// Read a channel's messages after a cursor, oldest first. Call again
+    /// with `after` = `next_cursor` to continue. Private channels need a
+    /// read token. Text payloads come back as `payload_text` too.
+    #[tool(annotations(
+        title = "Read channel messages",
+        read_only_hint = true,
+        destructive_hint = false,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn read_channel_messages(&self, Parameters(params): Parameters<ReadParams>) -> ToolResult<ReadResult> {
+        let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
+        let token = params.read_token.as_deref().map(ReadToken::parse).transpose().map_err(AppError::from)?;
+        let after = params
+            .after
+            .as_deref()
+            .map(|a| MessageId::parse(a).map_err(|e| AppError::InvalidCursor(format!("after: {e}"))))
+            .transpose()?;
+        let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=crate::service::MAX_PAGE).contains(&limit) {
+            return Err(AppError::bad_request("invalid_limit", "limit must be from 1 to 500").into());
+        }
+        let page = self.source.read(&self.service, id, token.as_ref(), after, limit).await?;
+        let messages = page
+            .messages
+            .into_iter()
+            .map(|m| {
+                let payload_text = STANDARD.decode(&m.payload).ok().and_then(|bytes| String::from_utf8(bytes).ok());
+                ReadMessage {
+                    id: m.id,
+                    channel_id: m.channel_id,
+                    payload_text,
+                    payload_base64: m.payload,
+                    content_type: m.content_type,
+                    created_at: m.created_at,
+                    expires_at: m.expires_at,
+                }
+            })
+            .collect();
+        Ok(Json(ReadResult { messages, next_cursor: page.next_cursor, has_more: page.has_more }))
+    }
+}
+
+#[tool_handler(
+    router = self.tool_router,
+    name = "chantra",
+    instructions = "Chantra: anonymous pub/sub channels. create_channel gives a channel id, a reader URL (Server-Sent Events) and a publish token; publish_message sends messages (kept up to 48 h); read_channel_messages pages through them. Private channels need read tokens (create_read_grant / revoke_read_grant). Tokens are shown once; pass them as tool arguments."
+)]
+impl ServerHandler for ChantraMcp {}
