@@ -30,8 +30,6 @@ pub struct ChantraMcp {
     tool_router: ToolRouter<Self>,
 }
 
-type ToolResult<T> = Result<Json<T>, ToolFailure>;
-
 fn publish_token(raw: &str) -> Result<PublishToken, AppError> {
     Ok(PublishToken::parse(raw)?)
 }
@@ -57,7 +55,10 @@ impl ChantraMcp {
         idempotent_hint = false,
         open_world_hint = false
     ))]
-    async fn create_channel(&self, Parameters(params): Parameters<CreateChannelParams>) -> ToolResult<CreatedChannel> {
+    async fn create_channel(
+        &self,
+        Parameters(params): Parameters<CreateChannelParams>,
+    ) -> Result<Json<CreatedChannel>, ToolFailure> {
         Ok(Json(self.service.create_channel(params.visibility).await?))
     }
 
@@ -70,7 +71,10 @@ impl ChantraMcp {
         idempotent_hint = false,
         open_world_hint = false
     ))]
-    async fn delete_channel(&self, Parameters(params): Parameters<ChannelAuthParams>) -> ToolResult<Deleted> {
+    async fn delete_channel(
+        &self,
+        Parameters(params): Parameters<ChannelAuthParams>,
+    ) -> Result<Json<Deleted>, ToolFailure> {
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         self.service.delete_channel(id, &publish_token(&params.publish_token)?).await?;
         Ok(Json(Deleted { channel_id: id.to_string(), deleted: true }))
@@ -86,7 +90,10 @@ impl ChantraMcp {
         idempotent_hint = false,
         open_world_hint = false
     ))]
-    async fn publish_message(&self, Parameters(params): Parameters<PublishParams>) -> ToolResult<PublishedMessage> {
+    async fn publish_message(
+        &self,
+        Parameters(params): Parameters<PublishParams>,
+    ) -> Result<Json<PublishedMessage>, ToolFailure> {
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let token = publish_token(&params.publish_token)?;
         let (payload, default_type) = match (params.payload, params.payload_base64) {
@@ -124,7 +131,10 @@ impl ChantraMcp {
         idempotent_hint = false,
         open_world_hint = false
     ))]
-    async fn create_read_grant(&self, Parameters(params): Parameters<CreateGrantParams>) -> ToolResult<CreatedGrant> {
+    async fn create_read_grant(
+        &self,
+        Parameters(params): Parameters<CreateGrantParams>,
+    ) -> Result<Json<CreatedGrant>, ToolFailure> {
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let label = params.label.as_deref().map(Label::parse).transpose()?;
         let token = publish_token(&params.publish_token)?;
@@ -140,7 +150,10 @@ impl ChantraMcp {
         idempotent_hint = true,
         open_world_hint = false
     ))]
-    async fn revoke_read_grant(&self, Parameters(params): Parameters<RevokeGrantParams>) -> ToolResult<GrantView> {
+    async fn revoke_read_grant(
+        &self,
+        Parameters(params): Parameters<RevokeGrantParams>,
+    ) -> Result<Json<GrantView>, ToolFailure> {
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let grant = GrantId::parse(&params.grant_id).map_err(AppError::from)?;
         Ok(Json(self.service.revoke_grant(id, &publish_token(&params.publish_token)?, grant).await?))
@@ -155,7 +168,10 @@ impl ChantraMcp {
         idempotent_hint = true,
         open_world_hint = false
     ))]
-    async fn get_channel(&self, Parameters(params): Parameters<ChannelAuthParams>) -> ToolResult<ChannelView> {
+    async fn get_channel(
+        &self,
+        Parameters(params): Parameters<ChannelAuthParams>,
+    ) -> Result<Json<ChannelView>, ToolFailure> {
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         Ok(Json(self.service.get_channel(id, &publish_token(&params.publish_token)?).await?))
     }
@@ -170,7 +186,10 @@ impl ChantraMcp {
         idempotent_hint = true,
         open_world_hint = false
     ))]
-    async fn read_channel_messages(&self, Parameters(params): Parameters<ReadParams>) -> ToolResult<ReadResult> {
+    async fn read_channel_messages(
+        &self,
+        Parameters(params): Parameters<ReadParams>,
+    ) -> Result<Json<ReadResult>, ToolFailure> {
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let token = params.read_token.as_deref().map(ReadToken::parse).transpose().map_err(AppError::from)?;
         let after = params

@@ -4,6 +4,7 @@
 mod backends;
 mod cli;
 mod helpers;
+mod mcp;
 mod rest_channels;
 mod rest_grants;
 mod rest_http;

@@ -1,0 +1,414 @@
+//! The mcp role over real HTTP: the tool list (snapshot), every tool's
+//! success and error paths on both backends, reads through the channels
+//! role's internal API, two replicas sharing sessions, DNS-rebinding
+//! protection and rate limiting.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chantra::cli::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Options, TestApp, TestDatabase, spawn_app_with};
+use crate::on_both_backends;
+
+/// A minimal Streamable HTTP client: JSON-RPC over POST, answers as JSON or SSE.
+pub struct McpClient {
+    http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+    next_id: u64,
+}
+
+impl McpClient {
+    pub async fn connect(url: String) -> Self {
+        let mut client = Self { http: reqwest::Client::new(), url, session: None, next_id: 1 };
+        let init = client
+            .request(
+                "initialize",
+                json!({
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": { "name": "chantra-tests", "version": "1" }
+                }),
+            )
+            .await;
+        assert_eq!(init["result"]["serverInfo"]["name"], "chantra", "{init}");
+        client.notify("notifications/initialized").await;
+        client
+    }
+
+    fn post(&self, url: &str, body: &Value) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(body);
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    }
+
+    async fn notify(&self, method: &str) {
+        let response = self.post(&self.url, &json!({ "jsonrpc": "2.0", "method": method })).send().await.unwrap();
+        assert!(response.status().is_success(), "{method}: {}", response.status());
+    }
+
+    /// Sends a request to `url` (another replica, say) and returns the JSON-RPC response.
+    pub async fn request_at(&mut self, url: &str, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let response = self.post(url, &body).send().await.unwrap();
+        assert!(response.status().is_success(), "{method}: HTTP {}", response.status());
+        if let Some(session) = response.headers().get("mcp-session-id") {
+            self.session = Some(session.to_str().unwrap().to_owned());
+        }
+        let is_sse = response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream");
+        let text = response.text().await.unwrap();
+        let messages: Vec<Value> = if is_sse {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str(d.trim()).ok())
+                .collect()
+        } else {
+            vec![serde_json::from_str(&text).unwrap()]
+        };
+        messages.into_iter().find(|m| m["id"] == id).unwrap_or_else(|| panic!("no answer to {method}: {text}"))
+    }
+
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let url = self.url.clone();
+        self.request_at(&url, method, params).await
+    }
+
+    /// Calls a tool; returns (is_error, structured content or the parsed text content).
+    pub async fn call(&mut self, tool: &str, arguments: Value) -> (bool, Value) {
+        let url = self.url.clone();
+        self.call_at(&url, tool, arguments).await
+    }
+
+    pub async fn call_at(&mut self, url: &str, tool: &str, arguments: Value) -> (bool, Value) {
+        let response = self.request_at(url, "tools/call", json!({ "name": tool, "arguments": arguments })).await;
+        let result = &response["result"];
+        assert!(result.is_object(), "{tool}: not a tool result: {response}");
+        let is_error = result["isError"].as_bool().unwrap_or(false);
+        let content = if result["structuredContent"].is_object() {
+            result["structuredContent"].clone()
+        } else {
+            serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap()
+        };
+        (is_error, content)
+    }
+}
+
+fn error_code(result: &(bool, Value)) -> &str {
+    assert!(result.0, "expected a tool error, got {}", result.1);
+    result.1["error"]["code"].as_str().unwrap()
+}
+
+async fn mcp_app(backend: Backend, extra: &[&str]) -> TestApp {
+    let options = Options {
+        roles: Some(vec![Role::All]),
+        extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    spawn_app_with(backend, options).await
+}
+
+on_both_backends!(tools_work_end_to_end, tool_errors_match_the_rest_api);
+
+#[tokio::test]
+async fn tools_list_is_stable() {
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let listed = client.request("tools/list", json!({})).await;
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 7);
+    for tool in tools {
+        let name = tool["name"].as_str().unwrap();
+        assert!(tool["description"].as_str().is_some_and(|d| d.len() > 40), "{name} is described");
+        assert_eq!(tool["inputSchema"]["type"], "object", "{name}");
+        assert_eq!(tool["outputSchema"]["type"], "object", "{name} publishes an output schema");
+        let read_only = tool["annotations"]["readOnlyHint"].as_bool().unwrap();
+        let destructive = tool["annotations"]["destructiveHint"].as_bool().unwrap();
+        assert_eq!(read_only, matches!(name, "get_channel" | "read_channel_messages"), "{name}");
+        assert_eq!(destructive, matches!(name, "delete_channel" | "revoke_read_grant"), "{name}");
+    }
+    insta::assert_json_snapshot!("tools_list", listed["result"]);
+
+    let discovery: Value =
+        app.client.get(app.url(Role::Mcp, "/.well-known/mcp-server")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(discovery["name"], "chantra");
+    assert_eq!(discovery["endpoints"]["streamable_http"], "http://localhost:8090/mcp");
+    assert_eq!(discovery["tools"].as_array().unwrap().len(), 7);
+    assert!(discovery["protocol_versions"].as_array().unwrap().iter().any(|v| v == "2025-06-18"));
+}
+
+async fn tools_work_end_to_end(backend: Backend) {
+    let app = mcp_app(backend, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+
+    let (error, public) = client.call("create_channel", json!({})).await;
+    assert!(!error);
+    assert_eq!(public["visibility"], "public");
+    let id = public["channel_id"].as_str().unwrap();
+    let token = public["publish_token"].as_str().unwrap();
+
+    let (error, first) = client
+        .call("publish_message", json!({ "channel_id": id, "publish_token": token, "payload": "héllo agents" }))
+        .await;
+    assert!(!error, "{first}");
+    assert_eq!(first["content_type"], "text/plain; charset=utf-8");
+    let binary = [0u8, 159, 146, 150];
+    let (_, second) = client
+        .call(
+            "publish_message",
+            json!({ "channel_id": id, "publish_token": token, "payload_base64": STANDARD.encode(binary), "ttl_seconds": 60 }),
+        )
+        .await;
+    assert_eq!(second["content_type"], "application/octet-stream");
+
+    // The REST API sees what MCP published: one service layer.
+    let rest_view: Value = app.get_channel(&public).await.json().await.unwrap();
+    assert_eq!(rest_view["live_messages"], 2);
+
+    let (_, page) = client.call("read_channel_messages", json!({ "channel_id": id, "limit": 1 })).await;
+    assert_eq!(page["messages"][0]["payload_text"], "héllo agents");
+    assert_eq!(page["has_more"], true);
+    let (_, rest) = client
+        .call("read_channel_messages", json!({ "channel_id": id, "after": page["next_cursor"], "limit": 10 }))
+        .await;
+    assert_eq!(rest["messages"][0]["id"], second["message_id"]);
+    assert!(rest["messages"][0].get("payload_text").is_none(), "not UTF-8: no text");
+    assert_eq!(STANDARD.decode(rest["messages"][0]["payload_base64"].as_str().unwrap()).unwrap(), binary);
+    assert_eq!(rest["has_more"], false);
+
+    let (_, private) = client.call("create_channel", json!({ "visibility": "private" })).await;
+    let pid = private["channel_id"].as_str().unwrap();
+    let ptoken = private["publish_token"].as_str().unwrap();
+    client.call("publish_message", json!({ "channel_id": pid, "publish_token": ptoken, "payload": "secret" })).await;
+    let (error, grant) =
+        client.call("create_read_grant", json!({ "channel_id": pid, "publish_token": ptoken, "label": "agent" })).await;
+    assert!(!error);
+    let (_, read) =
+        client.call("read_channel_messages", json!({ "channel_id": pid, "read_token": grant["read_token"] })).await;
+    assert_eq!(read["messages"][0]["payload_text"], "secret");
+
+    let (_, described) = client.call("get_channel", json!({ "channel_id": pid, "publish_token": ptoken })).await;
+    assert_eq!(described["read_grants"].as_array().unwrap().len(), 2);
+    let (error, revoked) = client
+        .call("revoke_read_grant", json!({ "channel_id": pid, "publish_token": ptoken, "grant_id": grant["grant_id"] }))
+        .await;
+    assert!(!error);
+    assert_eq!(revoked["state"], "revoked");
+    let denied =
+        client.call("read_channel_messages", json!({ "channel_id": pid, "read_token": grant["read_token"] })).await;
+    assert_eq!(error_code(&denied), "grant_revoked");
+
+    let (error, deleted) = client.call("delete_channel", json!({ "channel_id": pid, "publish_token": ptoken })).await;
+    assert!(!error);
+    assert_eq!(deleted["deleted"], true);
+    let gone = client.call("get_channel", json!({ "channel_id": pid, "publish_token": ptoken })).await;
+    assert_eq!(error_code(&gone), "channel_not_found");
+}
+
+async fn tool_errors_match_the_rest_api(backend: Backend) {
+    let app = mcp_app(backend, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let (_, channel) = client.call("create_channel", json!({ "visibility": "private" })).await;
+    let id = channel["channel_id"].as_str().unwrap();
+    let token = channel["publish_token"].as_str().unwrap();
+    let other: Value = app.create_channel("public").await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+
+    let cases = [
+        (
+            "publish_message",
+            json!({ "channel_id": id, "publish_token": other["publish_token"], "payload": "x" }),
+            "invalid_token",
+        ),
+        ("publish_message", json!({ "channel_id": id, "publish_token": "chp_bad", "payload": "x" }), "invalid_token"),
+        (
+            "publish_message",
+            json!({ "channel_id": unknown, "publish_token": token, "payload": "x" }),
+            "channel_not_found",
+        ),
+        (
+            "publish_message",
+            json!({ "channel_id": id, "publish_token": token, "payload": "x", "ttl_seconds": 172_801 }),
+            "invalid_ttl",
+        ),
+        (
+            "publish_message",
+            json!({ "channel_id": id, "publish_token": token, "payload_base64": "%%" }),
+            "invalid_payload",
+        ),
+        ("publish_message", json!({ "channel_id": id, "publish_token": token }), "invalid_payload"),
+        ("publish_message", json!({ "channel_id": id, "publish_token": token, "payload": "" }), "empty_payload"),
+        ("publish_message", json!({ "channel_id": "nope", "publish_token": token, "payload": "x" }), "invalid_id"),
+        ("get_channel", json!({ "channel_id": id, "publish_token": channel["read_token"] }), "invalid_token"),
+        (
+            "create_read_grant",
+            json!({ "channel_id": other["channel_id"], "publish_token": other["publish_token"] }),
+            "channel_is_public",
+        ),
+        (
+            "revoke_read_grant",
+            json!({ "channel_id": id, "publish_token": token, "grant_id": unknown }),
+            "grant_not_found",
+        ),
+        ("read_channel_messages", json!({ "channel_id": id }), "missing_token"),
+        ("read_channel_messages", json!({ "channel_id": id, "read_token": "chr_bad" }), "invalid_token"),
+        (
+            "read_channel_messages",
+            json!({ "channel_id": id, "read_token": channel["read_token"], "after": "x" }),
+            "invalid_cursor",
+        ),
+        (
+            "read_channel_messages",
+            json!({ "channel_id": id, "read_token": channel["read_token"], "limit": 0 }),
+            "invalid_limit",
+        ),
+    ];
+    for (tool, arguments, code) in cases {
+        let result = client.call(tool, arguments.clone()).await;
+        assert_eq!(error_code(&result), code, "{tool} {arguments}");
+        assert!(result.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // The same mistake through REST gives the same code and message.
+    let rest = app
+        .client
+        .post(app.rest(&format!("/v1/channels/{id}/publish?ttl=172801")))
+        .header("x-publish-token", token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let rest: Value = rest.json().await.unwrap();
+    let mcp = client
+        .call(
+            "publish_message",
+            json!({ "channel_id": id, "publish_token": token, "payload": "x", "ttl_seconds": 172_801 }),
+        )
+        .await;
+    assert_eq!(rest["error"], mcp.1["error"]);
+
+    // Unknown arguments and unknown tools are protocol-level errors.
+    let unknown_tool = client.request("tools/call", json!({ "name": "nope", "arguments": {} })).await;
+    assert!(unknown_tool["error"].is_object(), "{unknown_tool}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_the_channels_internal_api() {
+    // A channels process and an mcp process apart, sharing one database and store.
+    let database = TestDatabase::create().await;
+    let secret = "internal-secret-0123456789";
+    let shared = |roles: Vec<Role>, extra: Vec<String>| Options {
+        roles: Some(roles),
+        extra_args: [
+            vec!["--database-url".into(), database.url.clone(), "--internal-api-token".into(), secret.into()],
+            extra,
+        ]
+        .concat(),
+        ..Default::default()
+    };
+    let channels = spawn_app_with(Backend::Postgres, shared(vec![Role::Rest, Role::Channels], vec![])).await;
+    let internal_url = channels.url(Role::Channels, "");
+    let mcp = spawn_app_with(
+        Backend::Postgres,
+        shared(vec![Role::Mcp], vec!["--channels-internal-url".into(), internal_url]),
+    )
+    .await;
+    let mut client = McpClient::connect(mcp.url(Role::Mcp, "/mcp")).await;
+    let channel = channels.create_channel("private").await;
+    channels.publish_text(&channel, "via the internal API").await;
+    let (error, page) = client
+        .call(
+            "read_channel_messages",
+            json!({ "channel_id": channel["channel_id"], "read_token": channel["read_token"] }),
+        )
+        .await;
+    assert!(!error, "{page}");
+    assert_eq!(page["messages"][0]["payload_text"], "via the internal API");
+    let denied = client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"] })).await;
+    assert_eq!(error_code(&denied), "missing_token");
+
+    // With the channels role down, the tool says so instead of failing obscurely.
+    drop(channels);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let down = client
+        .call(
+            "read_channel_messages",
+            json!({ "channel_id": channel["channel_id"], "read_token": channel["read_token"] }),
+        )
+        .await;
+    assert_eq!(error_code(&down), "channels_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_serve_one_session() {
+    let database = TestDatabase::create().await;
+    let replica = || Options {
+        roles: Some(vec![Role::Mcp, Role::Rest]),
+        extra_args: vec!["--database-url".into(), database.url.clone()],
+        ..Default::default()
+    };
+    let a = spawn_app_with(Backend::Postgres, replica()).await;
+    let b = spawn_app_with(Backend::Postgres, replica()).await;
+    let (url_a, url_b) = (a.url(Role::Mcp, "/mcp"), b.url(Role::Mcp, "/mcp"));
+    let mut client = McpClient::connect(url_a.clone()).await;
+    assert!(client.session.is_some(), "a session was opened on replica A");
+
+    // Alternate every request between the replicas with the one session.
+    let urls = [url_b.clone(), url_a.clone()];
+    let (error, channel) = client.call_at(&urls[0], "create_channel", json!({})).await;
+    assert!(!error);
+    let id = channel["channel_id"].as_str().unwrap();
+    let token = channel["publish_token"].as_str().unwrap();
+    let mut published = Vec::new();
+    for i in 0..6 {
+        let (error, message) = client
+            .call_at(
+                &urls[i % 2],
+                "publish_message",
+                json!({ "channel_id": id, "publish_token": token, "payload": format!("m{i}") }),
+            )
+            .await;
+        assert!(!error, "{message}");
+        published.push(message["message_id"].clone());
+    }
+    let (_, page) = client.call_at(&url_b, "read_channel_messages", json!({ "channel_id": id })).await;
+    let ids: Vec<Value> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(ids, published);
+    let listed = client.request_at(&url_b, "tools/list", json!({})).await;
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn dns_rebinding_and_rate_limits_are_enforced() {
+    let app = mcp_app(Backend::Sqlite, &["--rate-limit-per-second", "1", "--rate-limit-burst", "5"]).await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "x", "version": "1" } } });
+    let send = |host: Option<&str>, origin: Option<&str>| {
+        let mut request = app.client.post(&url).header("accept", "application/json, text/event-stream").json(&body);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    assert_eq!(send(Some("evil.example"), None).await.unwrap().status(), 403, "a foreign Host is refused");
+    assert_eq!(send(None, Some("https://evil.example")).await.unwrap().status(), 403, "a foreign Origin is refused");
+    assert_eq!(send(None, Some("http://localhost:3000")).await.unwrap().status(), 200);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(None, None).await.unwrap().status().as_u16());
+    }
+    assert!(statuses.contains(&429), "rate limiting covers /mcp: {statuses:?}");
+}
