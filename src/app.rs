@@ -37,6 +37,19 @@ impl Application {
         let db = db::connect(&config.database).await?;
         db::prepare_schema(&db, config.auto_migrate).await?;
         let store = payload::open(&config.storage).await?;
+        match store.ensure_expiry_rule(config.s3_expiry_days).await {
+            Ok(payload::ExpiryRule::Created) => {
+                tracing::info!(days = config.s3_expiry_days, "added a bucket lifecycle rule expiring objects")
+            }
+            Ok(payload::ExpiryRule::AlreadyPresent) => {
+                tracing::info!("the bucket already has an expiry lifecycle rule")
+            }
+            Ok(payload::ExpiryRule::Unsupported(reason)) => {
+                tracing::warn!(%reason, "the S3 server refused a lifecycle rule; orphans rely on the sweeper alone")
+            }
+            Ok(payload::ExpiryRule::NotApplicable) => {}
+            Err(err) => tracing::warn!(error = %err, "could not check the bucket lifecycle rule"),
+        }
         tracing::info!(database = %config.database.redacted_url(), payload_store = store.kind(), "backends ready");
 
         let mut listeners = BTreeMap::new();
@@ -61,6 +74,9 @@ impl Application {
         let (stop, shutdown) = watch::channel(false);
         if config.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
             fanout::pg::spawn(service.clone(), shutdown.clone());
+        }
+        if let Some(settings) = config.sweeper.clone() {
+            tokio::spawn(service.clone().run_sweeper(settings, shutdown.clone()));
         }
         let streams = StreamSlots::new(config.sse.max_streams, config.sse.max_streams_per_ip);
         Ok(Self { state: AppState { config: Arc::new(config), service, streams, shutdown }, listeners, stop })

@@ -28,6 +28,19 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Check that a running role answers /healthz (for container HEALTHCHECKs; exit 0 or 1).
     Healthcheck(HealthcheckArgs),
+    /// Run the lifecycle sweeper: expiry, idle channels, orphan objects (e.g. from cron).
+    #[command(args_override_self = true)]
+    Sweep(Box<SweepArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepArgs {
+    /// Run one pass and exit (otherwise sweep every SWEEP_INTERVAL_SECS until stopped).
+    #[arg(long)]
+    pub once: bool,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -248,6 +261,26 @@ pub struct ServeArgs {
     /// Loopback origins and the origin of MCP_PUBLIC_URL are always allowed.
     #[arg(long, env = "MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub mcp_allowed_origins: Vec<String>,
+
+    /// Do not run the lifecycle sweeper in this process (run `chantra sweep` elsewhere).
+    #[arg(long, env = "NO_SWEEPER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub no_sweeper: bool,
+
+    /// Seconds between sweeper passes.
+    #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 60)]
+    pub sweep_interval_secs: u64,
+
+    /// Rows or objects handled per sweeper batch.
+    #[arg(long, env = "SWEEP_BATCH", default_value_t = 500)]
+    pub sweep_batch: u64,
+
+    /// Seconds an object may lack its row (or a row its object) before it counts as an orphan.
+    #[arg(long, env = "ORPHAN_GRACE_SECS", default_value_t = 3600)]
+    pub orphan_grace_secs: u64,
+
+    /// Days after which S3 objects expire by a bucket lifecycle rule (set at startup when missing).
+    #[arg(long, env = "S3_EXPIRY_DAYS", default_value_t = 2)]
+    pub s3_expiry_days: u32,
 
     /// Shared secret for /internal/* between roles (unset: the internal API is off).
     #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]

@@ -6,7 +6,7 @@ use migration::{Migrator, MigratorTrait as _};
 use crate::app::{Application, shutdown_signal};
 use std::net::SocketAddr;
 
-use crate::cli::{Command, HealthcheckArgs, MigrateAction, MigrateArgs, Role, ServeArgs};
+use crate::cli::{Command, HealthcheckArgs, MigrateAction, MigrateArgs, Role, ServeArgs, SweepArgs};
 use crate::config::{Config, DatabaseConfig};
 use crate::db;
 
@@ -15,6 +15,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve(&args).await,
         Command::Migrate(args) => migrate(&args).await,
         Command::Healthcheck(args) => healthcheck(&args).await,
+        Command::Sweep(args) => sweep(&args).await,
     }
 }
 
@@ -55,6 +56,29 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Config::from_args(args)?;
     let app = Application::build(config).await?;
     app.run(shutdown_signal()).await
+}
+
+/// One pass (or a loop) of the sweeper over the configured backends, without serving.
+async fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
+    let mut serve = args.serve.clone();
+    serve.roles = vec![];
+    serve.no_sweeper = true;
+    let config = Config::from_args_without_roles(&serve)?;
+    let settings = crate::config::sweep_settings(&serve);
+    let app = Application::build(config).await?;
+    let service = app.service().clone();
+    if args.once {
+        let report = service.sweep_once(&settings).await.map_err(|e| anyhow::anyhow!("sweep failed: {e}"))?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    service.run_sweeper(settings, shutdown).await;
+    Ok(())
 }
 
 async fn migrate(args: &MigrateArgs) -> anyhow::Result<()> {

@@ -36,6 +36,9 @@ pub struct Config {
     pub channels_internal_url: Option<String>,
     pub sse: SseConfig,
     pub mcp: McpConfig,
+    /// `None` when this process runs no sweeper.
+    pub sweeper: Option<crate::service::SweepSettings>,
+    pub s3_expiry_days: u32,
     /// `None` allows every origin.
     pub cors_allowed_origins: Option<Vec<String>>,
     pub shutdown_grace: Duration,
@@ -210,10 +213,19 @@ impl StorageConfig {
 
 impl Config {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        Self::build(args, true)
+    }
+
+    /// For commands that use the backends but serve nothing (`chantra sweep`).
+    pub fn from_args_without_roles(args: &ServeArgs) -> anyhow::Result<Self> {
+        Self::build(args, false)
+    }
+
+    fn build(args: &ServeArgs, need_roles: bool) -> anyhow::Result<Self> {
         let database = DatabaseConfig::from_args(&args.database)?;
         let storage = StorageConfig::from_args(&args.storage)?;
         let roles = Role::expand(&args.roles);
-        if roles.is_empty() {
+        if need_roles && roles.is_empty() {
             bail!("--role (CHANTRA_ROLES) names no role; use rest, mcp, channels, landing or all");
         }
         let binds = roles
@@ -278,8 +290,18 @@ impl Config {
             },
             cors_allowed_origins,
             mcp: McpConfig::from_args(args)?,
+            sweeper: (!args.no_sweeper).then(|| sweep_settings(args)),
+            s3_expiry_days: args.s3_expiry_days.max(1),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         })
+    }
+}
+
+pub fn sweep_settings(args: &ServeArgs) -> crate::service::SweepSettings {
+    crate::service::SweepSettings {
+        interval: Duration::from_secs(args.sweep_interval_secs.max(1)),
+        batch: args.sweep_batch.max(1),
+        orphan_grace: chrono::Duration::seconds(args.orphan_grace_secs as i64),
     }
 }
 

@@ -6,12 +6,17 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_tables;
 mod m20261125_000002_mcp_sessions;
+mod m20261125_000003_payload_key_index;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_create_tables::Migration), Box::new(m20261125_000002_mcp_sessions::Migration)]
+        vec![
+            Box::new(m20261125_000001_create_tables::Migration),
+            Box::new(m20261125_000002_mcp_sessions::Migration),
+            Box::new(m20261125_000003_payload_key_index::Migration),
+        ]
     }
 }

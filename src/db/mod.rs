@@ -7,6 +7,7 @@ pub mod entity;
 pub mod grants;
 pub mod mcp_sessions;
 pub mod messages;
+pub mod sweep;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{PayloadStore, StoreError};
+use super::{PayloadStore, StoreError, StoredObject};
 
 pub struct FsStore {
     root: PathBuf,
@@ -85,6 +85,15 @@ impl PayloadStore for FsStore {
         }
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        // A directory walk is blocking work: keep it off the async threads.
+        tokio::task::spawn_blocking(move || walk(&root, &prefix))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("list task failed: {e}")))?
+    }
+
     async fn check(&self) -> Result<(), StoreError> {
         let meta = tokio::fs::metadata(&self.root).await.map_err(|e| unavailable("stat", &self.root, e))?;
         if !meta.is_dir() {
@@ -92,6 +101,38 @@ impl PayloadStore for FsStore {
         }
         Ok(())
     }
+}
+
+/// Files under `root/prefix`, as keys relative to `root`; temporary files
+/// of writes in progress are not objects.
+fn walk(root: &Path, prefix: &str) -> Result<Vec<StoredObject>, StoreError> {
+    let mut out = Vec::new();
+    let mut pending = vec![root.join(prefix.trim_end_matches('/'))];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(unavailable("list", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| unavailable("list", &dir, e))?;
+            let path = entry.path();
+            let meta = entry.metadata().map_err(|e| unavailable("stat", &path, e))?;
+            if meta.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let Ok(relative) = path.strip_prefix(root) else { continue };
+            let key = relative.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+            if key.contains(".tmp-") {
+                continue;
+            }
+            let modified =
+                meta.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_else(|_| chrono::Utc::now());
+            out.push(StoredObject { key, modified });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -104,6 +145,10 @@ mod tests {
         let store = FsStore::open(dir.path()).await.unwrap();
         store.put("channels/a/1", Bytes::from_static(b"hi"), "text/plain").await.unwrap();
         assert_eq!(store.get("channels/a/1").await.unwrap(), Bytes::from_static(b"hi"));
+        store.put("channels/b/2", Bytes::from_static(b"x"), "text/plain").await.unwrap();
+        let mut keys: Vec<String> = store.list("channels/").await.unwrap().into_iter().map(|o| o.key).collect();
+        keys.sort();
+        assert_eq!(keys, ["channels/a/1", "channels/b/2"]);
         store.delete_prefix("channels/a/").await.unwrap();
         assert!(matches!(store.get("channels/a/1").await, Err(StoreError::NotFound)));
         store.delete("channels/a/1").await.unwrap();

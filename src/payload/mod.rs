@@ -39,7 +39,34 @@ pub trait PayloadStore: Send + Sync + 'static {
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError>;
     /// Cheap reachability check for /readyz.
     async fn check(&self) -> Result<(), StoreError>;
+    /// Every object under `prefix`, with when it was last written.
+    async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StoreError>;
+    /// Makes sure objects expire by themselves after `days` (a safety net
+    /// for orphans). Only object stores have such rules.
+    async fn ensure_expiry_rule(&self, days: u32) -> Result<ExpiryRule, StoreError> {
+        let _ = days;
+        Ok(ExpiryRule::NotApplicable)
+    }
 }
+
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub key: String,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// What `ensure_expiry_rule` found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpiryRule {
+    AlreadyPresent,
+    Created,
+    /// The server refused lifecycle rules (some S3 implementations do).
+    Unsupported(String),
+    NotApplicable,
+}
+
+/// Every channel's objects live under this prefix.
+pub const ALL_CHANNELS_PREFIX: &str = "channels/";
 
 pub fn channel_prefix(channel: ChannelId) -> String {
     format!("channels/{channel}/")

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use s3::creds::Credentials;
 use s3::error::S3Error;
-use s3::serde_types::ObjectIdentifier;
+use s3::serde_types::{BucketLifecycleConfiguration, Expiration, LifecycleFilter, LifecycleRule, ObjectIdentifier};
 use s3::{Bucket, BucketConfiguration, Region};
 
-use super::{PayloadStore, StoreError};
+use super::{ExpiryRule, PayloadStore, StoreError, StoredObject};
 use crate::config::S3Config;
 
 /// S3's DeleteObjects takes at most 1,000 keys per call.
@@ -101,6 +101,53 @@ impl PayloadStore for S3Store {
             self.bucket.delete_objects(batch.to_vec()).await.map_err(|e| unavailable("delete", prefix, e))?;
         }
         Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StoreError> {
+        let pages = self.bucket.list(prefix.to_owned(), None).await.map_err(|e| unavailable("list", prefix, e))?;
+        Ok(pages
+            .into_iter()
+            .flat_map(|page| page.contents)
+            .map(|object| StoredObject {
+                modified: chrono::DateTime::parse_from_rfc3339(&object.last_modified)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|_| chrono::Utc::now()),
+                key: object.key,
+            })
+            .collect())
+    }
+
+    async fn ensure_expiry_rule(&self, days: u32) -> Result<ExpiryRule, StoreError> {
+        match self.bucket.get_bucket_lifecycle().await {
+            Ok(config)
+                if config
+                    .rules
+                    .iter()
+                    .any(|r| r.status == "Enabled" && r.expiration.as_ref().is_some_and(|e| e.days.is_some())) =>
+            {
+                return Ok(ExpiryRule::AlreadyPresent);
+            }
+            Ok(_) | Err(S3Error::HttpFailWithBody(404, _)) => {}
+            Err(S3Error::HttpFailWithBody(code, body)) if (400..500).contains(&code) => {
+                return Ok(ExpiryRule::Unsupported(format!(
+                    "HTTP {code}: {}",
+                    body.chars().take(200).collect::<String>()
+                )));
+            }
+            Err(e) => return Err(unavailable("get lifecycle", &self.bucket.name(), e)),
+        }
+        let rule = LifecycleRule::builder("Enabled")
+            .id("chantra-expire-orphans")
+            .filter(LifecycleFilter { prefix: Some("channels/".into()), ..Default::default() })
+            .expiration(Expiration::new(None, Some(days), None))
+            .build();
+        match self.bucket.put_bucket_lifecycle(BucketLifecycleConfiguration::new(vec![rule])).await {
+            Ok(_) => Ok(ExpiryRule::Created),
+            Err(S3Error::HttpFailWithBody(code, body)) if (400..500).contains(&code) => {
+                Ok(ExpiryRule::Unsupported(format!("HTTP {code}: {}", body.chars().take(200).collect::<String>())))
+            }
+            Err(e) => Err(unavailable("put lifecycle", &self.bucket.name(), e)),
+        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {

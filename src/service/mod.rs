@@ -6,6 +6,7 @@ mod channels;
 mod grants;
 mod messages;
 mod reads;
+mod sweeper;
 pub mod views;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::payload::PayloadStore;
 
 pub use messages::{PublishInput, Published};
 pub use reads::{MAX_PAGE, Reader, ReplayStart, message_event};
+pub use sweeper::{SweepReport, SweepSettings};
 
 /// Settings the service layer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct Service {
     clock: Clock,
     fanout: Fanout,
     settings: Arc<ServiceSettings>,
+    /// One sweep at a time in this process (PostgreSQL adds a cross-process lock).
+    sweep_guard: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Service {
@@ -50,7 +54,7 @@ impl Service {
         fanout: Fanout,
         settings: ServiceSettings,
     ) -> Self {
-        Self { db, store, hasher, clock, fanout, settings: Arc::new(settings) }
+        Self { db, store, hasher, clock, fanout, settings: Arc::new(settings), sweep_guard: Arc::default() }
     }
 
     pub fn db(&self) -> &DatabaseConnection {

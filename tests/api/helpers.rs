@@ -231,6 +231,8 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     args.extend(["--data-dir".into(), data_dir.path().display().to_string()]);
     args.extend(["--token-secret-salt".into(), TEST_SECRET.into()]);
     args.extend(["--rate-limit-per-second".into(), "0".into()]);
+    // Tests run sweeps themselves (service.sweep_once) with a moved clock.
+    args.extend(["--no-sweeper".into(), "true".into()]);
     args.extend(["--channel-base-url".into(), "http://channels.test".into()]);
 
     let database = match backend {

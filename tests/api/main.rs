@@ -4,6 +4,7 @@
 mod backends;
 mod cli;
 mod helpers;
+mod lifecycle;
 mod mcp;
 mod rest_channels;
 mod rest_grants;
