@@ -9,6 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::{DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES};
 
+/// Default bind address of each role (the seed's ports).
+pub const DEFAULT_REST_ADDR: &str = "0.0.0.0:8081";
+pub const DEFAULT_CHANNELS_ADDR: &str = "0.0.0.0:8070";
+pub const DEFAULT_MCP_ADDR: &str = "0.0.0.0:8090";
+pub const DEFAULT_LANDING_ADDR: &str = "0.0.0.0:8080";
+
 /// The embedded default: a SQLite file next to the payload directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/chantra.db?mode=rwc";
 
@@ -49,13 +55,13 @@ pub struct HealthcheckArgs {
     #[arg(long, value_enum, default_value = "rest")]
     pub role: Role,
 
-    #[arg(long, env = "REST_ADDR", default_value = "0.0.0.0:8081", hide = true)]
+    #[arg(long, env = "REST_ADDR", default_value = DEFAULT_REST_ADDR, hide = true)]
     pub rest_addr: SocketAddr,
-    #[arg(long, env = "CHANNELS_ADDR", default_value = "0.0.0.0:8070", hide = true)]
+    #[arg(long, env = "CHANNELS_ADDR", default_value = DEFAULT_CHANNELS_ADDR, hide = true)]
     pub channels_addr: SocketAddr,
-    #[arg(long, env = "MCP_ADDR", default_value = "0.0.0.0:8090", hide = true)]
+    #[arg(long, env = "MCP_ADDR", default_value = DEFAULT_MCP_ADDR, hide = true)]
     pub mcp_addr: SocketAddr,
-    #[arg(long, env = "LANDING_ADDR", default_value = "0.0.0.0:8080", hide = true)]
+    #[arg(long, env = "LANDING_ADDR", default_value = DEFAULT_LANDING_ADDR, hide = true)]
     pub landing_addr: SocketAddr,
 
     /// Seconds to wait for the answer.
@@ -154,19 +160,19 @@ pub struct ServeArgs {
     pub roles: Vec<Role>,
 
     /// Address the rest role binds.
-    #[arg(long, env = "REST_ADDR", default_value = "0.0.0.0:8081")]
+    #[arg(long, env = "REST_ADDR", default_value = DEFAULT_REST_ADDR)]
     pub rest_addr: SocketAddr,
 
     /// Address the channels role binds.
-    #[arg(long, env = "CHANNELS_ADDR", default_value = "0.0.0.0:8070")]
+    #[arg(long, env = "CHANNELS_ADDR", default_value = DEFAULT_CHANNELS_ADDR)]
     pub channels_addr: SocketAddr,
 
     /// Address the mcp role binds.
-    #[arg(long, env = "MCP_ADDR", default_value = "0.0.0.0:8090")]
+    #[arg(long, env = "MCP_ADDR", default_value = DEFAULT_MCP_ADDR)]
     pub mcp_addr: SocketAddr,
 
     /// Address the landing role binds.
-    #[arg(long, env = "LANDING_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "LANDING_ADDR", default_value = DEFAULT_LANDING_ADDR)]
     pub landing_addr: SocketAddr,
 
     #[command(flatten)]
@@ -247,6 +253,10 @@ pub struct ServeArgs {
     /// Seconds to wait for connections to finish after SIGTERM before exiting anyway.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Public base URL of the rest role, used by the landing pages and the playground.
+    #[arg(long, env = "LANDING_REST_URL", default_value = "http://localhost:8081")]
+    pub landing_rest_url: String,
 
     /// Public base URL of the mcp role, used in /.well-known/mcp-server and as an allowed host/origin.
     #[arg(long, env = "MCP_PUBLIC_URL", default_value = "http://localhost:8090")]

@@ -36,6 +36,8 @@ pub struct Config {
     pub channels_internal_url: Option<String>,
     pub sse: SseConfig,
     pub mcp: McpConfig,
+    /// Public base URL of the rest role, as the landing pages show it.
+    pub landing_rest_url: String,
     /// `None` when this process runs no sweeper.
     pub sweeper: Option<crate::service::SweepSettings>,
     pub s3_expiry_days: u32,
@@ -290,11 +292,21 @@ impl Config {
             },
             cors_allowed_origins,
             mcp: McpConfig::from_args(args)?,
+            landing_rest_url: public_url("LANDING_REST_URL", &args.landing_rest_url)?,
             sweeper: (!args.no_sweeper).then(|| sweep_settings(args)),
             s3_expiry_days: args.s3_expiry_days.max(1),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         })
     }
+}
+
+fn public_url(setting: &str, value: &str) -> anyhow::Result<String> {
+    let value = value.trim().trim_end_matches('/');
+    let valid = url::Url::parse(value).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !valid {
+        bail!("{setting} must be an http(s) URL such as https://api.example.com (got `{value}`)");
+    }
+    Ok(value.to_owned())
 }
 
 pub fn sweep_settings(args: &ServeArgs) -> crate::service::SweepSettings {

@@ -5,6 +5,7 @@
 pub mod channels;
 pub mod extract;
 pub mod health;
+pub mod landing;
 pub mod rate_limit;
 pub mod rest;
 
@@ -25,15 +26,15 @@ pub fn router(role: Role, state: AppState) -> Router {
         Role::Rest => rest::router(&state),
         Role::Channels => channels::router(&state),
         Role::Mcp => crate::mcp::router(&state),
-        // Built by a later issue; until then this role answers health checks only.
-        Role::Landing | Role::All => Router::new(),
+        Role::Landing | Role::All => landing::router(&state),
     };
-    let mut router = role_routes
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .fallback(|| async { AppError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .with_state(state.clone());
+    let mut role_routes = role_routes.route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
+    // The landing role answers unknown paths with its own HTML page; the APIs with JSON.
+    if role != Role::Landing {
+        role_routes = role_routes.fallback(|| async { AppError::RouteNotFound });
+    }
+    let mut router =
+        role_routes.method_not_allowed_fallback(|| async { AppError::MethodNotAllowed }).with_state(state.clone());
     let timeout = state.config.request_timeout;
     router = router.layer(middleware::from_fn(move |req: Request, next: Next| async move {
         // Bounds the time to the response head; a stream's body may then run on.

@@ -4,6 +4,7 @@
 mod backends;
 mod cli;
 mod helpers;
+mod landing;
 mod lifecycle;
 mod mcp;
 mod rest_channels;
