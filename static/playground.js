@@ -35,7 +35,11 @@
     events.addEventListener("open", () => { $("stream-state").textContent = "connected"; });
     events.addEventListener("message", (event) => show(JSON.parse(event.data)));
     events.addEventListener("deleted", () => { $("stream-state").textContent = "channel deleted"; events.close(); });
-    events.addEventListener("error", () => { $("stream-state").textContent = "reconnecting…"; });
+    events.addEventListener("error", () => {
+      // EventSource retries by itself, unless the server refused the stream (401, 404).
+      $("stream-state").textContent =
+        events.readyState === EventSource.CLOSED ? "closed (channel gone or token refused)" : "reconnecting…";
+    });
   };
 
   $("create").addEventListener("click", async () => {
@@ -54,6 +58,10 @@
       $("messages").replaceChildren();
       $("channel-url").textContent = channel.url;
       $("publish-token").textContent = channel.publish_token;
+      const isPrivate = Boolean(channel.read_token);
+      $("read-token").textContent = channel.read_token || "";
+      $("read-token-label").hidden = !isPrivate;
+      $("read-token-value").hidden = !isPrivate;
       $("channel").hidden = false;
       $("message").disabled = false;
       $("send").disabled = false;
@@ -68,6 +76,8 @@
     event.preventDefault();
     const text = $("message").value;
     if (!channel || text === "") return;
+    // Clear at once so typing during the request is kept; restore on failure.
+    $("message").value = "";
     try {
       const response = await fetch(`${restUrl}/v1/channels/${channel.channel_id}/publish`, {
         method: "POST",
@@ -76,9 +86,9 @@
       });
       const body = await response.json();
       if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
-      $("message").value = "";
       status(`Published ${body.message_id}.`);
     } catch (error) {
+      if ($("message").value === "") $("message").value = text;
       status(`Could not publish: ${error.message}`);
     }
   });

@@ -46,6 +46,14 @@ pub fn router(role: Role, state: AppState) -> Router {
     if let Some(limit) = state.config.rate_limit {
         router = router.layer(rate_limit::layer(limit, &state.config.trusted_proxies));
     }
+    // CORS wraps the whole role router, outside the JSON 405 fallback (a
+    // layer inside a role router is lost on the method-not-allowed fallback
+    // that answers OPTIONS) and outside rate limiting (so a browser can read a 429).
+    router = match role {
+        Role::Rest => router.layer(rest::cors()),
+        Role::Channels => router.layer(channels::cors(state.config.cors_allowed_origins.as_deref())),
+        _ => router,
+    };
     router.layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
         // The path only: query strings can carry read tokens (`?token=`).
         tracing::info_span!("request", role = role.name(), method = %req.method(), path = %req.uri().path())

@@ -100,3 +100,56 @@ async fn openapi_document_is_stable() {
     document["info"]["version"] = Value::String("[version]".into());
     insta::assert_json_snapshot!("openapi", document);
 }
+
+#[tokio::test]
+async fn browsers_pass_cors_preflights() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        Options { roles: Some(vec![Role::Rest, Role::Channels]), ..Default::default() },
+    )
+    .await;
+    let channel = app.create_channel("private").await;
+    let id = channel["channel_id"].as_str().unwrap();
+    let preflights = [
+        (app.rest("/v1/channels"), "POST", "content-type"),
+        (app.rest(&format!("/v1/channels/{id}/publish")), "POST", "content-type,x-publish-token,idempotency-key"),
+        (app.url(Role::Channels, &format!("/channel/v1/private/{id}")), "GET", "authorization,last-event-id"),
+    ];
+    for (url, method, headers) in preflights {
+        let response = app
+            .client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", "http://localhost:8080")
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(response.headers()["access-control-allow-origin"], "*", "{url}");
+        let allowed = response.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+        for header in headers.split(',') {
+            assert!(allowed.contains(header), "{url}: {header} not in {allowed}");
+        }
+    }
+    // Actual responses carry the header too, errors included.
+    let response =
+        app.client.get(app.rest("/v1/channels/x")).header("origin", "http://localhost:8080").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn channels_cors_can_be_restricted() {
+    let options = Options {
+        roles: Some(vec![Role::Channels]),
+        extra_args: vec!["--cors-allowed-origins".into(), "https://app.example.test".into()],
+        ..Default::default()
+    };
+    let app = spawn_app_with(Backend::Sqlite, options).await;
+    let url = app.url(Role::Channels, &format!("/v1/public/{}", uuid::Uuid::now_v7()));
+    let allowed = app.client.get(&url).header("origin", "https://app.example.test").send().await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.test");
+    let other = app.client.get(&url).header("origin", "https://evil.example").send().await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

@@ -16,7 +16,7 @@ pub use limits::StreamSlots;
 
 use crate::state::AppState;
 
-pub fn router(state: &AppState) -> Router<AppState> {
+pub fn router(_state: &AppState) -> Router<AppState> {
     let streams = Router::new()
         .route("/v1/public/{channel_id}", get(sse::public))
         .route("/v1/private/{channel_id}", get(sse::private));
@@ -24,12 +24,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(streams.clone())
         .nest("/channel", streams)
         .route("/internal/v1/channels/{channel_id}/messages", get(internal::messages))
-        .layer(cors(state.config.cors_allowed_origins.as_deref()))
 }
 
 /// Browsers' EventSource may read from the allowed origins. Tokens travel in
 /// headers or the query string, never cookies.
-fn cors(origins: Option<&[String]>) -> CorsLayer {
+pub(crate) fn cors(origins: Option<&[String]>) -> CorsLayer {
     let allow = match origins {
         None => AllowOrigin::any(),
         Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),

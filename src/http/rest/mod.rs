@@ -28,12 +28,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/openapi.json", get(openapi::serve))
         // Publish streams its own body with the payload limit; this bounds the rest.
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(cors())
 }
 
 /// Browsers (the landing playground, anyone's page) may call the API: it
 /// uses header tokens, never cookies, so any origin is safe to allow.
-fn cors() -> CorsLayer {
+pub(crate) fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::any())
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
