@@ -130,18 +130,18 @@ async fn subscribe(
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line);
-            if let Some(data) = line.strip_prefix("data:") {
-                if let Some((seq, sent)) = parse_data(data.trim(), &format) {
-                    let latency = now_micros().saturating_sub(sent);
-                    let mut seen = seen.lock().await;
-                    match seen.last_seq {
-                        Some(last) if seq == last => seen.duplicates += 1,
-                        Some(last) if seq < last => seen.out_of_order += 1,
-                        _ => {
-                            seen.delivered += 1;
-                            seen.latencies_us.push(latency);
-                            seen.last_seq = Some(seq);
-                        }
+            if let Some(data) = line.strip_prefix("data:")
+                && let Some((seq, sent)) = parse_data(data.trim(), &format)
+            {
+                let latency = now_micros().saturating_sub(sent);
+                let mut seen = seen.lock().await;
+                match seen.last_seq {
+                    Some(last) if seq == last => seen.duplicates += 1,
+                    Some(last) if seq < last => seen.out_of_order += 1,
+                    _ => {
+                        seen.delivered += 1;
+                        seen.latencies_us.push(latency);
+                        seen.last_seq = Some(seq);
                     }
                 }
             }
@@ -186,8 +186,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (url.clone(), format.clone(), ready.clone(), gate.clone(), seen.clone());
         let task = tokio::spawn(async move {
             let permit = gate.acquire_owned().await.ok();
-            let ready_before = ready.load(Ordering::Relaxed);
-            let _ = ready_before;
             let result = subscribe(url, format, record, ready.clone()).await;
             drop(permit);
             result
