@@ -13,3 +13,4 @@ mod rest_http;
 mod rest_publish;
 mod sse;
 mod sse_client;
+mod sse_multiprocess;
