@@ -95,11 +95,13 @@ fn parse_data(line: &str, format: &str) -> Option<(u64, u64)> {
     Some((seq.parse().ok()?, sent.parse().ok()?))
 }
 
+/// Holds one connect slot until the stream answers, then follows it.
 async fn subscribe(
     url: reqwest::Url,
     format: Arc<String>,
     seen: Arc<Mutex<Seen>>,
     ready: Arc<AtomicU64>,
+    mut slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Duration, String> {
     let started = Instant::now();
     let host = url.host_str().ok_or("no host")?.to_owned();
@@ -126,6 +128,7 @@ async fn subscribe(
             }
             connected = Some(started.elapsed());
             ready.fetch_add(1, Ordering::Relaxed);
+            slot.take();
         }
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
@@ -186,9 +189,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (url.clone(), format.clone(), ready.clone(), gate.clone(), seen.clone());
         let task = tokio::spawn(async move {
             let permit = gate.acquire_owned().await.ok();
-            let result = subscribe(url, format, record, ready.clone()).await;
-            drop(permit);
-            result
+            subscribe(url, format, record, ready, permit).await
         });
         subscribers.push((seen, task));
     }

@@ -27,6 +27,8 @@ const LOAD_ATTEMPTS: u32 = 3;
 const QUEUE: usize = 8192;
 /// Catch-up page after a reconnection.
 const CATCH_UP_PAGE: u64 = 256;
+/// Rounds of resync before readers are left to catch up by themselves.
+const RESYNC_ATTEMPTS: u32 = 8;
 
 /// What the loader is asked to do, in order.
 enum Work {
@@ -65,13 +67,15 @@ async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: watch::Re
             },
         };
         backoff = Duration::from_millis(100);
+        // Also after the first LISTEN: a reader may have joined while the
+        // listener was still connecting, and must not miss what came meanwhile.
         if connected_before {
             tracing::info!("notification listener reconnected; catching up");
-            if queue.send(Work::Resync).await.is_err() {
-                return;
-            }
         }
         connected_before = true;
+        if queue.send(Work::Resync).await.is_err() {
+            return;
+        }
         loop {
             let received = tokio::select! {
                 () = stopping(shutdown.clone()) => return,
@@ -161,46 +165,58 @@ async fn load(service: Service, work: Work) -> Ready {
     }
 }
 
-/// After a lost connection: for every channel followed here, broadcast what
+/// After a (re)connection: for every channel followed here, broadcast what
 /// was committed after the last message it saw, end streams of deleted
-/// channels, and have grant holders re-check their grants.
+/// channels, and have grant holders re-check their grants. A channel whose
+/// check fails (the database is still recovering) is retried with backoff,
+/// because a deletion or revocation missed now would never be announced again.
 async fn resync(service: &Service) {
     let hub = service.fanout().hub().clone();
-    for (channel, last) in hub.active_channels() {
-        let id = ChannelId::from_uuid(channel);
-        match service.channel_exists(id).await {
-            Ok(false) => {
-                hub.send(channel, HubEvent::Deleted);
-                continue;
-            }
-            Ok(true) => {}
-            Err(_) => {
-                hub.send(channel, HubEvent::CatchUp);
-                continue;
+    let mut pending = hub.active_channels();
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..RESYNC_ATTEMPTS {
+        let mut failed = Vec::new();
+        for (channel, last) in pending {
+            if resync_channel(service, channel, last).await.is_err() {
+                failed.push((channel, last));
             }
         }
-        let mut after = Some(last);
-        loop {
-            match service.messages_after(id, after, CATCH_UP_PAGE).await {
-                Ok(page) => {
-                    let full = page.len() as u64 == CATCH_UP_PAGE;
-                    for (row, event) in page {
-                        after = Some(row.id);
-                        hub.send(
-                            channel,
-                            HubEvent::Message { id: row.id, expires_at: row.expires_at, frame: frame::message(&event) },
-                        );
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    hub.send(channel, HubEvent::CatchUp);
-                    break;
-                }
-            }
+        if failed.is_empty() {
+            return;
         }
+        pending = failed;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    // Still failing: readers catch up by themselves and recheck on their own timers.
+    for (channel, _) in pending {
+        hub.send(channel, HubEvent::CatchUp);
         hub.send(channel, HubEvent::RecheckGrants);
     }
+}
+
+async fn resync_channel(service: &Service, channel: Uuid, last: Uuid) -> Result<(), crate::error::AppError> {
+    let hub = service.fanout().hub();
+    let id = ChannelId::from_uuid(channel);
+    if !service.channel_exists(id).await? {
+        hub.send(channel, HubEvent::Deleted);
+        return Ok(());
+    }
+    let mut after = Some(last);
+    loop {
+        let page = service.messages_after(id, after, CATCH_UP_PAGE).await?;
+        let full = page.len() as u64 == CATCH_UP_PAGE;
+        for (row, event) in page {
+            after = Some(row.id);
+            hub.send(
+                channel,
+                HubEvent::Message { id: row.id, expires_at: row.expires_at, frame: frame::message(&event) },
+            );
+        }
+        if !full {
+            break;
+        }
+    }
+    hub.send(channel, HubEvent::RecheckGrants);
+    Ok(())
 }

@@ -52,6 +52,8 @@ struct State<G> {
     pending: VecDeque<Bytes>,
     keepalive: Interval,
     grant_deadline: Option<Instant>,
+    /// When a recheck that failed is tried again.
+    recheck_at: Option<Instant>,
     max_lag: u64,
     shutdown: watch::Receiver<bool>,
     finished: bool,
@@ -83,6 +85,7 @@ pub fn event_stream<G: Send + 'static>(
         pending: plan.preamble.into(),
         keepalive,
         grant_deadline,
+        recheck_at: None,
         max_lag: plan.max_lag,
         shutdown,
         finished: false,
@@ -108,10 +111,12 @@ impl<G> State<G> {
                 continue;
             }
             let grant_deadline = self.grant_deadline.unwrap_or_else(far_future);
+            let recheck_at = self.recheck_at.unwrap_or_else(far_future);
             let woke = tokio::select! {
                 biased;
                 () = stopping(self.shutdown.clone()) => Wake::Shutdown,
                 () = tokio::time::sleep_until(grant_deadline) => Wake::GrantExpired,
+                () = tokio::time::sleep_until(recheck_at) => Wake::Recheck,
                 received = self.subscription.receiver.recv() => Wake::Event(received),
                 _ = self.keepalive.tick() => Wake::KeepAlive,
             };
@@ -119,6 +124,7 @@ impl<G> State<G> {
                 // Ends the response so the client reconnects (elsewhere) with Last-Event-ID.
                 Wake::Shutdown => return None,
                 Wake::GrantExpired => self.end(frame::revoked("expired")),
+                Wake::Recheck => self.recheck().await,
                 Wake::Event(received) => self.on_event(received).await,
                 Wake::KeepAlive => return Some(Bytes::from_static(frame::KEEPALIVE)),
             }
@@ -139,13 +145,7 @@ impl<G> State<G> {
                     self.end(frame::revoked("revoked"));
                 }
             }
-            Ok(HubEvent::RecheckGrants) => match self.service.recheck_reader(&self.reader).await {
-                Ok(()) => {}
-                Err(AppError::GrantRevoked) => self.end(frame::revoked("revoked")),
-                Err(AppError::GrantExpired) => self.end(frame::revoked("expired")),
-                // The database is unavailable: keep streaming; the next recheck decides.
-                Err(_) => {}
-            },
+            Ok(HubEvent::RecheckGrants) => self.recheck().await,
             Ok(HubEvent::CatchUp) => self.replay_after = Some(self.last_sent),
             Err(RecvError::Lagged(missed)) => {
                 if missed > self.max_lag {
@@ -157,6 +157,20 @@ impl<G> State<G> {
                 }
             }
             Err(RecvError::Closed) => self.finished = true,
+        }
+    }
+
+    /// Re-validates the reader (channel still there, grant still live). If
+    /// the database cannot tell right now, asks again a little later rather
+    /// than let a missed revocation stand.
+    async fn recheck(&mut self) {
+        self.recheck_at = None;
+        match self.service.recheck_reader(&self.reader).await {
+            Ok(()) => {}
+            Err(AppError::GrantRevoked) => self.end(frame::revoked("revoked")),
+            Err(AppError::GrantExpired) => self.end(frame::revoked("expired")),
+            Err(AppError::ChannelNotFound) => self.end(frame::deleted(&self.reader.channel.to_string())),
+            Err(_) => self.recheck_at = Some(Instant::now() + RETRY_PAUSE),
         }
     }
 
@@ -196,6 +210,7 @@ impl<G> State<G> {
 enum Wake {
     Shutdown,
     GrantExpired,
+    Recheck,
     Event(Result<HubEvent, RecvError>),
     KeepAlive,
 }

@@ -62,8 +62,12 @@ impl Service {
         Ok(Reader { channel: id, grant: Some(GrantId::from_uuid(grant.id)), grant_expires_at: grant.expires_at })
     }
 
-    /// Whether a reader's grant is still valid (after revocations may have been missed).
+    /// Whether a reader may still read: the channel exists and its grant is
+    /// live (asked after deletions or revocations may have been missed).
     pub async fn recheck_reader(&self, reader: &Reader) -> Result<(), AppError> {
+        if !self.channel_exists(reader.channel).await? {
+            return Err(AppError::ChannelNotFound);
+        }
         let Some(grant) = reader.grant else { return Ok(()) };
         let row = db::grants::find(&self.db, reader.channel, grant).await?.ok_or(AppError::GrantRevoked)?;
         self.check_grant_state(&row)
@@ -140,6 +144,11 @@ impl Service {
             Err(StoreError::NotFound) => Ok(None),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// The newest message id of a channel, if any: where a live-only reader starts.
+    pub async fn newest_message_id(&self, channel: ChannelId) -> Result<Option<Uuid>, AppError> {
+        Ok(db::messages::newest_id(&self.db, channel).await?)
     }
 
     /// Whether the channel still exists.

@@ -101,7 +101,9 @@ async fn open(
     let sse = &state.config.sse;
     let mut preamble = vec![frame::retry(sse.retry_ms)];
     let (replay_after, baseline) = match cursor {
-        Cursor::Now => (None, MessageId::new().as_uuid()),
+        // "From now" means after the newest message the database has, not
+        // after this host's clock: another host's ids may run behind it.
+        Cursor::Now => (None, service.newest_message_id(channel).await?.unwrap_or(Uuid::nil())),
         Cursor::Since(floor) => (Some(floor), floor),
         Cursor::AfterId(id) => {
             let plan = service.plan_replay(channel, id, sse.replay_max).await?;
