@@ -68,3 +68,68 @@ migrate-down:
 # Cost of one token hash.
 bench-token-hash:
     cargo bench --bench token_hash
+
+# --- Containers and deployment (docs/DEPLOYMENT.md) ---------------------------------
+
+# Local stack in Docker: PostgreSQL, MinIO and the four roles (compose.yaml).
+docker-up:
+    docker compose -p chantra -f compose.yaml up -d --build
+
+# Stop the local stack (its volumes stay; `docker compose -p chantra down -v` drops them).
+docker-down:
+    docker compose -p chantra -f compose.yaml down
+
+# Secrets come from the environment or from CHANTRA_ENV_FILE (default .env.prod).
+# Build and start production on the `pdfturn` docker context; refuses without TOKEN_SECRET_SALT.
+deploy-prod:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    env_file="${CHANTRA_ENV_FILE:-.env.prod}"
+    if [[ -f "$env_file" ]]; then set -a; source "$env_file"; set +a; else env_file=$(mktemp); trap 'rm -f "$env_file"' EXIT; fi
+    if [[ -z "${TOKEN_SECRET_SALT:-}" ]]; then
+        echo "deploy-prod: TOKEN_SECRET_SALT is not set (export it or put it in .env.prod). Refusing to deploy." >&2
+        echo "             It keys every token hash: use the production value, never a new one (that invalidates all tokens)." >&2
+        exit 1
+    fi
+    export CHANTRA_TAG="${CHANTRA_TAG:-$(git rev-parse --short=12 HEAD)}"
+    echo "deploy-prod: chantra:$CHANTRA_TAG for ${CHANTRA_DOMAIN:-chantra.example.com} on docker context pdfturn"
+    # --env-file: never interpolate from a developer's .env.
+    docker --context pdfturn compose -p chantra --env-file "$env_file" -f compose.prod.yaml up -d --build
+
+# Roll production back to an earlier image tag (see docs/DEPLOYMENT.md before crossing a migration).
+deploy-prod-rollback tag:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    env_file="${CHANTRA_ENV_FILE:-.env.prod}"
+    if [[ -f "$env_file" ]]; then set -a; source "$env_file"; set +a; else env_file=$(mktemp); trap 'rm -f "$env_file"' EXIT; fi
+    if [[ -z "${TOKEN_SECRET_SALT:-}" ]]; then echo "deploy-prod-rollback: TOKEN_SECRET_SALT is not set. Refusing." >&2; exit 1; fi
+    CHANTRA_TAG={{ quote(tag) }} docker --context pdfturn compose -p chantra --env-file "$env_file" -f compose.prod.yaml up -d --no-build
+
+# Stop production (volumes, certificates and data stay).
+deploy-prod-down:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    env_file="${CHANTRA_ENV_FILE:-.env.prod}"
+    if [[ -f "$env_file" ]]; then set -a; source "$env_file"; set +a; else env_file=$(mktemp); trap 'rm -f "$env_file"' EXIT; fi
+    # `down` renders the file too; secrets not given are not needed to stop containers.
+    for v in TOKEN_SECRET_SALT INTERNAL_API_TOKEN POSTGRES_PASSWORD MINIO_ROOT_PASSWORD S3_SECRET_KEY; do
+        export "$v=${!v:-unused-by-down}"
+    done
+    docker --context pdfturn compose -p chantra --env-file "$env_file" -f compose.prod.yaml down
+
+# Known vulnerabilities in Cargo.lock (RustSec, via cargo-audit; installed if missing).
+audit:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    cargo audit --version >/dev/null 2>&1 || cargo install cargo-audit --locked
+    out=$(cargo audit --deny warnings 2>&1); status=$?
+    printf '%s\n' "$out"
+    if (( status != 0 )) && grep -qiE 'fetch|clone|advisory.?d(ata)?b|network|resolve|connect' <<<"$out" \
+        && ! grep -qE '^(error|warning): [0-9]+ (vulnerabilit|warning)' <<<"$out"; then
+        echo "audit: the RustSec advisory database could not be fetched: NOTHING WAS CHECKED (exit $status)." >&2
+    fi
+    exit $status
+
+# Validate the deployment files without Docker (compose, Caddyfile, Dockerfile, a real Caddy edge test).
+check-deploy:
+    bash scripts/check-deploy.sh

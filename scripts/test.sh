@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on both backend pairs:
-#   SQLite + filesystem            (nothing to start)
-#   PostgreSQL + S3 (garage)       (started here if needed)
+# Runs the whole test suite:
+#   1. the Rust suite (unit + tests/api) on both backend pairs:
+#        SQLite + filesystem            (nothing to start)
+#        PostgreSQL + S3 (garage)       (started here if needed)
+#   2. real MCP clients: the official Python SDK and the MCP conformance suite
+#   3. the playground in headless Chromium
+#   4. the deployment files (compose, Caddyfile, Dockerfile, a real Caddy edge)
+# Steps 2-4 install their tools once into ~/.cache/chantra-tools (and
+# Debian's chromium and caddy with apt-get when missing).
 #
 # Needs: Rust (cargo), PostgreSQL installed locally (started if it is down).
 # Installs once: cargo-nextest (if missing), garage (~8 min, cached in ~/.cargo/bin).
-# Extra arguments go to `cargo nextest run`, e.g. `bash scripts/test.sh rest_publish`.
+# Extra arguments go to `cargo nextest run` and skip steps 2-4,
+# e.g. `bash scripts/test.sh rest_publish`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +32,13 @@ fi
 export INSTA_UPDATE="${INSTA_UPDATE:-no}"
 started=$(date +%s)
 cargo nextest run --workspace --no-fail-fast "$@"
+echo "rust suite finished in $(( $(date +%s) - started )) s" >&2
+
+if [[ $# -eq 0 ]]; then
+  # The binary the Rust suite just built serves steps 2-4.
+  cargo build --bin chantra
+  bash scripts/mcp-clients.sh
+  CHANTRA_BUILD=0 bash scripts/browser-test.sh
+  CHANTRA_BIN=target/debug/chantra bash scripts/check-deploy.sh
+fi
 echo "test suite finished in $(( $(date +%s) - started )) s" >&2

@@ -51,9 +51,9 @@ pub struct SweepArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
-    /// The role to check; its address comes from the same variable serve uses.
-    #[arg(long, value_enum, default_value = "rest")]
-    pub role: Role,
+    /// Roles to check (each on the address serve binds); defaults to the roles this container serves.
+    #[arg(long = "role", env = "CHANTRA_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
+    pub roles: Vec<Role>,
 
     #[arg(long, env = "REST_ADDR", default_value = DEFAULT_REST_ADDR, hide = true)]
     pub rest_addr: SocketAddr,
@@ -216,7 +216,7 @@ pub struct ServeArgs {
 
     /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<String>,
 
     /// Seconds a non-streaming request may take before it is answered 503.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]

@@ -19,15 +19,23 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// GET /healthz on the role's own port over loopback: slim images have no curl.
+/// GET /healthz on each role's own port over loopback: slim images have no curl.
 async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<()> {
+    for role in Role::expand(&args.roles) {
+        let bind = match role {
+            Role::Rest => args.rest_addr,
+            Role::Channels => args.channels_addr,
+            Role::Mcp => args.mcp_addr,
+            Role::Landing | Role::All => args.landing_addr,
+        };
+        check_health(role, bind, args.timeout_secs).await?;
+        println!("{} is healthy", role.name());
+    }
+    Ok(())
+}
+
+async fn check_health(role: Role, bind: SocketAddr, timeout_secs: u64) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let bind = match args.role {
-        Role::Rest => args.rest_addr,
-        Role::Channels => args.channels_addr,
-        Role::Mcp => args.mcp_addr,
-        Role::Landing | Role::All => args.landing_addr,
-    };
     let target = match bind.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], bind.port())),
         ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bind.port())),
@@ -40,15 +48,14 @@ async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<()> {
         stream.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)
     };
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(args.timeout_secs), check)
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(timeout_secs), check)
         .await
-        .map_err(|_| anyhow::anyhow!("{} at {target}: no answer within {} s", args.role.name(), args.timeout_secs))?
-        .with_context(|| format!("{} at {target}", args.role.name()))?;
+        .map_err(|_| anyhow::anyhow!("{} at {target}: no answer within {timeout_secs} s", role.name()))?
+        .with_context(|| format!("{} at {target}", role.name()))?;
     let status_line = String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned();
     if !status_line.contains(" 200 ") {
-        anyhow::bail!("{} at {target} answered `{status_line}`", args.role.name());
+        anyhow::bail!("{} at {target} answered `{status_line}`", role.name());
     }
-    println!("{} is healthy", args.role.name());
     Ok(())
 }
 

@@ -278,7 +278,7 @@ impl Config {
             max_payload_bytes: args.max_payload_bytes,
             channel_idle: chrono::Duration::days(i64::from(args.channel_idle_days)),
             rate_limit,
-            trusted_proxies: args.trusted_proxies.clone(),
+            trusted_proxies: trusted_proxies(&args.trusted_proxies)?,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
             internal_api_token: args.internal_api_token.clone().filter(|t| !t.is_empty()),
             channels_internal_url: args.channels_internal_url.clone(),
@@ -298,6 +298,20 @@ impl Config {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         })
     }
+}
+
+/// IPs or CIDRs; empty entries (an empty variable) mean none.
+fn trusted_proxies(values: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("TRUSTED_PROXIES: `{v}` is not an IP address or CIDR range"))
+        })
+        .collect()
 }
 
 fn public_url(setting: &str, value: &str) -> anyhow::Result<String> {

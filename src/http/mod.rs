@@ -46,6 +46,12 @@ pub fn router(role: Role, state: AppState) -> Router {
     if let Some(limit) = state.config.rate_limit {
         router = router.layer(rate_limit::layer(limit, &state.config.trusted_proxies));
     }
+    // The internal read API is added after the per-client limit: all its
+    // calls come from the mcp role's one address, on behalf of every agent,
+    // and it is closed to anyone without INTERNAL_API_TOKEN anyway.
+    if role == Role::Channels {
+        router = router.merge(channels::internal_router().with_state(state.clone()));
+    }
     // CORS wraps the whole role router, outside the JSON 405 fallback (a
     // layer inside a role router is lost on the method-not-allowed fallback
     // that answers OPTIONS) and outside rate limiting (so a browser can read a 429).

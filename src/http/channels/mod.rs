@@ -20,10 +20,12 @@ pub fn router(_state: &AppState) -> Router<AppState> {
     let streams = Router::new()
         .route("/v1/public/{channel_id}", get(sse::public))
         .route("/v1/private/{channel_id}", get(sse::private));
-    Router::new()
-        .merge(streams.clone())
-        .nest("/channel", streams)
-        .route("/internal/v1/channels/{channel_id}/messages", get(internal::messages))
+    Router::new().merge(streams.clone()).nest("/channel", streams)
+}
+
+/// The internal read API (mounted by `http::router` outside the per-client rate limit).
+pub fn internal_router() -> Router<AppState> {
+    Router::new().route("/internal/v1/channels/{channel_id}/messages", get(internal::messages))
 }
 
 /// Browsers' EventSource may read from the allowed origins. Tokens travel in
