@@ -70,65 +70,16 @@ ensure_playwright() {
 # --- server ------------------------------------------------------------------
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chantra-browser.XXXXXX")
-SERVER_PID=
+# shellcheck source=scripts/lib/chantra-server.sh
+source "$ROOT/scripts/lib/chantra-server.sh"
 
 # shellcheck disable=SC2317 # called from the trap
-stop_server() {
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  SERVER_PID=
-}
-# shellcheck disable=SC2317 # called from the trap
 cleanup() {
-  stop_server
+  stop_chantra
   if [[ ${KEEP_WORK:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_ports() { # prints N distinct free loopback ports
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-start_server() {
-  local rest channels mcp landing
-  read -r rest channels mcp landing < <(free_ports 4)
-  LANDING_URL=http://127.0.0.1:$landing
-  mkdir -p "$WORK/server"
-  log "starting $BIN serve --role all (landing $LANDING_URL, rest :$rest, channels :$channels, mcp :$mcp)"
-  # A clean environment: nothing from the caller (DATABASE_URL, S3_*, ...) leaks in.
-  (cd "$WORK/server" && exec env -i PATH="$PATH" HOME="$HOME" RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
-    REST_ADDR="127.0.0.1:$rest" CHANNELS_ADDR="127.0.0.1:$channels" \
-    MCP_ADDR="127.0.0.1:$mcp" LANDING_ADDR="127.0.0.1:$landing" \
-    LANDING_REST_URL="http://127.0.0.1:$rest" CHANNEL_BASE_URL="http://127.0.0.1:$channels" \
-    MCP_PUBLIC_URL="http://127.0.0.1:$mcp" \
-    DATABASE_URL="sqlite://$WORK/server/data/chantra.db?mode=rwc" DATA_DIR="$WORK/server/data" \
-    RATE_LIMIT_PER_SECOND=0 \
-    "$BIN" serve --role all) >"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
-  local deadline=$((SECONDS + 60))
-  until curl -fsS --max-time 1 "$LANDING_URL/healthz" >/dev/null 2>&1 &&
-        curl -fsS --max-time 1 "http://127.0.0.1:$rest/healthz" >/dev/null 2>&1 &&
-        curl -fsS --max-time 1 "http://127.0.0.1:$channels/healthz" >/dev/null 2>&1; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      tail -n 20 "$WORK/server.log" >&2; die "the server exited during startup"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail -n 20 "$WORK/server.log" >&2; die "no /healthz answer within 60 s"
-    fi
-    sleep 0.2
-  done
-}
 
 # --- run ---------------------------------------------------------------------
 
@@ -141,7 +92,7 @@ if [[ ! -x $BIN || ${CHANTRA_BUILD:-0} == 1 ]]; then
   log "building chantra (cargo build)"
   cargo build --bin chantra
 fi
-start_server
+start_chantra
 
 mkdir -p "$ROOT/target"
 rm -f "$ROOT/target/playground.png" "$ROOT/target/playground-private.png"
@@ -153,6 +104,6 @@ if [[ $status != 0 ]]; then
   log "server log (last 30 lines):"
   tail -n 30 "$WORK/server.log" >&2
 fi
-stop_server
+stop_chantra
 log "browser-test finished in $(($(date +%s) - started)) s"
 exit "$status"

@@ -73,61 +73,16 @@ conformance() { (cd "$TOOLS/node" && npm_config_loglevel=error npx --no-install 
 # --- server ------------------------------------------------------------------
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chantra-mcp-clients.XXXXXX")
-SERVER_PID=
+# shellcheck source=scripts/lib/chantra-server.sh
+source "$ROOT/scripts/lib/chantra-server.sh"
 
-stop_server() {
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  SERVER_PID=
-}
+# shellcheck disable=SC2317 # called from the trap
 cleanup() {
-  stop_server
+  stop_chantra
   if [[ ${KEEP_WORK:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_ports() { # prints N distinct free loopback ports
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-start_server() {
-  local rest channels mcp landing
-  read -r rest channels mcp landing < <(free_ports 4)
-  MCP_URL=http://127.0.0.1:$mcp/mcp
-  mkdir -p "$WORK/server"
-  log "starting $BIN serve --role all (mcp on 127.0.0.1:$mcp) in $WORK/server"
-  # A clean environment: nothing from the caller (DATABASE_URL, S3_*, ...) leaks in.
-  (cd "$WORK/server" && exec env -i PATH="$PATH" HOME="$HOME" RUST_LOG="${RUST_LOG:-info}" \
-    REST_ADDR="127.0.0.1:$rest" CHANNELS_ADDR="127.0.0.1:$channels" \
-    MCP_ADDR="127.0.0.1:$mcp" LANDING_ADDR="127.0.0.1:$landing" \
-    MCP_PUBLIC_URL="http://127.0.0.1:$mcp" CHANNEL_BASE_URL="http://127.0.0.1:$channels" \
-    DATABASE_URL="sqlite://$WORK/server/data/chantra.db?mode=rwc" DATA_DIR="$WORK/server/data" \
-    RATE_LIMIT_PER_SECOND=0 \
-    "$BIN" serve --role all) >"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
-  local deadline=$((SECONDS + 60))
-  until curl -fsS --max-time 1 "http://127.0.0.1:$mcp/healthz" >/dev/null 2>&1 &&
-        curl -fsS --max-time 1 "http://127.0.0.1:$rest/healthz" >/dev/null 2>&1; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      tail -n 20 "$WORK/server.log" >&2; die "the server exited during startup"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail -n 20 "$WORK/server.log" >&2; die "no /healthz answer within 60 s"
-    fi
-    sleep 0.2
-  done
-}
 
 # --- run ---------------------------------------------------------------------
 
@@ -140,15 +95,15 @@ if [[ ! -x $BIN ]]; then
   log "building chantra (cargo build)"
   cargo build --bin chantra
 fi
-start_server
+start_chantra
 
 sdk_status=0
-log "Python MCP SDK client against $MCP_URL"
-timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/sdk_client.py "$MCP_URL" || sdk_status=$?
+log "Python MCP SDK client against $MCP_URL/mcp"
+timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/sdk_client.py "$MCP_URL/mcp" || sdk_status=$?
 
 conf_status=0
-log "conformance suite (active) against $MCP_URL"
-timeout 600 conformance server --url "$MCP_URL" --suite active \
+log "conformance suite (active) against $MCP_URL/mcp"
+timeout 600 conformance server --url "$MCP_URL/mcp" --suite active \
   --expected-failures "$EXPECTED" --output-dir "$WORK/conformance" >"$WORK/conformance.txt" 2>&1 || conf_status=$?
 # The per-scenario progress lines are noise; keep the summary and the baseline verdict.
 sed -n '/=== SUMMARY ===/,$p' "$WORK/conformance.txt"
@@ -159,7 +114,7 @@ summary=$(grep -E '^Total: [0-9]+ passed, [0-9]+ failed' "$WORK/conformance.txt"
 
 log "pending scenario server-sse-polling (reported, not enforced)"
 polling_status=0
-timeout 120 conformance server --url "$MCP_URL" --scenario server-sse-polling \
+timeout 120 conformance server --url "$MCP_URL/mcp" --scenario server-sse-polling \
   --output-dir "$WORK/polling" >"$WORK/polling.txt" 2>&1 || polling_status=$?
 python3 - "$WORK/polling" <<'EOF' || true
 import glob, json, sys
@@ -172,7 +127,7 @@ EOF
 grep -E '^Passed: ' "$WORK/polling.txt" | sed 's/^/  server-sse-polling: /' || true
 echo "  (exit status $polling_status)"
 
-stop_server
+stop_chantra
 echo
 echo "python sdk client: $([[ $sdk_status == 0 ]] && echo passed || echo "FAILED ($sdk_status)")"
 echo "conformance:       $([[ $conf_status == 0 ]] && echo passed || echo "FAILED ($conf_status)") -- $summary"
