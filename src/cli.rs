@@ -55,13 +55,17 @@ pub struct HealthcheckArgs {
     #[arg(long = "role", env = "CHANTRA_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
     pub roles: Vec<Role>,
 
-    #[arg(long, env = "REST_ADDR", default_value = DEFAULT_REST_ADDR, hide = true)]
+    /// Address the rest role binds (checked on loopback when it is 0.0.0.0).
+    #[arg(long, env = "REST_ADDR", default_value = DEFAULT_REST_ADDR)]
     pub rest_addr: SocketAddr,
-    #[arg(long, env = "CHANNELS_ADDR", default_value = DEFAULT_CHANNELS_ADDR, hide = true)]
+    /// Address the channels role binds.
+    #[arg(long, env = "CHANNELS_ADDR", default_value = DEFAULT_CHANNELS_ADDR)]
     pub channels_addr: SocketAddr,
-    #[arg(long, env = "MCP_ADDR", default_value = DEFAULT_MCP_ADDR, hide = true)]
+    /// Address the mcp role binds.
+    #[arg(long, env = "MCP_ADDR", default_value = DEFAULT_MCP_ADDR)]
     pub mcp_addr: SocketAddr,
-    #[arg(long, env = "LANDING_ADDR", default_value = DEFAULT_LANDING_ADDR, hide = true)]
+    /// Address the landing role binds.
+    #[arg(long, env = "LANDING_ADDR", default_value = DEFAULT_LANDING_ADDR)]
     pub landing_addr: SocketAddr,
 
     /// Seconds to wait for the answer.

@@ -252,6 +252,15 @@ async fn zero_configuration_default_and_no_tokens_in_logs() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    // A private stream opened the browser way, with the read token in the query string.
+    let stream_url = format!(
+        "http://127.0.0.1:{}/channel/v1/private/{id}?token={}",
+        ports[1],
+        channel["read_token"].as_str().unwrap()
+    );
+    let stream = client.get(&stream_url).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
     assert_eq!(
         client
             .delete(format!("{rest}/v1/channels/{id}"))
