@@ -114,7 +114,7 @@ impl Role {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Database URL: sqlite://… (embedded) or postgres://… (production).
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
 
     /// Seconds to wait for a database connection before answering 503.
@@ -239,7 +239,7 @@ pub struct ServeArgs {
     pub sse_replay_max: u64,
 
     /// Live events buffered per channel; a reader further behind catches up from the database.
-    #[arg(long, env = "SSE_BUFFER", default_value_t = 1024)]
+    #[arg(long, env = "SSE_BUFFER", default_value_t = 128)]
     pub sse_buffer: usize,
 
     /// Most concurrent event streams this process serves (503 beyond).

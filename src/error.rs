@@ -54,6 +54,8 @@ pub enum AppError {
     InvalidCursor(String),
     #[error("the channels role is unavailable; retry shortly")]
     ChannelsUnavailable,
+    #[error("the internal API token is missing or wrong")]
+    InvalidInternalToken,
     #[error("internal error")]
     Internal,
 }
@@ -84,6 +86,7 @@ impl AppError {
             AppError::ServerBusy => "server_busy",
             AppError::InvalidCursor(_) => "invalid_cursor",
             AppError::ChannelsUnavailable => "channels_unavailable",
+            AppError::InvalidInternalToken => "invalid_internal_token",
             AppError::Internal => "internal_error",
         }
     }
@@ -91,9 +94,11 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest { .. } | AppError::InvalidCursor(_) => StatusCode::BAD_REQUEST,
-            AppError::MissingToken(_) | AppError::InvalidToken | AppError::GrantRevoked | AppError::GrantExpired => {
-                StatusCode::UNAUTHORIZED
-            }
+            AppError::MissingToken(_)
+            | AppError::InvalidToken
+            | AppError::GrantRevoked
+            | AppError::GrantExpired
+            | AppError::InvalidInternalToken => StatusCode::UNAUTHORIZED,
             AppError::ChannelNotFound | AppError::GrantNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
@@ -107,11 +112,6 @@ impl AppError {
             | AppError::ChannelsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
-    }
-
-    /// Whether the client did something wrong (as opposed to us or a backend).
-    pub fn is_client_error(&self) -> bool {
-        self.status().is_client_error()
     }
 
     fn retry_after_secs(&self) -> Option<u64> {

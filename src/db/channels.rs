@@ -44,3 +44,15 @@ pub fn new_model(id: ChannelId, visibility: &str, publish_token_hash: String, no
         last_published_at: None,
     }
 }
+
+/// Deletes the channel only if it is still idle at `cutoff` (a publish may
+/// have landed since the sweeper picked it). Returns whether it was deleted.
+pub async fn delete_if_idle(db: &impl ConnectionTrait, id: ChannelId, cutoff: DateTime<Utc>) -> Result<bool, DbErr> {
+    use sea_orm::Condition;
+    let idle = Condition::any().add(channel::Column::LastPublishedAt.lt(cutoff)).add(
+        Condition::all().add(channel::Column::LastPublishedAt.is_null()).add(channel::Column::CreatedAt.lt(cutoff)),
+    );
+    let result =
+        channel::Entity::delete_many().filter(channel::Column::Id.eq(id.as_uuid())).filter(idle).exec(db).await?;
+    Ok(result.rows_affected > 0)
+}

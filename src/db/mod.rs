@@ -16,7 +16,7 @@ use migration::{Migrator, MigratorTrait as _};
 use sea_orm::sqlx;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr, SqlErr};
 
-use crate::config::{DatabaseConfig, DatabaseKind};
+use crate::config::DatabaseConfig;
 
 /// Opens the pool. SQLite gets WAL (readers don't block the writer), foreign
 /// keys (the cascades in the schema) and a busy timeout instead of instant
@@ -37,10 +37,6 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnecti
     Database::connect(options)
         .await
         .with_context(|| format!("DATABASE_URL: cannot connect to {}", config.redacted_url()))
-}
-
-pub fn kind(config: &DatabaseConfig) -> DatabaseKind {
-    config.kind()
 }
 
 /// Applies pending migrations, or with `auto_migrate` off refuses to run on
@@ -117,5 +113,6 @@ fn is_transient(err: &dyn sqlx::error::DatabaseError) -> bool {
         || code.starts_with("08")
         || code == "40001"
         || code == "40P01"
-        || code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+        || (err.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+            && code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)))
 }

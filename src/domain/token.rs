@@ -82,10 +82,6 @@ token_type!(ReadToken, "chr_");
 pub struct TokenHash(String);
 
 impl TokenHash {
-    pub fn from_stored(hex: String) -> Self {
-        Self(hex)
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

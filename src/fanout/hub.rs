@@ -1,9 +1,9 @@
 //! The in-process hub: channel id → a broadcast of ready-encoded events.
 //!
 //! A message is encoded once and its `Bytes` frame is shared by every
-//! subscriber of the channel in this process; the broadcast ring is the only
-//! buffer, shared too, so a slow subscriber costs no memory of its own. A
-//! subscriber that falls more than the ring's capacity behind is told it
+//! subscriber of the channel in this process; the broadcast ring (SSE_BUFFER
+//! slots per followed channel) is the only buffer. A slow subscriber keeps
+//! at most the ring's frames alive; one that falls further behind is told it
 //! lagged and catches up from the database.
 
 use std::collections::HashMap;
@@ -121,10 +121,6 @@ impl Hub {
 
     pub fn lag_catch_ups(&self) -> u64 {
         self.lag_catch_ups.load(Ordering::Relaxed)
-    }
-
-    pub fn subscriber_count(&self) -> usize {
-        self.lock().values().map(|f| f.sender.receiver_count()).sum()
     }
 }
 

@@ -205,16 +205,15 @@ async fn resync_channel(service: &Service, channel: Uuid, last: Uuid) -> Result<
     let mut after = Some(last);
     loop {
         let page = service.messages_after(id, after, CATCH_UP_PAGE).await?;
-        let full = page.len() as u64 == CATCH_UP_PAGE;
-        for (row, event) in page {
-            after = Some(row.id);
+        for (row, event) in &page.events {
             hub.send(
                 channel,
-                HubEvent::Message { id: row.id, expires_at: row.expires_at, frame: frame::message(&event) },
+                HubEvent::Message { id: row.id, expires_at: row.expires_at, frame: frame::message(event) },
             );
         }
-        if !full {
-            break;
+        match page.continues_after(CATCH_UP_PAGE) {
+            Some(last) => after = Some(last),
+            None => break,
         }
     }
     hub.send(channel, HubEvent::RecheckGrants);

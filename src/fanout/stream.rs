@@ -179,17 +179,13 @@ impl<G> State<G> {
     async fn replay_page(&mut self, after: Uuid) {
         match self.service.messages_after(self.reader.channel, Some(after), REPLAY_PAGE).await {
             Ok(page) => {
-                let full = page.len() as u64 == REPLAY_PAGE;
-                for (row, event) in &page {
+                for (row, event) in &page.events {
                     if row.id > self.last_sent {
                         self.last_sent = row.id;
                         self.pending.push_back(frame::message(event));
                     }
                 }
-                self.replay_after = match page.last() {
-                    Some((row, _)) if full => Some(row.id),
-                    _ => None,
-                };
+                self.replay_after = page.continues_after(REPLAY_PAGE);
             }
             Err(err) => {
                 tracing::warn!(channel = %self.reader.channel, error = %err, "replay page failed; retrying");

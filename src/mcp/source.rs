@@ -98,6 +98,12 @@ fn remote_error(status: u16, detail: ErrorDetail) -> AppError {
         "missing_token" => AppError::MissingToken("read_token"),
         "grant_revoked" => AppError::GrantRevoked,
         "grant_expired" => AppError::GrantExpired,
+        "invalid_internal_token" => {
+            tracing::error!(
+                "the channels role refused INTERNAL_API_TOKEN: the roles are configured with different tokens"
+            );
+            AppError::ChannelsUnavailable
+        }
         "database_unavailable" => AppError::DatabaseUnavailable,
         "storage_unavailable" => AppError::StorageUnavailable,
         "invalid_cursor" => AppError::InvalidCursor(detail.message),

@@ -14,7 +14,9 @@ use super::params::{
     ReadResult, RevokeGrantParams,
 };
 use super::source::MessageSource;
-use crate::domain::{ChannelId, ContentType, GrantId, IdempotencyKey, Label, MessageId, PublishToken, ReadToken, Ttl};
+use crate::domain::{
+    ChannelId, ContentType, GrantId, IdempotencyKey, Label, MessageId, PublishToken, ReadToken, Ttl, decode_base64,
+};
 use crate::error::AppError;
 use crate::service::views::{ChannelView, CreatedChannel, CreatedGrant, GrantView, PublishedMessage};
 use crate::service::{PublishInput, Service};
@@ -99,12 +101,7 @@ impl ChantraMcp {
         let (payload, default_type) = match (params.payload, params.payload_base64) {
             (Some(text), None) => (Bytes::from(text), TEXT_TYPE),
             (None, Some(encoded)) => {
-                let bytes = STANDARD.decode(encoded.trim()).map_err(|_| {
-                    AppError::bad_request(
-                        "invalid_payload",
-                        "payload_base64 must be base64 (RFC 4648, standard alphabet)",
-                    )
-                })?;
+                let bytes = decode_base64(&encoded, "payload_base64")?;
                 (Bytes::from(bytes), ContentType::DEFAULT)
             }
             _ => {

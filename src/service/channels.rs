@@ -1,5 +1,6 @@
 //! Creating, describing and deleting channels.
 
+use chrono::{DateTime, Utc};
 use sea_orm::TransactionTrait as _;
 
 use super::views::{ChannelView, CreatedChannel};
@@ -78,23 +79,39 @@ impl Service {
     /// sweeper's reconciliation and the bucket lifecycle rule remove.
     pub async fn delete_channel(&self, id: ChannelId, token: &PublishToken) -> Result<(), AppError> {
         self.authorize_publisher(id, token).await?;
-        if !self.remove_channel(id).await? {
+        if !self.remove_channel(id, None).await? {
             return Err(AppError::ChannelNotFound);
         }
         Ok(())
     }
 
     /// Deletes a channel without asking for its token (the publisher's
-    /// delete, and the sweeper's idle deletion). Returns false if it was
-    /// already gone. Live streams on it end with `event: deleted`.
-    pub async fn remove_channel(&self, id: ChannelId) -> Result<bool, AppError> {
-        let txn = self.db.begin().await?;
-        if !db::channels::delete(&txn, id).await? {
+    /// delete, and the sweeper's idle deletion, which passes `idle_before`
+    /// so a channel published to meanwhile survives). Returns false if it
+    /// was not deleted. Live streams on it end with `event: deleted`.
+    pub async fn remove_channel(&self, id: ChannelId, idle_before: Option<DateTime<Utc>>) -> Result<bool, AppError> {
+        let this = self.clone();
+        // Spawned, so that a client hanging up or a request timeout cannot
+        // stop it between the commit and the delivery to local readers.
+        let removed = tokio::spawn(async move {
+            let txn = this.db.begin().await?;
+            let deleted = match idle_before {
+                None => db::channels::delete(&txn, id).await?,
+                Some(cutoff) => db::channels::delete_if_idle(&txn, id, cutoff).await?,
+            };
+            if !deleted {
+                return Ok::<bool, AppError>(false);
+            }
+            this.fanout.notify(&txn, Notice::Deleted { channel: id.as_uuid() }).await?;
+            txn.commit().await?;
+            this.fanout.deliver_local(id.as_uuid(), || HubEvent::Deleted);
+            Ok(true)
+        })
+        .await
+        .map_err(|_| AppError::Internal)??;
+        if !removed {
             return Ok(false);
         }
-        self.fanout.notify(&txn, Notice::Deleted { channel: id.as_uuid() }).await?;
-        txn.commit().await?;
-        self.fanout.deliver_local(id.as_uuid(), || HubEvent::Deleted);
         tracing::info!(channel = %id, "channel deleted");
         if let Err(err) = self.store.delete_prefix(&payload::channel_prefix(id)).await {
             tracing::warn!(channel = %id, error = %err, "channel deleted but its payload objects remain; the sweeper will remove them");

@@ -69,11 +69,19 @@ impl Service {
         if db::grants::find(&self.db, id, grant).await?.is_none() {
             return Err(AppError::GrantNotFound);
         }
-        let txn = self.db.begin().await?;
-        db::grants::revoke(&txn, grant, now).await?;
-        self.fanout.notify(&txn, Notice::Revoked { channel: id.as_uuid(), grant: grant.as_uuid() }).await?;
-        txn.commit().await?;
-        self.fanout.deliver_local(id.as_uuid(), || HubEvent::GrantRevoked(grant.as_uuid()));
+        // Spawned, so that a dropped request cannot separate the commit from
+        // the disconnection of local readers.
+        let this = self.clone();
+        tokio::spawn(async move {
+            let txn = this.db.begin().await?;
+            db::grants::revoke(&txn, grant, now).await?;
+            this.fanout.notify(&txn, Notice::Revoked { channel: id.as_uuid(), grant: grant.as_uuid() }).await?;
+            txn.commit().await?;
+            this.fanout.deliver_local(id.as_uuid(), || HubEvent::GrantRevoked(grant.as_uuid()));
+            Ok::<(), AppError>(())
+        })
+        .await
+        .map_err(|_| AppError::Internal)??;
         let row = db::grants::find(&self.db, id, grant).await?.ok_or(AppError::GrantNotFound)?;
         tracing::info!(channel = %id, %grant, "read grant revoked");
         Ok(view(&row, now))

@@ -87,7 +87,15 @@ impl Service {
             expires_at: now + input.ttl.as_duration(),
             idempotency_key: input.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
         };
-        let failure = match self.commit_message(id, row, &input.payload).await {
+        // Spawned, so that a client hanging up or a request timeout cannot
+        // stop it between the commit and the delivery to local readers (which
+        // would then skip this message for good).
+        let this = self.clone();
+        let payload = input.payload.clone();
+        let committed = tokio::spawn(async move { this.commit_message(id, row, &payload).await })
+            .await
+            .map_err(|_| AppError::Internal)?;
+        let failure = match committed {
             Ok(row) => {
                 tracing::debug!(channel = %id, message = %row.id, size = row.payload_size, "message published");
                 return Ok(Published { message: view(&row), replayed: false });

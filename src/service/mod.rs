@@ -21,7 +21,7 @@ use crate::fanout::Fanout;
 use crate::payload::PayloadStore;
 
 pub use messages::{PublishInput, Published};
-pub use reads::{MAX_PAGE, Reader, ReplayStart, message_event};
+pub use reads::{MAX_PAGE, Page, Reader, ReplayStart, message_event};
 pub use sweeper::{SweepReport, SweepSettings};
 
 /// Settings the service layer needs from the configuration.
@@ -71,10 +71,6 @@ impl Service {
 
     pub fn fanout(&self) -> &Fanout {
         &self.fanout
-    }
-
-    pub fn settings(&self) -> &ServiceSettings {
-        &self.settings
     }
 
     /// The channel, if `token` is its publish token. Unknown channel is 404,

@@ -29,6 +29,21 @@ pub struct Reader {
     pub grant_expires_at: Option<DateTime<Utc>>,
 }
 
+/// A page of messages: every row the query returned (by id), and the events
+/// of those whose payload could be loaded.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub rows: Vec<Uuid>,
+    pub events: Vec<(message::Model, MessageEvent)>,
+}
+
+impl Page {
+    /// Whether the query filled the page (so another may follow), and where it ended.
+    pub fn continues_after(&self, limit: u64) -> Option<Uuid> {
+        (self.rows.len() as u64 == limit).then(|| self.rows.last().copied()).flatten()
+    }
+}
+
 /// Where a resuming reader's replay starts, and the gap to announce first.
 #[derive(Debug, Clone)]
 pub struct ReplayStart {
@@ -104,15 +119,13 @@ impl Service {
     }
 
     /// Up to `limit` unexpired messages after `after`, with payloads, in id
-    /// order. A payload that vanished (purged meanwhile) drops its message;
-    /// an unreachable store fails the page so the caller retries it whole.
-    pub async fn messages_after(
-        &self,
-        channel: ChannelId,
-        after: Option<Uuid>,
-        limit: u64,
-    ) -> Result<Vec<(message::Model, MessageEvent)>, AppError> {
+    /// order. A payload that vanished (purged meanwhile) drops its message
+    /// from `events` but not from `rows`, so callers page by rows and never
+    /// mistake a page with a hole for the last page; an unreachable store
+    /// fails the page so the caller retries it whole.
+    pub async fn messages_after(&self, channel: ChannelId, after: Option<Uuid>, limit: u64) -> Result<Page, AppError> {
         let rows = db::messages::page_after(&self.db, channel, after, self.clock.now(), limit).await?;
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
         let loaded: Vec<Option<(message::Model, MessageEvent)>> = futures::stream::iter(rows)
             .map(|row| async move {
                 match self.store.get(&row.payload_object_key).await {
@@ -130,7 +143,7 @@ impl Service {
             .buffered(FETCH_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(loaded.into_iter().flatten().collect())
+        Ok(Page { rows: ids, events: loaded.into_iter().flatten().collect() })
     }
 
     /// One message, loaded for broadcast; `None` if it is gone or expired.
@@ -169,12 +182,13 @@ impl Service {
         self.authorize_reader(id, visibility, token).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         // One extra row says whether more follow.
-        let mut page = self.messages_after(id, after.map(|a| a.as_uuid()), limit + 1).await?;
-        let has_more = page.len() as u64 > limit;
-        page.truncate(limit as usize);
-        let next_cursor =
-            page.last().map(|(row, _)| row.id.hyphenated().to_string()).or_else(|| after.map(|a| a.to_string()));
-        Ok(MessagePage { messages: page.into_iter().map(|(_, event)| event).collect(), next_cursor, has_more })
+        let page = self.messages_after(id, after.map(|a| a.as_uuid()), limit + 1).await?;
+        let has_more = page.rows.len() as u64 > limit;
+        let last = page.rows.get(..page.rows.len().min(limit as usize)).and_then(|rows| rows.last()).copied();
+        let messages =
+            page.events.into_iter().filter(|(row, _)| Some(row.id) <= last).map(|(_, event)| event).collect();
+        let next_cursor = last.map(|id| id.hyphenated().to_string()).or_else(|| after.map(|a| a.to_string()));
+        Ok(MessagePage { messages, next_cursor, has_more })
     }
 }
 

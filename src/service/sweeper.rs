@@ -130,7 +130,7 @@ impl Service {
         loop {
             let ids = db::sweep::idle_channels(&self.db, cutoff, batch).await?;
             for id in &ids {
-                if self.remove_channel(ChannelId::from_uuid(*id)).await? {
+                if self.remove_channel(ChannelId::from_uuid(*id), Some(cutoff)).await? {
                     deleted += 1;
                 }
             }

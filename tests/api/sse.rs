@@ -30,6 +30,8 @@ on_both_backends!(
     streams_per_client_are_limited,
     internal_read_api,
     shutdown_ends_streams,
+    replay_pages_past_a_missing_payload,
+    future_cursors_and_stray_tokens_do_not_block_live_messages,
 );
 
 async fn app_with(backend: Backend, extra: &[&str]) -> TestApp {
@@ -481,4 +483,51 @@ async fn shutdown_ends_streams(backend: Backend) {
     app.shutdown();
     assert!(stream.ends_within(Duration::from_secs(5)).await, "the stream ends on shutdown");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+async fn replay_pages_past_a_missing_payload(backend: Backend) {
+    // More messages than one replay page, and a hole in the first page (an
+    // object purged between the query and the fetch): the replay must go on.
+    let app = app_with(backend, &[]).await;
+    let channel = app.create_channel("public").await;
+    let cursor = publish(&app, &channel, "cursor").await;
+    let mut published = Vec::new();
+    for i in 0..40 {
+        published.push(publish(&app, &channel, &format!("m{i}")).await);
+    }
+    let lost = published.remove(4);
+    let key = {
+        use sea_orm::EntityTrait as _;
+        let id: uuid::Uuid = lost.parse().unwrap();
+        chantra::db::entity::message::Entity::find_by_id(id)
+            .one(app.service.db())
+            .await
+            .unwrap()
+            .unwrap()
+            .payload_object_key
+    };
+    app.service.store().delete(&key).await.unwrap();
+    let mut stream =
+        sse_client::connect(app.client.get(stream_url(&app, &channel)).header("last-event-id", &cursor)).await;
+    assert_eq!(ids(&stream.messages(published.len(), WAIT).await), published);
+}
+
+async fn future_cursors_and_stray_tokens_do_not_block_live_messages(backend: Backend) {
+    let app = app_with(backend, &[]).await;
+    let channel = app.create_channel("public").await;
+    let in_an_hour = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap() + 3_600_000;
+    let future = uuid::Uuid::from_u128(chantra::domain::MessageId::floor_at(in_an_hour).as_u128() | (0x7 << 76));
+    let mut ahead = sse_client::connect(
+        app.client
+            .get(stream_url(&app, &channel))
+            .header("last-event-id", future.to_string())
+            .header("x-read-token", "junk"),
+    )
+    .await;
+    assert_eq!(ahead.status, 200, "a public channel ignores a stray token");
+    let since = chrono::Utc::now().timestamp() + 3600;
+    let mut later = sse_client::connect(app.client.get(format!("{}?since={since}", stream_url(&app, &channel)))).await;
+    let live = publish(&app, &channel, "now").await;
+    assert_eq!(ids(&ahead.messages(1, WAIT).await), [live.as_str()]);
+    assert_eq!(ids(&later.messages(1, WAIT).await), [live.as_str()]);
 }

@@ -31,7 +31,7 @@ pub async fn messages(
     };
     let given = headers.get(INTERNAL_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !bool::from(given.ct_eq(expected.as_bytes())) {
-        return Err(AppError::InvalidToken);
+        return Err(AppError::InvalidInternalToken);
     }
     let after = query_param(query.as_deref(), "after")
         .filter(|a| !a.is_empty())

@@ -89,7 +89,11 @@ async fn open(
     RawQuery(query): RawQuery,
 ) -> Result<Response, AppError> {
     let cursor = parse_cursor(&headers, query.as_deref())?;
-    let token = read_token(&headers, query.as_deref())?;
+    // A public channel ignores credentials: a stray header must not refuse it.
+    let token = match visibility {
+        Visibility::Private => read_token(&headers, query.as_deref())?,
+        Visibility::Public => None,
+    };
     let client = ClientIpKey::new(&state.config.trusted_proxies).client_ip(peer.ip(), &headers);
     let slot = state.streams.acquire(client)?;
     let service = &state.service;
@@ -98,17 +102,22 @@ async fn open(
     // Join the live feed first, then read the backlog: nothing committed in
     // between can be missed, and duplicates are dropped by id.
     let subscription = service.fanout().hub().subscribe(channel.as_uuid());
+    // A revocation or deletion broadcast between the check above and joining
+    // the feed would be missed: check again now that we are listening.
+    service.recheck_reader(&reader).await?;
     let sse = &state.config.sse;
     let mut preamble = vec![frame::retry(sse.retry_ms)];
+    // "From now" means after the newest message the database has, not after
+    // this host's clock (another host's ids may run behind it); a cursor in
+    // the future is clamped to it, or live messages would be held back.
+    let newest = service.newest_message_id(channel).await?.unwrap_or(Uuid::nil());
     let (replay_after, baseline) = match cursor {
-        // "From now" means after the newest message the database has, not
-        // after this host's clock: another host's ids may run behind it.
-        Cursor::Now => (None, service.newest_message_id(channel).await?.unwrap_or(Uuid::nil())),
-        Cursor::Since(floor) => (Some(floor), floor),
+        Cursor::Now => (None, newest),
+        Cursor::Since(floor) => (Some(floor), floor.min(newest)),
         Cursor::AfterId(id) => {
             let plan = service.plan_replay(channel, id, sse.replay_max).await?;
             preamble.extend(plan.gap);
-            (Some(plan.after), plan.after)
+            (Some(plan.after), plan.after.min(newest))
         }
     };
     let plan =

@@ -11,14 +11,12 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::domain::{ContentType, IdempotencyKey, Ttl};
+use crate::domain::{ContentType, IdempotencyKey, Ttl, decode_base64};
 use crate::error::{AppError, ErrorBody};
 use crate::http::extract::{ChannelPath, PublishAuth, is_json, query_param};
 use crate::service::PublishInput;
@@ -31,16 +29,6 @@ const ENVELOPE_SLACK: usize = 16 * 1024;
 /// curl's `-d` sends this type; for a raw publish the bytes are text.
 const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 const TEXT_TYPE: &str = "text/plain; charset=utf-8";
-
-/// Standard and URL-safe alphabets, padding optional: what clients send.
-const BASE64_STANDARD: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-const BASE64_URL_SAFE: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// The JSON form of a publish.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -126,12 +114,7 @@ fn parse_envelope(bytes: &[u8], query_ttl: Option<Ttl>) -> Result<PublishInput, 
             format!("the body is not a valid publish request ({e}); expected {{\"payload\":\"<base64>\"}}"),
         )
     })?;
-    let payload = BASE64_STANDARD
-        .decode(request.payload.trim())
-        .or_else(|_| BASE64_URL_SAFE.decode(request.payload.trim()))
-        .map_err(|_| {
-            AppError::bad_request("invalid_payload", "payload must be base64 (RFC 4648, standard or URL-safe alphabet)")
-        })?;
+    let payload = decode_base64(&request.payload, "payload")?;
     let ttl = match request.ttl_seconds {
         Some(seconds) => Ttl::from_seconds(seconds)?,
         None => query_ttl.unwrap_or_default(),
