@@ -100,14 +100,20 @@ impl Hub {
         self.lock().contains_key(&channel)
     }
 
+    /// Broadcasts to the channel's readers here, if any. The send (which
+    /// wakes every reader) happens outside the map's lock, so one busy
+    /// channel does not hold up the others; callers send one channel's
+    /// events from one task at a time, which keeps their order.
     pub fn send(&self, channel: Uuid, event: HubEvent) {
-        let mut feeds = self.lock();
-        if let Some(feed) = feeds.get_mut(&channel) {
+        let sender = {
+            let mut feeds = self.lock();
+            let Some(feed) = feeds.get_mut(&channel) else { return };
             if let HubEvent::Message { id, .. } = &event {
                 feed.last_message = feed.last_message.max(*id);
             }
-            let _ = feed.sender.send(event);
-        }
+            feed.sender.clone()
+        };
+        let _ = sender.send(event);
     }
 
     /// Channels with subscribers here, with the newest message each has seen.
