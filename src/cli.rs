@@ -49,24 +49,45 @@ pub struct SweepArgs {
     pub serve: ServeArgs,
 }
 
+/// Where each role listens; `serve` binds these and `healthcheck` probes them.
+#[derive(Debug, Clone, Args)]
+pub struct BindArgs {
+    /// Address the rest role binds.
+    #[arg(long, env = "REST_ADDR", default_value = DEFAULT_REST_ADDR)]
+    pub rest_addr: SocketAddr,
+
+    /// Address the channels role binds.
+    #[arg(long, env = "CHANNELS_ADDR", default_value = DEFAULT_CHANNELS_ADDR)]
+    pub channels_addr: SocketAddr,
+
+    /// Address the mcp role binds.
+    #[arg(long, env = "MCP_ADDR", default_value = DEFAULT_MCP_ADDR)]
+    pub mcp_addr: SocketAddr,
+
+    /// Address the landing role binds.
+    #[arg(long, env = "LANDING_ADDR", default_value = DEFAULT_LANDING_ADDR)]
+    pub landing_addr: SocketAddr,
+}
+
+impl BindArgs {
+    pub fn addr(&self, role: Role) -> SocketAddr {
+        match role {
+            Role::Rest => self.rest_addr,
+            Role::Channels => self.channels_addr,
+            Role::Mcp => self.mcp_addr,
+            Role::Landing | Role::All => self.landing_addr,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
     /// Roles to check (each on the address serve binds); defaults to the roles this container serves.
     #[arg(long = "role", env = "CHANTRA_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
     pub roles: Vec<Role>,
 
-    /// Address the rest role binds (checked on loopback when it is 0.0.0.0).
-    #[arg(long, env = "REST_ADDR", default_value = DEFAULT_REST_ADDR)]
-    pub rest_addr: SocketAddr,
-    /// Address the channels role binds.
-    #[arg(long, env = "CHANNELS_ADDR", default_value = DEFAULT_CHANNELS_ADDR)]
-    pub channels_addr: SocketAddr,
-    /// Address the mcp role binds.
-    #[arg(long, env = "MCP_ADDR", default_value = DEFAULT_MCP_ADDR)]
-    pub mcp_addr: SocketAddr,
-    /// Address the landing role binds.
-    #[arg(long, env = "LANDING_ADDR", default_value = DEFAULT_LANDING_ADDR)]
-    pub landing_addr: SocketAddr,
+    #[command(flatten)]
+    pub binds: BindArgs,
 
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3)]
@@ -163,21 +184,8 @@ pub struct ServeArgs {
     #[arg(long = "role", env = "CHANTRA_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
     pub roles: Vec<Role>,
 
-    /// Address the rest role binds.
-    #[arg(long, env = "REST_ADDR", default_value = DEFAULT_REST_ADDR)]
-    pub rest_addr: SocketAddr,
-
-    /// Address the channels role binds.
-    #[arg(long, env = "CHANNELS_ADDR", default_value = DEFAULT_CHANNELS_ADDR)]
-    pub channels_addr: SocketAddr,
-
-    /// Address the mcp role binds.
-    #[arg(long, env = "MCP_ADDR", default_value = DEFAULT_MCP_ADDR)]
-    pub mcp_addr: SocketAddr,
-
-    /// Address the landing role binds.
-    #[arg(long, env = "LANDING_ADDR", default_value = DEFAULT_LANDING_ADDR)]
-    pub landing_addr: SocketAddr,
+    #[command(flatten)]
+    pub binds: BindArgs,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

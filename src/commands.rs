@@ -22,12 +22,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 /// GET /healthz on each role's own port over loopback: slim images have no curl.
 async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<()> {
     for role in Role::expand(&args.roles) {
-        let bind = match role {
-            Role::Rest => args.rest_addr,
-            Role::Channels => args.channels_addr,
-            Role::Mcp => args.mcp_addr,
-            Role::Landing | Role::All => args.landing_addr,
-        };
+        let bind = args.binds.addr(role);
         check_health(role, bind, args.timeout_secs).await?;
         println!("{} is healthy", role.name());
     }

@@ -230,18 +230,7 @@ impl Config {
         if need_roles && roles.is_empty() {
             bail!("--role (CHANTRA_ROLES) names no role; use rest, mcp, channels, landing or all");
         }
-        let binds = roles
-            .iter()
-            .map(|role| {
-                let addr = match role {
-                    Role::Rest => args.rest_addr,
-                    Role::Channels => args.channels_addr,
-                    Role::Mcp => args.mcp_addr,
-                    Role::Landing | Role::All => args.landing_addr,
-                };
-                (*role, addr)
-            })
-            .collect();
+        let binds = roles.iter().map(|role| (*role, args.binds.addr(*role))).collect();
 
         let token_secret = resolve_token_secret(args, database.kind())?;
         if args.max_payload_bytes == 0 {
