@@ -112,7 +112,8 @@ where
                 AppError::bad_request("invalid_body", rejection.body_text())
             }
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let trimmed = bytes.trim_ascii();
+        if trimmed.is_empty() || trimmed == b"null" {
             return Ok(OptionalJson(T::default()));
         }
         if let Some(declared) = declared
@@ -120,9 +121,20 @@ where
         {
             return Err(AppError::UnsupportedMediaType("send the body as application/json".into()));
         }
+        require_object(trimmed)?;
         serde_json::from_slice(&bytes).map(OptionalJson).map_err(|e| {
             AppError::bad_request("invalid_json", format!("the body is not valid JSON for this endpoint: {e}"))
         })
+    }
+}
+
+/// Request bodies are JSON objects. serde would also fill a struct from an
+/// array in field order, which would quietly make field order part of the API.
+pub fn require_object(json: &[u8]) -> Result<(), AppError> {
+    if json.trim_ascii_start().first() == Some(&b'{') {
+        Ok(())
+    } else {
+        Err(AppError::bad_request("invalid_json", "the body must be a JSON object"))
     }
 }
 

@@ -27,6 +27,15 @@ async fn create_public_and_private(backend: Backend) {
 
 async fn create_with_empty_body_is_public(backend: Backend) {
     let app = spawn_app(backend).await;
+    let null_body = app
+        .client
+        .post(app.rest("/v1/channels"))
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null_body.status(), 201, "a JSON null body is an absent body");
     let response = app.client.post(app.rest("/v1/channels")).send().await.unwrap();
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
@@ -36,8 +45,9 @@ async fn create_with_empty_body_is_public(backend: Backend) {
 
 async fn create_rejects_bad_bodies(backend: Backend) {
     let app = spawn_app(backend).await;
-    let cases: [(&str, &str, u16, &str); 5] = [
+    let cases: [(&str, &str, u16, &str); 6] = [
         ("application/json", "{not json", 400, "invalid_json"),
+        ("application/json", r#"["private"]"#, 400, "invalid_json"),
         ("application/json", r#"{"visibility":"secret"}"#, 400, "invalid_json"),
         ("application/json", r#"{"visiblity":"private"}"#, 400, "invalid_json"),
         ("application/json", "[1,2]", 400, "invalid_json"),

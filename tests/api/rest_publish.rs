@@ -107,6 +107,7 @@ async fn publish_rejects_bad_input(backend: Backend) {
         ("ttl_zero", json!({ "payload": "aGk=", "ttl_seconds": 0 }), "invalid_ttl"),
         ("ttl_over_48h", json!({ "payload": "aGk=", "ttl_seconds": 172_801 }), "invalid_ttl"),
         ("unknown_field", json!({ "payload": "aGk=", "tll_seconds": 5 }), "invalid_json"),
+        ("array_body", json!(["aGk=", 60, "text/plain"]), "invalid_json"),
         ("missing_payload", json!({ "ttl_seconds": 5 }), "invalid_json"),
         ("empty_payload", json!({ "payload": "" }), "empty_payload"),
         ("bad_content_type", json!({ "payload": "aGk=", "content_type": "nonsense" }), "invalid_content_type"),

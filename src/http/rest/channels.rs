@@ -23,7 +23,7 @@ pub struct CreateChannelRequest {
 
 /// Create a channel. Returns its URL and tokens, which are shown only here.
 #[utoipa::path(
-    post, path = "/v1/channels", tag = "channels",
+    post, path = "/v1/channels", tag = "channels", operation_id = "create_channel",
     request_body(content = Option<CreateChannelRequest>, content_type = "application/json"),
     responses(
         (status = 201, description = "Channel created", body = CreatedChannel),
@@ -44,9 +44,9 @@ pub async fn create(
 
 /// Channel metadata: URL, activity, idle-deletion date and read grants.
 #[utoipa::path(
-    get, path = "/v1/channels/{channel_id}", tag = "channels",
+    get, path = "/v1/channels/{channel_id}", tag = "channels", operation_id = "get_channel",
     params(
-        ("channel_id" = String, Path, description = "Channel id (UUID)"),
+        ("channel_id" = String, Path, format = Uuid, description = "Channel id (UUID)"),
         ("X-Publish-Token" = String, Header, description = "The channel's publish token (or `Authorization: Bearer chp_…`)"),
     ),
     responses(
@@ -68,9 +68,9 @@ pub async fn get(
 
 /// Delete a channel with its messages, grants and payloads; live readers are closed.
 #[utoipa::path(
-    delete, path = "/v1/channels/{channel_id}", tag = "channels",
+    delete, path = "/v1/channels/{channel_id}", tag = "channels", operation_id = "delete_channel",
     params(
-        ("channel_id" = String, Path, description = "Channel id (UUID)"),
+        ("channel_id" = String, Path, format = Uuid, description = "Channel id (UUID)"),
         ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
     ),
     responses(

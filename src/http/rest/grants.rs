@@ -16,17 +16,19 @@ use crate::state::AppState;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGrantRequest {
-    /// A name for the reader, e.g. "dashboard" (at most 200 characters).
+    /// A name for the reader, e.g. "dashboard" (at most 200 characters, no control characters).
+    #[schema(max_length = 200)]
     pub label: Option<String>,
     /// Lifetime of the grant in seconds (1 to 31536000); none means until revoked.
+    #[schema(minimum = 1, maximum = 31536000)]
     pub expires_in_seconds: Option<i64>,
 }
 
 /// Create a read grant on a private channel; its token is shown only here.
 #[utoipa::path(
-    post, path = "/v1/channels/{channel_id}/read-grants", tag = "read grants",
+    post, path = "/v1/channels/{channel_id}/read-grants", tag = "read grants", operation_id = "create_read_grant",
     params(
-        ("channel_id" = String, Path, description = "Channel id (UUID)"),
+        ("channel_id" = String, Path, format = Uuid, description = "Channel id (UUID)"),
         ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
     ),
     request_body(content = Option<CreateGrantRequest>, content_type = "application/json"),
@@ -55,10 +57,10 @@ pub async fn create(
 
 /// Revoke a read grant; streams opened with it are closed. Idempotent.
 #[utoipa::path(
-    post, path = "/v1/channels/{channel_id}/read-grants/{grant_id}/revoke", tag = "read grants",
+    post, path = "/v1/channels/{channel_id}/read-grants/{grant_id}/revoke", tag = "read grants", operation_id = "revoke_read_grant",
     params(
-        ("channel_id" = String, Path, description = "Channel id (UUID)"),
-        ("grant_id" = String, Path, description = "Grant id (UUID)"),
+        ("channel_id" = String, Path, format = Uuid, description = "Channel id (UUID)"),
+        ("grant_id" = String, Path, format = Uuid, description = "Grant id (UUID)"),
         ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
     ),
     responses(

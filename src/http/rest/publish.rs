@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{ContentType, IdempotencyKey, Ttl, decode_base64};
 use crate::error::{AppError, ErrorBody};
-use crate::http::extract::{ChannelPath, PublishAuth, is_json, query_param};
+use crate::http::extract::{ChannelPath, PublishAuth, is_json, query_param, require_object};
 use crate::service::PublishInput;
 use crate::service::views::PublishedMessage;
 use crate::state::AppState;
@@ -34,9 +34,11 @@ const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
-    /// The payload, base64 (standard or URL-safe alphabet, padding optional).
+    /// The payload, base64 (standard or URL-safe alphabet, padding optional); not empty.
+    #[schema(min_length = 1)]
     pub payload: String,
     /// Seconds until the message expires: 1 to 172800 (48 h, the default).
+    #[schema(minimum = 1, maximum = 172800)]
     pub ttl_seconds: Option<i64>,
     /// MIME type handed to readers (default application/octet-stream).
     pub content_type: Option<String>,
@@ -44,12 +46,12 @@ pub struct PublishRequest {
 
 /// Publish a message: JSON with a base64 payload, or a raw body.
 #[utoipa::path(
-    post, path = "/v1/channels/{channel_id}/publish", tag = "messages",
+    post, path = "/v1/channels/{channel_id}/publish", tag = "messages", operation_id = "publish_message",
     params(
-        ("channel_id" = String, Path, description = "Channel id (UUID)"),
+        ("channel_id" = String, Path, format = Uuid, description = "Channel id (UUID)"),
         ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first message instead of a duplicate"),
-        ("ttl" = Option<i64>, Query, description = "TTL in seconds for a raw body (1 to 172800, default 172800)"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key return the first message instead of a duplicate (1-255 visible ASCII characters)"),
+        ("ttl" = Option<i64>, Query, minimum = 1, maximum = 172800, description = "TTL in seconds for a raw body (1 to 172800, default 172800)"),
     ),
     request_body(
         description = "A JSON envelope, or any other content type taken verbatim as the payload",
@@ -108,6 +110,7 @@ pub async fn publish(
 }
 
 fn parse_envelope(bytes: &[u8], query_ttl: Option<Ttl>) -> Result<PublishInput, AppError> {
+    require_object(bytes)?;
     let request: PublishRequest = serde_json::from_slice(bytes).map_err(|e| {
         AppError::bad_request(
             "invalid_json",
