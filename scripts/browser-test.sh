@@ -70,16 +70,9 @@ ensure_playwright() {
 # --- server ------------------------------------------------------------------
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chantra-browser.XXXXXX")
+# Also installs the EXIT trap that stops the server and removes $WORK.
 # shellcheck source=scripts/lib/chantra-server.sh
 source "$ROOT/scripts/lib/chantra-server.sh"
-
-# shellcheck disable=SC2317 # called from the trap
-cleanup() {
-  stop_chantra
-  if [[ ${KEEP_WORK:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # --- run ---------------------------------------------------------------------
 

@@ -73,16 +73,9 @@ conformance() { (cd "$TOOLS/node" && npm_config_loglevel=error npx --no-install 
 # --- server ------------------------------------------------------------------
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chantra-mcp-clients.XXXXXX")
+# Also installs the EXIT trap that stops the server and removes $WORK.
 # shellcheck source=scripts/lib/chantra-server.sh
 source "$ROOT/scripts/lib/chantra-server.sh"
-
-# shellcheck disable=SC2317 # called from the trap
-cleanup() {
-  stop_chantra
-  if [[ ${KEEP_WORK:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # --- run ---------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
+# shellcheck shell=bash
 # Shared by the scripts that test a running `chantra serve --role all`
 # (mcp-clients.sh, browser-test.sh). Source it after defining `log`, `die`,
 # `BIN` (the chantra binary) and `WORK` (a temporary folder). It provides
 # start_chantra / stop_chantra and, once started, the URL of each role:
-# REST_URL, CHANNELS_URL, MCP_URL, LANDING_URL.
+# REST_URL, CHANNELS_URL, MCP_URL, LANDING_URL. It installs the EXIT trap that
+# stops the server and removes $WORK (kept with KEEP_WORK=1).
 
 SERVER_PID=
 
@@ -60,3 +62,11 @@ start_chantra() {
     done
   done
 }
+
+# shellcheck disable=SC2317 # called from the trap
+cleanup() {
+  stop_chantra
+  if [[ ${KEEP_WORK:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TEST_SECRET, TestDatabase};
+use crate::helpers::{Backend, TEST_SECRET, TestDatabase, free_port};
 use crate::on_both_backends;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chantra");
@@ -26,10 +26,6 @@ fn run(cmd: &mut Command) -> Output {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

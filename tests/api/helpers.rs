@@ -167,14 +167,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Where the payload of the message with this id is stored.
+    pub async fn object_key(&self, message_id: &str) -> String {
+        use sea_orm::EntityTrait as _;
+        let id: uuid::Uuid = message_id.parse().unwrap();
+        let row = chantra::db::entity::message::Entity::find_by_id(id).one(self.service.db()).await.unwrap();
+        row.expect("the message row exists").payload_object_key
+    }
+
     /// The stored payload of a published message, read back from the real store.
     pub async fn stored_payload(&self, message: &Value) -> Vec<u8> {
-        use sea_orm::EntityTrait as _;
-        let id: uuid::Uuid = message["message_id"].as_str().unwrap().parse().unwrap();
-        let row =
-            chantra::db::entity::message::Entity::find_by_id(id).one(self.service.db()).await.unwrap().expect("row");
-        assert!(row.payload_object_key.starts_with(&format!("channels/{}/", message["channel_id"].as_str().unwrap())));
-        self.service.store().get(&row.payload_object_key).await.unwrap().to_vec()
+        let key = self.object_key(message["message_id"].as_str().unwrap()).await;
+        assert!(key.starts_with(&format!("channels/{}/", message["channel_id"].as_str().unwrap())));
+        self.service.store().get(&key).await.unwrap().to_vec()
     }
 
     pub async fn get_channel(&self, channel: &Value) -> reqwest::Response {
@@ -273,47 +278,61 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
 
 use clap::Parser as _;
 
-/// A TCP forwarder in front of a real server that a test can switch off,
-/// to see how the app behaves when that server becomes unreachable.
+/// A TCP forwarder in front of a real server that a test can switch off:
+/// either entirely (`set_up(false)`: open connections are cut too) or for new
+/// connections only (`refuse_new(true)`: what is connected stays connected).
 pub struct FaultProxy {
     pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
+    /// New connections are forwarded.
+    accepting: Arc<AtomicBool>,
+    /// Open connections keep flowing.
+    alive: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
+        let accepting = Arc::new(AtomicBool::new(true));
+        let alive = Arc::new(AtomicBool::new(true));
+        let (accept, live) = (accepting.clone(), alive.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !flag.load(Ordering::SeqCst) {
+                if !accept.load(Ordering::SeqCst) {
                     drop(inbound); // connection reset: the server is "down"
                     continue;
                 }
-                let flag = flag.clone();
+                let live = live.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
+                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
                     // Copy until either side closes or the proxy is switched off.
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = async { while flag.load(Ordering::SeqCst) { tokio::time::sleep(std::time::Duration::from_millis(20)).await } } => {}
+                        _ = async { while live.load(Ordering::SeqCst) { tokio::time::sleep(std::time::Duration::from_millis(20)).await } } => {}
                     }
                 });
             }
         });
-        Self { addr, up }
+        Self { addr, accepting, alive }
     }
 
     /// Switches the proxy; when switching off, waits until open
     /// connections have been cut too.
     pub async fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
+        self.accepting.store(up, Ordering::SeqCst);
+        self.alive.store(up, Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+
+    /// Refuses (or accepts again) new connections, leaving open ones alone.
+    pub fn refuse_new(&self, refuse: bool) {
+        self.accepting.store(!refuse, Ordering::SeqCst);
+    }
+}
+
+/// A loopback port that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Replaces ids, times, tokens and URLs with placeholders after checking

@@ -29,16 +29,6 @@ async fn message_rows(app: &TestApp) -> u64 {
     chantra::db::entity::message::Entity::find().count(app.service.db()).await.unwrap()
 }
 
-async fn object_key(app: &TestApp, message: &Value) -> String {
-    let id: uuid::Uuid = message["message_id"].as_str().unwrap().parse().unwrap();
-    chantra::db::entity::message::Entity::find_by_id(id)
-        .one(app.service.db())
-        .await
-        .unwrap()
-        .unwrap()
-        .payload_object_key
-}
-
 async fn expiry_purges_rows_and_objects(backend: Backend) {
     let app = app(backend).await;
     let channel = app.create_channel("public").await;
@@ -56,7 +46,8 @@ async fn expiry_purges_rows_and_objects(backend: Backend) {
         short.push(response.json::<Value>().await.unwrap());
     }
     let kept: Value = app.publish_text(&channel, "kept").await.json().await.unwrap();
-    let short_keys = futures::future::join_all(short.iter().map(|m| object_key(&app, m))).await;
+    let short_keys =
+        futures::future::join_all(short.iter().map(|m| app.object_key(m["message_id"].as_str().unwrap()))).await;
 
     let before = app.service.sweep_once(&settings()).await.unwrap();
     assert_eq!(before.expired_messages, 0, "nothing expired yet");
@@ -82,7 +73,7 @@ async fn idle_channels_are_deleted(backend: Backend) {
     let quiet = app.create_channel("private").await;
     let active = app.create_channel("public").await;
     let message: Value = app.publish_text(&quiet, "long ago").await.json().await.unwrap();
-    let key = object_key(&app, &message).await;
+    let key = app.object_key(message["message_id"].as_str().unwrap()).await;
     let stream_url = app.url(Role::Channels, &format!("/v1/private/{}", quiet["channel_id"].as_str().unwrap()));
     let mut stream =
         sse_client::connect(app.client.get(stream_url).header("x-read-token", quiet["read_token"].as_str().unwrap()))
@@ -116,7 +107,7 @@ async fn orphans_are_reconciled_after_grace(backend: Backend) {
     let orphan = format!("channels/{channel_id}/{}", uuid::Uuid::now_v7());
     app.service.store().put(&orphan, Bytes::from_static(b"orphan"), "text/plain").await.unwrap();
     // And an object lost behind a row's back:
-    app.service.store().delete(&object_key(&app, &lost).await).await.unwrap();
+    app.service.store().delete(&app.object_key(lost["message_id"].as_str().unwrap()).await).await.unwrap();
 
     let early = app.service.sweep_once(&settings()).await.unwrap();
     assert_eq!((early.orphan_objects, early.rows_without_object), (0, 0), "within the grace period nothing is touched");

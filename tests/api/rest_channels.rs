@@ -171,16 +171,7 @@ async fn delete_removes_everything(backend: Backend) {
     let id = channel["channel_id"].as_str().unwrap();
     let message: Value = app.publish_text(&channel, "bye").await.json().await.unwrap();
     assert_eq!(app.stored_payload(&message).await, b"bye");
-    let key = {
-        use sea_orm::EntityTrait as _;
-        let id: uuid::Uuid = message["message_id"].as_str().unwrap().parse().unwrap();
-        chantra::db::entity::message::Entity::find_by_id(id)
-            .one(app.service.db())
-            .await
-            .unwrap()
-            .unwrap()
-            .payload_object_key
-    };
+    let key = app.object_key(message["message_id"].as_str().unwrap()).await;
 
     let wrong = app
         .client

@@ -496,16 +496,7 @@ async fn replay_pages_past_a_missing_payload(backend: Backend) {
         published.push(publish(&app, &channel, &format!("m{i}")).await);
     }
     let lost = published.remove(4);
-    let key = {
-        use sea_orm::EntityTrait as _;
-        let id: uuid::Uuid = lost.parse().unwrap();
-        chantra::db::entity::message::Entity::find_by_id(id)
-            .one(app.service.db())
-            .await
-            .unwrap()
-            .unwrap()
-            .payload_object_key
-    };
+    let key = app.object_key(&lost).await;
     app.service.store().delete(&key).await.unwrap();
     let mut stream =
         sse_client::connect(app.client.get(stream_url(&app, &channel)).header("last-event-id", &cursor)).await;

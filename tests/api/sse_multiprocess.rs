@@ -11,11 +11,8 @@
 //! process end the streams that another process serves, also when the
 //! notification was missed.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -23,7 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_SECRET, TestDatabase, admin_database_url, s3_env};
+use crate::helpers::{FaultProxy, TEST_SECRET, TestDatabase, admin_database_url, free_port, s3_env};
 use crate::sse_client::{self, Event, SseStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chantra");
@@ -171,7 +168,7 @@ async fn every_message_once_in_order(t: &Ctx) -> (SseStream, SseStream, Value) {
     // listeners are down. Once the gate opens they reconnect and catch up
     // by cursor.
     let cut_before = [ch1, ch2].map(|p| p.count("listener cannot connect"));
-    t.cluster.pg_gate.set_open(false);
+    t.cluster.pg_gate.refuse_new(true);
     let mut terminated = vec![t.terminate_backends().await];
     for i in 2 * PHASE..2 * PHASE + PHASE / 2 {
         published.push(t.publish(&channel, i).await);
@@ -182,7 +179,7 @@ async fn every_message_once_in_order(t: &Ctx) -> (SseStream, SseStream, Value) {
     if let Some(early) = a.next(Duration::from_millis(300)).await {
         panic!("A received {early:?} while its process could not reach PostgreSQL");
     }
-    t.cluster.pg_gate.set_open(true);
+    t.cluster.pg_gate.refuse_new(false);
     // Delivered only by the catch-up of reconnected listeners.
     got_a.extend(receive(&mut a, PHASE / 2, "A, phase 3a (caught up)").await);
     got_b.extend(receive(&mut b, PHASE / 2, "B, phase 3a (caught up)").await);
@@ -313,7 +310,7 @@ async fn missed_while_cut_off(t: &Ctx) {
     let grant = t.first_grant(&private).await;
 
     let cut_before = [ch1, ch2].map(|p| p.count("listener cannot connect"));
-    t.cluster.pg_gate.set_open(false);
+    t.cluster.pg_gate.refuse_new(true);
     assert_eq!(t.terminate_backends().await.1, 2, "both listeners were terminated");
     for (channels, before) in [ch1, ch2].into_iter().zip(cut_before) {
         wait_for_log(channels, "notification listener cannot connect", before + 1).await;
@@ -321,7 +318,7 @@ async fn missed_while_cut_off(t: &Ctx) {
     assert_eq!(t.revoke(&private, &grant).await.status(), 200);
     assert_eq!(t.delete(&doomed).await.status(), 204);
     let up = Instant::now();
-    t.cluster.pg_gate.set_open(true);
+    t.cluster.pg_gate.refuse_new(false);
 
     let event = next_event(&mut revoked, WAIT, "reader revoked while cut off").await;
     assert_eq!((event.event.as_str(), event.json()), ("revoked", json!({ "reason": "revoked" })), "{event:?}");
@@ -368,7 +365,7 @@ impl Drop for Process {
 struct Cluster {
     processes: Vec<Process>,
     /// Between the channels processes and PostgreSQL (the rest process connects directly).
-    pg_gate: Gate,
+    pg_gate: FaultProxy,
     /// Logs and data directories; removed after the processes were killed.
     dir: tempfile::TempDir,
 }
@@ -382,7 +379,7 @@ impl Cluster {
             .expect("PostgreSQL address")
             .next()
             .expect("PostgreSQL address");
-        let pg_gate = Gate::start(target).await;
+        let pg_gate = FaultProxy::start(target).await;
         url.set_host(Some("127.0.0.1")).unwrap();
         url.set_port(Some(pg_gate.addr.port())).unwrap();
         let proxied = url.to_string();
@@ -452,43 +449,6 @@ impl Drop for Cluster {
             eprintln!("child process logs at the failure:{}", self.logs());
         }
     }
-}
-
-/// A TCP forwarder to PostgreSQL that can refuse new connections while
-/// leaving open ones alone, so that terminated backends cannot reconnect.
-struct Gate {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-}
-
-impl Gate {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let gate = open.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !gate.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is closed at once
-                }
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Self { addr, open }
-    }
-
-    fn set_open(&self, open: bool) {
-        self.open.store(open, Ordering::SeqCst);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts `chantra serve --role <role>` with a clean environment.
