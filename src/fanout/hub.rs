@@ -29,9 +29,12 @@ pub enum HubEvent {
     /// A message could not be loaded for broadcast: subscribers catch up
     /// from the database by their own cursor (and retry until it works).
     CatchUp,
-    /// Revocations may have been missed (the listener lost its connection):
-    /// subscribers holding a grant check it again.
-    RecheckGrants,
+    /// Revocations (and, with `channel`, deletions) may have been missed —
+    /// the listener lost its connection: readers holding a grant check it
+    /// again, and with `channel` every reader checks its channel still exists.
+    Recheck {
+        channel: bool,
+    },
 }
 
 struct Feed {

@@ -191,7 +191,7 @@ async fn resync(service: &Service) {
     // Still failing: readers catch up by themselves and recheck on their own timers.
     for (channel, _) in pending {
         hub.send(channel, HubEvent::CatchUp);
-        hub.send(channel, HubEvent::RecheckGrants);
+        hub.send(channel, HubEvent::Recheck { channel: true });
     }
 }
 
@@ -216,6 +216,7 @@ async fn resync_channel(service: &Service, channel: Uuid, last: Uuid) -> Result<
             None => break,
         }
     }
-    hub.send(channel, HubEvent::RecheckGrants);
+    // The channel's existence was just checked here, once for all its readers.
+    hub.send(channel, HubEvent::Recheck { channel: false });
     Ok(())
 }

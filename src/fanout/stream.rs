@@ -124,7 +124,7 @@ impl<G> State<G> {
                 // Ends the response so the client reconnects (elsewhere) with Last-Event-ID.
                 Wake::Shutdown => return None,
                 Wake::GrantExpired => self.end(frame::revoked("expired")),
-                Wake::Recheck => self.recheck().await,
+                Wake::Recheck => self.recheck(true).await,
                 Wake::Event(received) => self.on_event(received).await,
                 Wake::KeepAlive => return Some(Bytes::from_static(frame::KEEPALIVE)),
             }
@@ -145,7 +145,7 @@ impl<G> State<G> {
                     self.end(frame::revoked("revoked"));
                 }
             }
-            Ok(HubEvent::RecheckGrants) => self.recheck().await,
+            Ok(HubEvent::Recheck { channel }) => self.recheck(channel).await,
             Ok(HubEvent::CatchUp) => self.replay_after = Some(self.last_sent),
             Err(RecvError::Lagged(missed)) => {
                 if missed > self.max_lag {
@@ -163,9 +163,9 @@ impl<G> State<G> {
     /// Re-validates the reader (channel still there, grant still live). If
     /// the database cannot tell right now, asks again a little later rather
     /// than let a missed revocation stand.
-    async fn recheck(&mut self) {
+    async fn recheck(&mut self, channel: bool) {
         self.recheck_at = None;
-        match self.service.recheck_reader(&self.reader).await {
+        match self.service.recheck_reader(&self.reader, channel).await {
             Ok(()) => {}
             Err(AppError::GrantRevoked) => self.end(frame::revoked("revoked")),
             Err(AppError::GrantExpired) => self.end(frame::revoked("expired")),

@@ -23,8 +23,8 @@ use crate::state::AppState;
 /// The complete router of one role.
 pub fn router(role: Role, state: AppState) -> Router {
     let role_routes = match role {
-        Role::Rest => rest::router(&state),
-        Role::Channels => channels::router(&state),
+        Role::Rest => rest::router(),
+        Role::Channels => channels::router(),
         Role::Mcp => crate::mcp::router(&state),
         Role::Landing | Role::All => landing::router(&state),
     };

@@ -54,14 +54,17 @@ pub struct ReplayStart {
 impl Service {
     /// Lets a reader in: the channel must exist with this visibility, and a
     /// private channel needs a live grant's token (one indexed lookup).
+    /// `expected` is the visibility the reader asked for (the URL path); a
+    /// mismatch is 404. `None` accepts whatever the channel is.
     pub async fn authorize_reader(
         &self,
         id: ChannelId,
-        visibility: Visibility,
+        expected: Option<Visibility>,
         token: Option<&ReadToken>,
     ) -> Result<Reader, AppError> {
         let channel = db::channels::find(&self.db, id).await?.ok_or(AppError::ChannelNotFound)?;
-        if visibility_of(&channel)? != visibility {
+        let visibility = visibility_of(&channel)?;
+        if expected.is_some_and(|expected| expected != visibility) {
             return Err(AppError::ChannelNotFound);
         }
         if visibility == Visibility::Public {
@@ -77,15 +80,22 @@ impl Service {
         Ok(Reader { channel: id, grant: Some(GrantId::from_uuid(grant.id)), grant_expires_at: grant.expires_at })
     }
 
-    /// Whether a reader may still read: the channel exists and its grant is
-    /// live (asked after deletions or revocations may have been missed).
-    pub async fn recheck_reader(&self, reader: &Reader) -> Result<(), AppError> {
-        if !self.channel_exists(reader.channel).await? {
-            return Err(AppError::ChannelNotFound);
+    /// Whether a reader may still read (asked after deletions or revocations
+    /// may have been missed): its grant is live, and with `check_channel`
+    /// its channel still exists. A public reader costs no query without it.
+    pub async fn recheck_reader(&self, reader: &Reader, check_channel: bool) -> Result<(), AppError> {
+        let Some(grant) = reader.grant else {
+            if check_channel && !self.channel_exists(reader.channel).await? {
+                return Err(AppError::ChannelNotFound);
+            }
+            return Ok(());
+        };
+        match db::grants::find(&self.db, reader.channel, grant).await? {
+            Some(row) => self.check_grant_state(&row),
+            // Grants go with their channel: tell a deletion from a revocation.
+            None if !self.channel_exists(reader.channel).await? => Err(AppError::ChannelNotFound),
+            None => Err(AppError::GrantRevoked),
         }
-        let Some(grant) = reader.grant else { return Ok(()) };
-        let row = db::grants::find(&self.db, reader.channel, grant).await?.ok_or(AppError::GrantRevoked)?;
-        self.check_grant_state(&row)
     }
 
     fn check_grant_state(&self, grant: &db::entity::read_grant::Model) -> Result<(), AppError> {
@@ -177,9 +187,7 @@ impl Service {
         after: Option<MessageId>,
         limit: u64,
     ) -> Result<MessagePage, AppError> {
-        let channel = db::channels::find(&self.db, id).await?.ok_or(AppError::ChannelNotFound)?;
-        let visibility = visibility_of(&channel)?;
-        self.authorize_reader(id, visibility, token).await?;
+        self.authorize_reader(id, None, token).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         // One extra row says whether more follow.
         let page = self.messages_after(id, after.map(|a| a.as_uuid()), limit + 1).await?;

@@ -16,7 +16,7 @@ pub use limits::StreamSlots;
 
 use crate::state::AppState;
 
-pub fn router(_state: &AppState) -> Router<AppState> {
+pub fn router() -> Router<AppState> {
     let streams = Router::new()
         .route("/v1/public/{channel_id}", get(sse::public))
         .route("/v1/private/{channel_id}", get(sse::private));

@@ -97,14 +97,14 @@ async fn open(
     let client = ClientIpKey::new(&state.config.trusted_proxies).client_ip(peer.ip(), &headers);
     let slot = state.streams.acquire(client)?;
     let service = &state.service;
-    let reader = service.authorize_reader(channel, visibility, token.as_ref()).await?;
 
-    // Join the live feed first, then read the backlog: nothing committed in
-    // between can be missed, and duplicates are dropped by id.
+    // Join the live feed first, then check access and read the backlog:
+    // nothing committed in between can be missed (duplicates are dropped by
+    // id), and a revocation or deletion committed before the check is seen
+    // by the check, after it by the feed. A refused reader drops its
+    // subscription with the error.
     let subscription = service.fanout().hub().subscribe(channel.as_uuid());
-    // A revocation or deletion broadcast between the check above and joining
-    // the feed would be missed: check again now that we are listening.
-    service.recheck_reader(&reader).await?;
+    let reader = service.authorize_reader(channel, Some(visibility), token.as_ref()).await?;
     let sse = &state.config.sse;
     let mut preamble = vec![frame::retry(sse.retry_ms)];
     // "From now" means after the newest message the database has, not after

@@ -17,8 +17,7 @@ pub use openapi::ApiDoc;
 use super::extract::JSON_BODY_LIMIT;
 use crate::state::AppState;
 
-pub fn router(state: &AppState) -> Router<AppState> {
-    let _ = state;
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/channels", post(channels::create))
         .route("/v1/channels/{channel_id}", get(channels::get).delete(channels::delete))
