@@ -34,14 +34,15 @@ pub fn gap(oldest_available: &str, requested_after: &str) -> Bytes {
     Bytes::from(format!("event: gap\ndata: {data}\n\n"))
 }
 
-/// The last event of a stream whose channel was deleted.
+/// The last event of a stream whose channel was deleted. The data is built
+/// by serde_json, not by hand, so it stays valid JSON whatever the text.
 pub fn deleted(channel_id: &str) -> Bytes {
-    Bytes::from(format!("event: deleted\ndata: {{\"channel_id\":\"{channel_id}\"}}\n\n"))
+    Bytes::from(format!("event: deleted\ndata: {}\n\n", serde_json::json!({ "channel_id": channel_id })))
 }
 
 /// The last event of a stream whose read grant was revoked or expired.
 pub fn revoked(reason: &str) -> Bytes {
-    Bytes::from(format!("event: revoked\ndata: {{\"reason\":\"{reason}\"}}\n\n"))
+    Bytes::from(format!("event: revoked\ndata: {}\n\n", serde_json::json!({ "reason": reason })))
 }
 
 #[cfg(test)]
