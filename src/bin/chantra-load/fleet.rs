@@ -447,7 +447,8 @@ impl SubscriberTask {
 
 struct Worker {
     child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
+    /// Dropped (closing the pipe) to tell the worker to stop.
+    stdin: Option<tokio::process::ChildStdin>,
     stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
@@ -477,7 +478,7 @@ impl RemoteFleet {
             let mut line = serde_json::to_vec(&init).map_err(|e| e.to_string())?;
             line.push(b'\n');
             stdin.write_all(&line).await.map_err(|e| format!("worker stdin: {e}"))?;
-            workers.push(Worker { child, stdin, stdout: BufReader::new(stdout).lines() });
+            workers.push(Worker { child, stdin: Some(stdin), stdout: BufReader::new(stdout).lines() });
         }
         Ok(Self { workers })
     }
@@ -487,7 +488,8 @@ impl RemoteFleet {
         let mut line = serde_json::to_vec(command).map_err(|e| e.to_string())?;
         line.push(b'\n');
         for worker in &mut self.workers {
-            worker.stdin.write_all(&line).await.map_err(|e| format!("worker stdin: {e}"))?;
+            let stdin = worker.stdin.as_mut().ok_or("worker already stopped")?;
+            stdin.write_all(&line).await.map_err(|e| format!("worker stdin: {e}"))?;
         }
         let answers = futures::future::join_all(self.workers.iter_mut().map(|w| w.stdout.next_line())).await;
         answers
@@ -502,7 +504,7 @@ impl RemoteFleet {
 
     async fn shutdown(&mut self) {
         for worker in &mut self.workers {
-            let _ = worker.stdin.shutdown().await;
+            worker.stdin.take();
         }
         for worker in &mut self.workers {
             if tokio::time::timeout(Duration::from_secs(10), worker.child.wait()).await.is_err() {

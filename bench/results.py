@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""chantra-load's JSON reports, for scripts/bench.sh.
+
+    python3 bench/results.py annotate REPORT.json TARGET SCENARIO EXIT_STATUS SERVER_ALIVE SERVER_LOG TOOL_LOG
+    python3 bench/results.py render RESULTS_DIR OUT.md [TITLE]
+
+`annotate` adds what only the script knows to one run's report: the target,
+the tool's exit status, whether the server survived, and the distinct
+warnings and errors the server logged (a report is made from the tool's log
+when the tool failed before writing one).
+
+`render` turns every `<target>__<scenario>__<size>.json` in RESULTS_DIR
+(plus `meta.txt` and `token_hash.txt` if present) into markdown: one table
+per scenario, a row per target and size, so the targets read side by side.
+"""
+
+import json
+import pathlib
+import re
+import sys
+
+# Server log lines that say nothing about the run.
+BENIGN = [
+    re.compile(r"TOKEN_SECRET_SALT is not set"),
+    re.compile(r"worker_connections exceed open file resource limit"),
+    re.compile(r"Using \d+KiB of shared memory for nchan"),
+]
+
+TARGET_ORDER = {"embedded": 0, "postgres": 1, "nchan": 2}
+
+
+def num(value, unit="", digits=1):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        text = f"{value:,.{digits}f}"
+    else:
+        text = f"{value:,}"
+    return f"{text}{unit}"
+
+
+def mib(kib):
+    return "–" if kib is None else f"{kib / 1024:,.0f} MiB"
+
+
+def lat(summary):
+    summary = summary or {}
+    return [num(summary.get("p50"), " ms"), num(summary.get("p99"), " ms"), num(summary.get("max"), " ms")]
+
+
+def tally(counts):
+    if not counts:
+        return "–"
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items()))
+
+
+def status(run):
+    notes = []
+    if run.get("ok") and run.get("exit_status") == 0:
+        notes.append("ok")
+    else:
+        notes.append("**FAILED**")
+        notes.extend(run.get("problems") or [])
+        if run.get("exit_status") not in (0, 2):
+            notes.append(f"tool exit {run.get('exit_status')}: {run.get('error', '')}")
+    if run.get("server_alive") is False:
+        notes.append("**server died**")
+    for line in run.get("server_log_problems") or []:
+        notes.append(f"server log: `{line}`")
+    return "; ".join(notes).replace("|", "\\|")
+
+
+def memory(run):
+    rss = run.get("server_rss_kib") or {}
+    return mib(rss.get("idle")), mib(rss.get("streams_open")), mib(rss.get("peak"))
+
+
+def per_stream(run):
+    rss, pss = run.get("rss_per_stream_kib"), run.get("pss_per_stream_kib")
+    if rss is None:
+        return "–"
+    return f"{rss:,.1f} KiB (PSS {pss:,.1f})" if pss is not None else f"{rss:,.1f} KiB"
+
+
+def deliveries(run):
+    d = run.get("deliveries") or {}
+    if not d:
+        return ["–", "–"]
+    return [
+        f"{d.get('delivered', 0):,} / {d.get('expected', 0):,}",
+        f"{d.get('missing', 0):,} / {d.get('duplicates', 0):,} / {d.get('out_of_order', 0):,}",
+    ]
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def publish_rows(runs):
+    for r in runs:
+        s, p = r.get("sizes", {}), r.get("publish", {})
+        yield [
+            r["target"], s.get("publishers"), num(s.get("payload_bytes"), " B"), num(p.get("per_s"), "/s", 0),
+            f"{p.get('ok', 0):,} / {p.get('attempted', 0):,}", tally(p.get("statuses")), *lat(p.get("latency_ms")),
+            *deliveries(r), *memory(r), status(r),
+        ]
+
+
+def fanout_rows(runs):
+    for r in runs:
+        s, c = r.get("sizes", {}), r.get("connect") or {}
+        yield [
+            r["target"], num(s.get("subscribers")), f"{s.get('messages')} @ {s.get('rate_per_s')}/s",
+            *deliveries(r), *lat(r.get("latency_ms")), num(c.get("all_ms"), " ms"),
+            *memory(r), per_stream(r), status(r),
+        ]
+
+
+def channels_rows(runs):
+    for r in runs:
+        s, c, p = r.get("sizes", {}), r.get("connect") or {}, r.get("publish", {})
+        yield [
+            r["target"], num(s.get("channels")), num(s.get("messages")), num(p.get("per_s"), "/s", 0),
+            *deliveries(r), *lat(r.get("latency_ms")), num((r.get("channels") or {}).get("create_ms"), " ms"),
+            num(c.get("all_ms"), " ms"), *memory(r), per_stream(r), status(r),
+        ]
+
+
+def idle_rows(runs):
+    for r in runs:
+        c, h, d = r.get("connect") or {}, r.get("hold") or {}, r.get("deliveries") or {}
+        yield [
+            r["target"], num(c.get("requested")), num(c.get("connected")), num(h.get("open_after_hold")),
+            num(h.get("secs"), " s"), f"{d.get('delivered', 0):,} / {d.get('expected', 0):,}",
+            num(c.get("all_ms"), " ms"), tally(c.get("statuses")), *memory(r), per_stream(r), status(r),
+        ]
+
+
+def resume_rows(runs):
+    for r in runs:
+        c, d = r.get("reconnect") or {}, r.get("deliveries") or {}
+        t = c.get("time_ms") or {}
+        yield [
+            r["target"], num(c.get("requested")), num(c.get("all_ms"), " ms"),
+            f"{num(t.get('p50'))} / {num(t.get('p99'))} / {num(t.get('max'))} ms", tally(c.get("statuses")),
+            num(c.get("retries")), f"{d.get('exact_subscribers', 0):,} / {d.get('subscribers', 0):,}",
+            *deliveries(r), mib((r.get("server_rss_kib") or {}).get("peak")), status(r),
+        ]
+
+
+SECTIONS = [
+    ("publish", "(a) Publish throughput", "publishers concurrent, as fast as possible; latency is per request",
+     ["target", "publishers", "payload", "publishes/s", "ok / sent", "statuses", "p50", "p99", "max",
+      "delivered / expected", "missing / dup / out of order", "RSS idle", "RSS open", "RSS peak", "result"],
+     publish_rows),
+    ("fanout", "(b) Fan-out: one channel, N subscribers", "publish → receive latency from the payload's timestamp",
+     ["target", "subscribers", "messages", "delivered / expected", "missing / dup / out of order", "p50", "p99",
+      "max", "connect all", "RSS idle", "RSS open", "RSS peak", "per stream", "result"],
+     fanout_rows),
+    ("channels", "(c) Many channels, one subscriber each", "messages round-robin over the channels",
+     ["target", "channels", "messages", "published/s", "delivered / expected", "missing / dup / out of order",
+      "p50", "p99", "max", "create channels", "connect all", "RSS idle", "RSS open", "RSS peak", "per stream",
+      "result"],
+     channels_rows),
+    ("idle", "(d) Idle streams", "held open, then one message each; per stream = (RSS open − RSS idle) / streams",
+     ["target", "streams", "connected", "open after hold", "hold", "delivered after hold", "connect all",
+      "statuses", "RSS idle", "RSS open", "RSS peak", "per stream", "result"],
+     idle_rows),
+    ("resume", "(f) Resume storm", "all dropped at once, messages published in the gap, all reconnected at once "
+     "with Last-Event-ID; reconnect time per subscriber includes waits after 429/503",
+     ["target", "subscribers", "reconnect all", "reconnect p50 / p99 / max", "statuses", "retries",
+      "exactly once in order", "delivered / expected", "missing / dup / out of order", "RSS peak", "result"],
+     resume_rows),
+]
+
+
+def log_problems(path, limit=5):
+    """Distinct warning/error lines of a server log, timestamps and pids removed, with counts."""
+    try:
+        lines = pathlib.Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    counts = {}
+    for line in lines:
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        if not re.search(r"WARN|ERROR|\[(warn|error|crit|alert|emerg)\]|panick", line):
+            continue
+        if any(p.search(line) for p in BENIGN):
+            continue
+        # chantra: "2026-…Z  WARN target: message"; nginx: "2026/11/25 04:31:31 [warn] 1#1: message"
+        text = re.sub(r"^\S+Z\s+", "", line)
+        text = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ", "", text)
+        text = re.sub(r"\d+#\d+: (\*\d+ )?", "", text)
+        text = re.sub(r"client: \S+, server: .*$", "", text)
+        text = re.sub(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<id>", text)
+        text = re.sub(r"\d+\.\d+\.\d+\.\d+:\d+", "<addr>", text)
+        text = text.strip()[:200]
+        counts[text] = counts.get(text, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [f"{n}× {text}" for text, n in ranked[:limit]]
+
+
+def annotate(args):
+    report_path, target, scenario, exit_status, alive, server_log, tool_log = args
+    path = pathlib.Path(report_path)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        tail = pathlib.Path(tool_log).read_text(errors="replace").strip().splitlines()[-3:]
+        report = {"scenario": scenario, "ok": False, "problems": ["the tool wrote no report"], "error": " / ".join(tail)}
+    report["target"] = target
+    report["exit_status"] = int(exit_status)
+    report["server_alive"] = alive == "1"
+    report["server_log_problems"] = log_problems(server_log)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def render(args):
+    results, out = pathlib.Path(args[0]), pathlib.Path(args[1])
+    title = args[2] if len(args) > 2 else "Benchmark results"
+    runs = []
+    for path in sorted(results.glob("*.json")):
+        try:
+            runs.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            print(f"render: skipping {path}: {e}", file=sys.stderr)
+    parts = [f"# {title}", ""]
+    meta = results / "meta.txt"
+    if meta.exists():
+        parts += [meta.read_text().strip(), ""]
+    token = results / "token_hash.txt"
+    if token.exists():
+        parts += ["## (e) Token check cost", "", "`cargo bench --bench token_hash`:", "", "```",
+                  token.read_text().strip(), "```", ""]
+    for key, heading, note, header, rows in SECTIONS:
+        chosen = [r for r in runs if r.get("scenario") == key]
+        if not chosen:
+            continue
+        chosen.sort(key=lambda r: (TARGET_ORDER.get(r["target"], 9), (r.get("sizes") or {}).get("subscribers") or 0))
+        parts += [f"## {heading}", "", note + ".", "", table(header, list(rows(chosen))), ""]
+    parts += ["Raw reports: the JSON files next to this one.", ""]
+    out.write_text("\n".join(parts))
+    print(f"render: wrote {out}")
+
+
+if __name__ == "__main__":
+    commands = {"annotate": annotate, "render": render}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(__doc__)
+    commands[sys.argv[1]](sys.argv[2:])

@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# Benchmarks (issue 8): chantra on the embedded default (SQLite + files),
+# chantra on PostgreSQL + garage, and nginx + nchan as the reference peer,
+# measured by the same tool (chantra-load) with the same scenarios:
+#
+#   token     (e) cost of one token check: cargo bench --bench token_hash
+#   publish   (a) publish throughput: 1 KiB payloads, 64 concurrent publishers
+#   fanout    (b) one channel × N subscribers, M messages at R/s
+#   channels  (c) 10,000 channels × 1 subscriber, messages round-robin
+#   idle      (d) N streams held open: memory per stream, all still alive
+#   resume    (f) N subscribers dropped at once and reconnected with Last-Event-ID
+#
+# Usage:
+#   bash scripts/bench.sh            full sizes; results in docs/bench-results/<date>/
+#                                    (one JSON per run) and docs/bench-results/<date>.md
+#   BENCH_QUICK=1 bash scripts/bench.sh
+#                                    tiny sizes, every target, results in
+#                                    target/bench-results/<date>-quick/
+#   bash scripts/bench.sh --smoke    checks the tool itself on the embedded default
+#                                    (debug build, a few seconds): every scenario must
+#                                    pass, and a run whose deliveries go missing must
+#                                    exit non-zero
+#
+# Every server gets a fresh process per run (so idle memory is a clean
+# baseline), listens on free loopback ports and is stopped on exit. Chantra
+# runs `serve --role rest,channels --no-sweeper` with RATE_LIMIT_PER_SECOND=0
+# and high stream limits. Exit status: 0 when every run passed its checks.
+#
+# Environment (defaults are the issue's sizes; BENCH_QUICK / --smoke shrink them):
+#   BENCH_TARGETS         embedded postgres nchan
+#   BENCH_SCENARIOS       token publish fanout channels idle resume
+#   BENCH_PUBLISHERS      64        BENCH_PUBLISH_SECS 20   BENCH_PAYLOAD_BYTES 1024
+#   BENCH_FANOUT          "5000 10000" (subscribers, one run each)
+#   BENCH_FANOUT_MESSAGES 100       BENCH_FANOUT_RATE 10
+#   BENCH_CHANNELS        10000     BENCH_CHANNELS_MESSAGES 30000  BENCH_CHANNELS_RATE 1000
+#   BENCH_IDLE            20000     BENCH_IDLE_HOLD 30 (seconds)
+#   BENCH_RESUME          5000      BENCH_RESUME_MESSAGES 10  BENCH_RESUME_GAP 10
+#   BENCH_SOURCE_IPS      127.0.0.1-127.0.0.8 (client source addresses, ~28k ports each)
+#   BENCH_DRAIN_SECS      30        BENCH_PROFILE release|debug
+#   BENCH_OUT             where the JSON and markdown go
+#   KEEP_WORK=1           keep the temp folder (server logs, tool logs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+MODE=full
+case ${1:-} in
+  --smoke) MODE=smoke ;;
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  "") [[ ${BENCH_QUICK:-0} == 1 ]] && MODE=quick ;;
+  *) die "unknown argument $1 (try --help)" ;;
+esac
+
+DATE=$(date -u +%F)
+case $MODE in
+  full)
+    : "${BENCH_TARGETS:=embedded postgres nchan}" "${BENCH_SCENARIOS:=token publish fanout channels idle resume}"
+    : "${BENCH_PUBLISHERS:=64}" "${BENCH_PUBLISH_SECS:=20}"
+    : "${BENCH_FANOUT:=5000 10000}" "${BENCH_FANOUT_MESSAGES:=100}" "${BENCH_FANOUT_RATE:=10}"
+    : "${BENCH_CHANNELS:=10000}" "${BENCH_CHANNELS_MESSAGES:=30000}" "${BENCH_CHANNELS_RATE:=1000}"
+    : "${BENCH_IDLE:=20000}" "${BENCH_IDLE_HOLD:=30}"
+    : "${BENCH_RESUME:=5000}" "${BENCH_RESUME_MESSAGES:=10}" "${BENCH_RESUME_GAP:=10}"
+    : "${BENCH_DRAIN_SECS:=30}" "${BENCH_PROFILE:=release}" "${BENCH_PER_PROCESS:=15000}"
+    ;;
+  quick)
+    : "${BENCH_TARGETS:=embedded postgres nchan}" "${BENCH_SCENARIOS:=publish fanout channels idle resume}"
+    : "${BENCH_PUBLISHERS:=8}" "${BENCH_PUBLISH_SECS:=2}"
+    : "${BENCH_FANOUT:=200}" "${BENCH_FANOUT_MESSAGES:=20}" "${BENCH_FANOUT_RATE:=40}"
+    : "${BENCH_CHANNELS:=200}" "${BENCH_CHANNELS_MESSAGES:=400}" "${BENCH_CHANNELS_RATE:=800}"
+    : "${BENCH_IDLE:=500}" "${BENCH_IDLE_HOLD:=2}"
+    : "${BENCH_RESUME:=200}" "${BENCH_RESUME_MESSAGES:=10}" "${BENCH_RESUME_GAP:=10}"
+    : "${BENCH_DRAIN_SECS:=10}" "${BENCH_PROFILE:=release}" "${BENCH_PER_PROCESS:=15000}"
+    ;;
+  smoke)
+    : "${BENCH_TARGETS:=embedded}" "${BENCH_SCENARIOS:=publish fanout channels idle resume}"
+    : "${BENCH_PUBLISHERS:=4}" "${BENCH_PUBLISH_SECS:=1}"
+    : "${BENCH_FANOUT:=20}" "${BENCH_FANOUT_MESSAGES:=5}" "${BENCH_FANOUT_RATE:=50}"
+    : "${BENCH_CHANNELS:=20}" "${BENCH_CHANNELS_MESSAGES:=40}" "${BENCH_CHANNELS_RATE:=200}"
+    : "${BENCH_IDLE:=60}" "${BENCH_IDLE_HOLD:=1}"
+    : "${BENCH_RESUME:=30}" "${BENCH_RESUME_MESSAGES:=3}" "${BENCH_RESUME_GAP:=3}"
+    # 25 per process: the idle and resume runs also go through worker processes.
+    : "${BENCH_DRAIN_SECS:=10}" "${BENCH_PROFILE:=debug}" "${BENCH_PER_PROCESS:=25}"
+    ;;
+esac
+: "${BENCH_PAYLOAD_BYTES:=1024}" "${BENCH_SOURCE_IPS:=127.0.0.1-127.0.0.8}"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/chantra-bench.XXXXXX")
+case $MODE in
+  full) : "${BENCH_OUT:=$ROOT/docs/bench-results/$DATE}" ;;
+  quick) : "${BENCH_OUT:=${CARGO_TARGET_DIR:-$ROOT/target}/bench-results/$DATE-quick}" ;;
+  smoke) : "${BENCH_OUT:=$WORK/results}" ;;
+esac
+mkdir -p "$BENCH_OUT"
+
+# ---------------------------------------------------------------- cleanup
+
+SERVER_PID=
+SERVER_KIND=
+PG_DB=
+GARAGE_STARTED=0
+
+# shellcheck disable=SC2317 # called from traps
+stop_server() {
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  [[ -n $SERVER_PID ]] && wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+
+# shellcheck disable=SC2317 # called from traps
+cleanup() {
+  stop_server
+  if [[ -n $PG_DB ]]; then
+    dropdb -h 127.0.0.1 -U postgres --if-exists "$PG_DB" 2>/dev/null || true
+    PG_DB=
+  fi
+  if [[ $GARAGE_STARTED == 1 ]]; then
+    stop_garage
+    GARAGE_STARTED=0
+  fi
+  if [[ ${KEEP_WORK:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ build
+
+if [[ $BENCH_PROFILE == release ]]; then
+  log "building release binaries"
+  cargo build --release --bin chantra --bin chantra-load
+else
+  log "building debug binaries"
+  cargo build --bin chantra --bin chantra-load
+fi
+BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/$BENCH_PROFILE
+CHANTRA=$BIN_DIR/chantra
+LOAD=$BIN_DIR/chantra-load
+
+# ---------------------------------------------------------------- servers
+
+free_ports() { # prints N distinct free loopback ports
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+wait_healthy() { # url...: waits until each answers /healthz, or the server exits
+  local deadline=$((SECONDS + 60)) url
+  for url in "$@"; do
+    until curl -fsS --max-time 1 "$url/healthz" >/dev/null 2>&1; do
+      kill -0 "$SERVER_PID" 2>/dev/null || {
+        tail -n 20 "$SERVER_LOG" >&2
+        die "the $SERVER_KIND server exited during startup"
+      }
+      ((SECONDS < deadline)) || die "no /healthz answer from $url within 60 s"
+      sleep 0.2
+    done
+  done
+}
+
+# Sets SERVER_PID, SERVER_LOG and TOOL_TARGET (chantra-load's target flags).
+start_server() { # target name
+  local target=$1 name=$2
+  SERVER_KIND=$target
+  SERVER_LOG=$WORK/$name.server.log
+  case $target in
+    embedded | postgres)
+      local rest channels
+      read -r rest channels < <(free_ports 2)
+      local env=(PATH="$PATH" HOME="$HOME" RUST_LOG=warn
+        REST_ADDR="127.0.0.1:$rest" CHANNELS_ADDR="127.0.0.1:$channels"
+        CHANNEL_BASE_URL="http://127.0.0.1:$channels"
+        RATE_LIMIT_PER_SECOND=0 MAX_STREAMS=100000 MAX_STREAMS_PER_IP=100000 SHUTDOWN_GRACE_SECS=2)
+      if [[ $target == embedded ]]; then
+        env+=(DATABASE_URL="sqlite://$WORK/embedded/chantra.db?mode=rwc" DATA_DIR="$WORK/embedded")
+      else
+        env+=(DATABASE_URL="postgres://postgres@127.0.0.1:5432/$PG_DB" DATA_DIR="$WORK/postgres"
+          TOKEN_SECRET_SALT="$PG_SALT" S3_ENDPOINT="$CHANTRA_TEST_S3_ENDPOINT"
+          S3_ACCESS_KEY="$CHANTRA_TEST_S3_ACCESS_KEY" S3_SECRET_KEY="$CHANTRA_TEST_S3_SECRET_KEY"
+          S3_BUCKET="$CHANTRA_TEST_S3_BUCKET" S3_REGION=us-east-1)
+      fi
+      # A clean environment: nothing from the caller (DATABASE_URL, S3_*, …) leaks in.
+      (exec env -i "${env[@]}" "$CHANTRA" serve --role rest,channels --no-sweeper) >"$SERVER_LOG" 2>&1 &
+      SERVER_PID=$!
+      REST_URL=http://127.0.0.1:$rest
+      CHANNELS_URL=http://127.0.0.1:$channels
+      wait_healthy "$REST_URL" "$CHANNELS_URL"
+      TOOL_TARGET=(--format chantra
+        --create-url "$REST_URL/v1/channels"
+        --subscribe-url "$CHANNELS_URL/v1/public/{channel}"
+        --publish-url "$REST_URL/v1/channels/{channel}/publish"
+        --publish-header "X-Publish-Token: {token}")
+      ;;
+    nchan)
+      local port dir=$WORK/$name.nginx
+      read -r port < <(free_ports 1)
+      mkdir -p "$dir"
+      sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$port#g" "$ROOT/bench/nchan/nginx.conf" >"$dir/nginx.conf"
+      # daemon off: $! is nginx's master; its workers are its children (chantra-load adds them in).
+      nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" >"$SERVER_LOG" 2>&1 &
+      SERVER_PID=$!
+      SERVER_LOG=$dir/error.log
+      wait_healthy "http://127.0.0.1:$port"
+      TOOL_TARGET=(--format raw
+        --subscribe-url "http://127.0.0.1:$port/sub?id={channel}"
+        --publish-url "http://127.0.0.1:$port/pub?id={channel}")
+      ;;
+  esac
+}
+
+setup_target() {
+  case $1 in
+    embedded) mkdir -p "$WORK/embedded" ;;
+    postgres)
+      # shellcheck source=scripts/test-env.sh
+      source "$ROOT/scripts/test-env.sh"
+      ensure_postgres
+      ensure_garage_installed
+      start_garage
+      [[ -n $GARAGE_PID ]] && GARAGE_STARTED=1
+      PG_DB="chantra_bench_$$_$RANDOM"
+      createdb -h 127.0.0.1 -U postgres "$PG_DB"
+      PG_SALT=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+      mkdir -p "$WORK/postgres"
+      ;;
+    nchan)
+      command -v nginx >/dev/null && [[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]] ||
+        die "nginx with nchan is missing: apt-get install -y nginx libnginx-mod-nchan"
+      ;;
+    *) die "unknown target $1 (embedded, postgres, nchan)" ;;
+  esac
+}
+
+teardown_target() {
+  case $1 in
+    postgres)
+      dropdb -h 127.0.0.1 -U postgres --if-exists "$PG_DB" || true
+      PG_DB=
+      if [[ $GARAGE_STARTED == 1 ]]; then
+        stop_garage
+        GARAGE_STARTED=0
+      fi
+      ;;
+  esac
+}
+
+# ------------------------------------------------------------------- runs
+
+FAILED=()
+
+# One measurement on a fresh server: run TARGET SCENARIO SIZE [tool flags…]
+run() {
+  local target=$1 scenario=$2 size=$3
+  shift 3
+  local name="${target}__${scenario}__${size}"
+  start_server "$target" "$name"
+  log "$target / $scenario / $size (server pid $SERVER_PID)"
+  local status=0
+  "$LOAD" --scenario "$scenario" "${TOOL_TARGET[@]}" --server-pid "$SERVER_PID" \
+    --source-ips "$BENCH_SOURCE_IPS" --per-process "$BENCH_PER_PROCESS" --drain-secs "$BENCH_DRAIN_SECS" "$@" \
+    >"$BENCH_OUT/$name.json" 2>"$WORK/$name.tool.log" || status=$?
+  local alive=0
+  kill -0 "$SERVER_PID" 2>/dev/null && alive=1
+  stop_server
+  python3 "$ROOT/bench/results.py" annotate "$BENCH_OUT/$name.json" "$target" "$scenario" "$status" "$alive" \
+    "$SERVER_LOG" "$WORK/$name.tool.log"
+  if [[ $status != 0 || $alive != 1 ]]; then
+    FAILED+=("$name")
+    log "FAILED: $name (tool exit $status, server alive: $alive); the tool's last lines:"
+    tail -n 5 "$WORK/$name.tool.log" >&2
+  fi
+}
+
+scenarios_for() {
+  local target=$1 scenario n
+  for scenario in $BENCH_SCENARIOS; do
+    case $scenario in
+      token) ;; # once, not per target
+      publish)
+        run "$target" publish "$BENCH_PUBLISHERS" --publishers "$BENCH_PUBLISHERS" \
+          --duration-secs "$BENCH_PUBLISH_SECS" --messages 100000000 --payload-bytes "$BENCH_PAYLOAD_BYTES"
+        ;;
+      fanout)
+        for n in $BENCH_FANOUT; do
+          run "$target" fanout "$n" --subscribers "$n" --messages "$BENCH_FANOUT_MESSAGES" --rate "$BENCH_FANOUT_RATE"
+        done
+        ;;
+      channels)
+        run "$target" channels "$BENCH_CHANNELS" --channels "$BENCH_CHANNELS" \
+          --messages "$BENCH_CHANNELS_MESSAGES" --rate "$BENCH_CHANNELS_RATE" --publishers 16
+        ;;
+      idle) run "$target" idle "$BENCH_IDLE" --subscribers "$BENCH_IDLE" --hold-secs "$BENCH_IDLE_HOLD" ;;
+      resume)
+        run "$target" resume "$BENCH_RESUME" --subscribers "$BENCH_RESUME" \
+          --messages "$BENCH_RESUME_MESSAGES" --gap-messages "$BENCH_RESUME_GAP"
+        ;;
+      *) die "unknown scenario $scenario" ;;
+    esac
+  done
+}
+
+# A run whose subscribers read another channel than the one published to:
+# every delivery is missing, so the tool must say so and exit 2.
+smoke_negative() {
+  start_server embedded smoke-negative
+  local other status=0 report=$WORK/negative.json
+  other=$(curl -fsS -X POST "$REST_URL/v1/channels" | python3 -c 'import json,sys; print(json.load(sys.stdin)["channel_id"])')
+  "$LOAD" --scenario fanout --format chantra --create-url "$REST_URL/v1/channels" \
+    --subscribe-url "$CHANNELS_URL/v1/public/$other" --publish-url "$REST_URL/v1/channels/{channel}/publish" \
+    --publish-header "X-Publish-Token: {token}" --subscribers 5 --messages 3 --rate 50 --drain-secs 2 \
+    --server-pid "$SERVER_PID" >"$report" 2>"$WORK/negative.tool.log" || status=$?
+  stop_server
+  local missing
+  missing=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["deliveries"]["missing"])' "$report" 2>/dev/null || echo "?")
+  if [[ $status == 2 && $missing == 15 ]]; then
+    log "smoke: a run with every delivery missing exits 2 (15 of 15 missing) — as it should"
+  else
+    FAILED+=("smoke-negative")
+    log "FAILED: smoke-negative: expected exit 2 and 15 missing, got exit $status and $missing missing"
+    tail -n 5 "$WORK/negative.tool.log" >&2
+  fi
+}
+
+{
+  echo "Date: $DATE (UTC); mode: $MODE; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)," \
+    "load average at start $(cut -d' ' -f1-3 /proc/loadavg), file descriptor limit $(ulimit -n) per process."
+  echo "Client and servers share the machine; chantra-load's own CPU use is in every figure."
+  echo "Sizes: publish ${BENCH_PUBLISHERS} publishers × ${BENCH_PUBLISH_SECS} s × ${BENCH_PAYLOAD_BYTES} B;" \
+    "fanout ${BENCH_FANOUT} subscribers × ${BENCH_FANOUT_MESSAGES} at ${BENCH_FANOUT_RATE}/s;" \
+    "channels ${BENCH_CHANNELS} × ${BENCH_CHANNELS_MESSAGES} messages at ${BENCH_CHANNELS_RATE}/s;" \
+    "idle ${BENCH_IDLE} for ${BENCH_IDLE_HOLD} s; resume ${BENCH_RESUME} (${BENCH_RESUME_MESSAGES} + ${BENCH_RESUME_GAP} in the gap + ${BENCH_RESUME_MESSAGES})."
+  echo "Chantra: \`serve --role rest,channels --no-sweeper\`, RATE_LIMIT_PER_SECOND=0, MAX_STREAMS(_PER_IP)=100000;" \
+    "postgres = PostgreSQL $(psql -V 2>/dev/null | awk '{print $3}') + garage. nchan: bench/nchan/nginx.conf (nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 workers)."
+} >"$BENCH_OUT/meta.txt"
+
+log "mode $MODE; targets: $BENCH_TARGETS; scenarios: $BENCH_SCENARIOS; results in $BENCH_OUT"
+if [[ " $BENCH_SCENARIOS " == *" token "* ]]; then
+  log "token check cost: cargo bench --bench token_hash"
+  cargo bench --bench token_hash 2>/dev/null | grep -i "token hash" >"$BENCH_OUT/token_hash.txt" || FAILED+=("token")
+fi
+for target in $BENCH_TARGETS; do
+  setup_target "$target"
+  scenarios_for "$target"
+  [[ $MODE == smoke && $target == embedded ]] && smoke_negative
+  teardown_target "$target"
+done
+
+if [[ $MODE == full ]]; then
+  python3 "$ROOT/bench/results.py" render "$BENCH_OUT" "$BENCH_OUT.md" "Benchmarks, $DATE"
+else
+  python3 "$ROOT/bench/results.py" render "$BENCH_OUT" "$BENCH_OUT/results.md" "Benchmarks, $DATE ($MODE)"
+  [[ $MODE == quick ]] && cat "$BENCH_OUT/results.md"
+fi
+
+if ((${#FAILED[@]})); then
+  log "${#FAILED[@]} run(s) failed their checks: ${FAILED[*]}"
+  exit 1
+fi
+log "every run passed its checks"
