@@ -73,11 +73,19 @@ ensure_garage_installed() {
     elif [ -x "$cargo_bin/garage" ]; then
         GARAGE_BIN="$cargo_bin/garage"
     else
-        echo "garage is not installed; running 'cargo install garage --locked' (takes ~8-11 minutes, once)." >&2
-        if ! cargo install garage --locked; then
+        # One install at a time: parallel test runs on a fresh machine wait
+        # for the first one's build instead of each compiling garage again.
+        mkdir -p "$HOME/.cache/chantra-tools"
+        (
+            flock 9
+            if [ ! -x "$cargo_bin/garage" ]; then
+                echo "garage is not installed; running 'cargo install garage --locked' (takes ~8-11 minutes, once)." >&2
+                cargo install garage --locked
+            fi
+        ) 9>"$HOME/.cache/chantra-tools/garage-install.lock" || {
             echo "error: 'cargo install garage --locked' failed" >&2
             return 1
-        fi
+        }
         GARAGE_BIN="$cargo_bin/garage"
     fi
 }

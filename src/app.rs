@@ -100,15 +100,12 @@ impl Application {
         for (role, listener) in self.listeners {
             let addr = listener.local_addr()?;
             let app = http::router(role, self.state.clone());
-            let mut stopping = self.state.shutdown.clone();
+            let stopping = self.state.shutdown.clone();
+            let limits = self.state.config.connection;
             tracing::info!(role = role.name(), %addr, "listening");
             servers.spawn(async move {
-                let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(async move {
-                        let _ = stopping.wait_for(|stopped| *stopped).await;
-                    })
-                    .await;
-                (role, result)
+                http::serve::serve(listener, app, limits, stopping).await;
+                role
             });
         }
         let stop = self.stop;
@@ -121,8 +118,7 @@ impl Application {
         });
         let drain = async {
             while let Some(joined) = servers.join_next().await {
-                let (role, result) = joined.context("a server task panicked")?;
-                result.with_context(|| format!("the {} server failed", role.name()))?;
+                let role = joined.context("a server task panicked")?;
                 tracing::info!(role = role.name(), "stopped");
             }
             Ok::<(), anyhow::Error>(())

@@ -234,6 +234,20 @@ pub struct ServeArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// Seconds a client may take to send a request head (and a keep-alive connection may idle)
+    /// before the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a connection's writes may make no progress (a client that stopped reading)
+    /// before it is closed.
+    #[arg(long, env = "WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    pub write_timeout_secs: u64,
+
+    /// Serve Prometheus metrics at /metrics on every role (keep it off the public edge).
+    #[arg(long, env = "METRICS_ENABLED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_enabled: bool,
+
     /// Seconds between keep-alive comments on open event streams.
     #[arg(long, env = "SSE_KEEPALIVE_SECS", default_value_t = 15)]
     pub sse_keepalive_secs: u64,

@@ -32,6 +32,9 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub request_timeout: Duration,
+    pub connection: crate::http::serve::ConnectionLimits,
+    /// Whether every role serves /metrics.
+    pub metrics: bool,
     pub internal_api_token: Option<String>,
     pub channels_internal_url: Option<String>,
     pub sse: SseConfig,
@@ -269,6 +272,11 @@ impl Config {
             rate_limit,
             trusted_proxies: trusted_proxies(&args.trusted_proxies)?,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            connection: crate::http::serve::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+                write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
+            },
+            metrics: args.metrics_enabled,
             internal_api_token: args.internal_api_token.clone().filter(|t| !t.is_empty()),
             channels_internal_url: args.channels_internal_url.clone(),
             sse: SseConfig {

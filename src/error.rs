@@ -38,6 +38,8 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("the request URI is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("the database is unavailable; retry shortly")]
@@ -78,6 +80,7 @@ impl AppError {
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::UriTooLong { .. } => "uri_too_long",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::DatabaseUnavailable => "database_unavailable",
             AppError::StorageUnavailable => "storage_unavailable",
@@ -104,6 +107,7 @@ impl AppError {
             AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             AppError::RateLimited { .. } | AppError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::DatabaseUnavailable
             | AppError::StorageUnavailable

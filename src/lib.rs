@@ -13,6 +13,7 @@ pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod payload;
 pub mod service;
 pub mod state;

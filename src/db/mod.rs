@@ -34,9 +34,11 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnecti
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5))
         });
-    Database::connect(options)
+    let mut db = Database::connect(options)
         .await
-        .with_context(|| format!("DATABASE_URL: cannot connect to {}", config.redacted_url()))
+        .with_context(|| format!("DATABASE_URL: cannot connect to {}", config.redacted_url()))?;
+    db.set_metric_callback(|info| crate::metrics::record_query(info.elapsed, info.failed));
+    Ok(db)
 }
 
 /// Applies pending migrations, or with `auto_migrate` off refuses to run on

@@ -10,13 +10,14 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use uuid::Uuid;
 
 use super::hub::{HubEvent, Subscription};
@@ -51,9 +52,12 @@ struct State<G> {
     last_sent: Uuid,
     pending: VecDeque<Bytes>,
     keepalive: Interval,
-    grant_deadline: Option<Instant>,
+    /// When the read grant expires. Timers live as long as the stream and
+    /// are only polled when set: creating one per wake-up would touch the
+    /// runtime's timer wheel for every delivery to every reader.
+    grant_deadline: Option<Pin<Box<Sleep>>>,
     /// When a recheck that failed is tried again.
-    recheck_at: Option<Instant>,
+    recheck_at: Option<Pin<Box<Sleep>>>,
     max_lag: u64,
     shutdown: watch::Receiver<bool>,
     finished: bool,
@@ -74,7 +78,7 @@ pub fn event_stream<G: Send + 'static>(
     let now = service.clock().now();
     let grant_deadline = plan.reader.grant_expires_at.map(|at| {
         let left = (at - now).to_std().unwrap_or_default();
-        Instant::now() + left
+        Box::pin(tokio::time::sleep(left))
     });
     let state = State {
         service,
@@ -110,13 +114,17 @@ impl<G> State<G> {
                 self.replay_page(after).await;
                 continue;
             }
-            let grant_deadline = self.grant_deadline.unwrap_or_else(far_future);
-            let recheck_at = self.recheck_at.unwrap_or_else(far_future);
+            if *self.shutdown.borrow() {
+                return None;
+            }
             let woke = tokio::select! {
                 biased;
-                () = stopping(self.shutdown.clone()) => Wake::Shutdown,
-                () = tokio::time::sleep_until(grant_deadline) => Wake::GrantExpired,
-                () = tokio::time::sleep_until(recheck_at) => Wake::Recheck,
+                changed = self.shutdown.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => Wake::Shutdown,
+                },
+                () = fires(&mut self.grant_deadline) => Wake::GrantExpired,
+                () = fires(&mut self.recheck_at) => Wake::Recheck,
                 received = self.subscription.receiver.recv() => Wake::Event(received),
                 _ = self.keepalive.tick() => Wake::KeepAlive,
             };
@@ -136,6 +144,7 @@ impl<G> State<G> {
             Ok(HubEvent::Message { id, expires_at, frame }) => {
                 if id > self.last_sent && expires_at > self.service.clock().now() {
                     self.last_sent = id;
+                    crate::metrics::get().deliveries.increment(1);
                     self.pending.push_back(frame);
                 }
             }
@@ -150,8 +159,10 @@ impl<G> State<G> {
             Err(RecvError::Lagged(missed)) => {
                 if missed > self.max_lag {
                     tracing::debug!(channel = %self.reader.channel, missed, "reader too slow; disconnecting so it resumes");
+                    crate::metrics::get().lag_disconnects.increment(1);
                     self.finished = true;
                 } else {
+                    crate::metrics::get().lag_catch_ups.increment(1);
                     self.service.fanout().hub().record_lag_catch_up();
                     self.replay_after = Some(self.last_sent);
                 }
@@ -170,7 +181,7 @@ impl<G> State<G> {
             Err(AppError::GrantRevoked) => self.end(frame::revoked("revoked")),
             Err(AppError::GrantExpired) => self.end(frame::revoked("expired")),
             Err(AppError::ChannelNotFound) => self.end(frame::deleted(&self.reader.channel.to_string())),
-            Err(_) => self.recheck_at = Some(Instant::now() + RETRY_PAUSE),
+            Err(_) => self.recheck_at = Some(Box::pin(tokio::time::sleep(RETRY_PAUSE))),
         }
     }
 
@@ -179,9 +190,11 @@ impl<G> State<G> {
     async fn replay_page(&mut self, after: Uuid) {
         match self.service.messages_after(self.reader.channel, Some(after), REPLAY_PAGE).await {
             Ok(page) => {
+                crate::metrics::get().replay_pages.increment(1);
                 for (row, event) in &page.events {
                     if row.id > self.last_sent {
                         self.last_sent = row.id;
+                        crate::metrics::get().deliveries.increment(1);
                         self.pending.push_back(frame::message(event));
                     }
                 }
@@ -211,6 +224,10 @@ enum Wake {
     KeepAlive,
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
+/// Resolves when the timer is set and due; never when it is unset.
+async fn fires(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
 }

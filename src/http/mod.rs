@@ -8,6 +8,7 @@ pub mod health;
 pub mod landing;
 pub mod rate_limit;
 pub mod rest;
+pub mod serve;
 
 use axum::Router;
 use axum::extract::Request;
@@ -19,6 +20,9 @@ use tower_http::trace::TraceLayer;
 use crate::cli::Role;
 use crate::error::AppError;
 use crate::state::AppState;
+
+/// The longest request URI (path + query) answered; 414 `uri_too_long` above.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// The complete router of one role.
 pub fn router(role: Role, state: AppState) -> Router {
@@ -43,6 +47,13 @@ pub fn router(role: Role, state: AppState) -> Router {
             Err(_) => AppError::Timeout.into_response(),
         }
     }));
+    router = router.layer(middleware::from_fn(|req: Request, next: Next| async move {
+        // Checked before anything parses the URI further (the head itself is capped by serve.rs).
+        if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI_BYTES {
+            return AppError::UriTooLong { limit: MAX_URI_BYTES }.into_response();
+        }
+        next.run(req).await
+    }));
     if let Some(limit) = state.config.rate_limit {
         router = router.layer(rate_limit::layer(limit, &state.config.trusted_proxies));
     }
@@ -52,6 +63,10 @@ pub fn router(role: Role, state: AppState) -> Router {
     if role == Role::Channels {
         router = router.merge(channels::internal_router().with_state(state.clone()));
     }
+    // Scrapers poll often from one address; like /healthz they are not clients to limit.
+    if state.config.metrics {
+        router = router.route("/metrics", get(|| async { crate::metrics::render() }));
+    }
     // CORS wraps the whole role router, outside the JSON 405 fallback (a
     // layer inside a role router is lost on the method-not-allowed fallback
     // that answers OPTIONS) and outside rate limiting (so a browser can read a 429).
@@ -60,6 +75,13 @@ pub fn router(role: Role, state: AppState) -> Router {
         Role::Channels => router.layer(channels::cors(state.config.cors_allowed_origins.as_deref())),
         _ => router,
     };
+    let role_name = role.name();
+    router = router.layer(middleware::from_fn(move |req: Request, next: Next| async move {
+        let started = std::time::Instant::now();
+        let response = next.run(req).await;
+        crate::metrics::record_request(role_name, response.status().as_u16(), started.elapsed());
+        response
+    }));
     router.layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
         // The path only: query strings can carry read tokens (`?token=`).
         tracing::info_span!("request", role = role.name(), method = %req.method(), path = %req.uri().path())

@@ -92,6 +92,7 @@ pub fn layer(limit: RateLimit, trusted: &[IpNet]) -> Limiter {
     GovernorLayer::new(config).error_handler(|err| -> Response<Body> {
         match err {
             GovernorError::TooManyRequests { wait_time, .. } => {
+                crate::metrics::get().rate_limited.increment(1);
                 AppError::RateLimited { retry_after_secs: wait_time }.into_response()
             }
             GovernorError::UnableToExtractKey => AppError::Internal.into_response(),

@@ -79,7 +79,45 @@ pub fn object_key(channel: ChannelId, message: MessageId) -> String {
 /// Opens the configured store, creating its bucket or directory if missing.
 pub async fn open(config: &StorageConfig) -> anyhow::Result<std::sync::Arc<dyn PayloadStore>> {
     Ok(match config {
-        StorageConfig::Filesystem { root } => std::sync::Arc::new(FsStore::open(root).await?),
-        StorageConfig::S3(s3) => std::sync::Arc::new(S3Store::open(s3).await?),
+        StorageConfig::Filesystem { root } => std::sync::Arc::new(Timed(FsStore::open(root).await?)),
+        StorageConfig::S3(s3) => std::sync::Arc::new(Timed(S3Store::open(s3).await?)),
     })
+}
+
+/// A store whose every call is timed into `chantra_store_call_duration_seconds`.
+struct Timed<S>(S);
+
+async fn timed<T>(op: &'static str, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    crate::metrics::record_store_call(op, !matches!(result, Err(StoreError::Unavailable(_))), started.elapsed());
+    result
+}
+
+#[async_trait]
+impl<S: PayloadStore> PayloadStore for Timed<S> {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StoreError> {
+        timed("put", self.0.put(key, bytes, content_type)).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        timed("get", self.0.get(key)).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        timed("delete", self.0.delete(key)).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        timed("delete_prefix", self.0.delete_prefix(prefix)).await
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        timed("check", self.0.check()).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StoreError> {
+        timed("list", self.0.list(prefix)).await
+    }
+    async fn ensure_expiry_rule(&self, days: u32) -> Result<ExpiryRule, StoreError> {
+        self.0.ensure_expiry_rule(days).await
+    }
 }

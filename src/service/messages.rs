@@ -97,6 +97,7 @@ impl Service {
             .map_err(|_| AppError::Internal)?;
         let failure = match committed {
             Ok(row) => {
+                crate::metrics::get().publishes.increment(1);
                 tracing::debug!(channel = %id, message = %row.id, size = row.payload_size, "message published");
                 return Ok(Published { message: view(&row), replayed: false });
             }

@@ -7,7 +7,13 @@ use serde_json::Value;
 use crate::helpers::{Backend, Options, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
-on_both_backends!(every_role_answers_health, unknown_routes_are_json, rate_limit_per_client);
+on_both_backends!(
+    every_role_answers_health,
+    unknown_routes_are_json,
+    rate_limit_per_client,
+    metrics_on_every_role,
+    long_uris_are_refused
+);
 
 async fn every_role_answers_health(backend: Backend) {
     let app = spawn_app_with(backend, Options { roles: Some(vec![Role::All]), ..Default::default() }).await;
@@ -152,4 +158,52 @@ async fn channels_cors_can_be_restricted() {
     assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.test");
     let other = app.client.get(&url).header("origin", "https://evil.example").send().await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+/// The value of an unlabelled series in Prometheus text, if present.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn metrics_on_every_role(backend: Backend) {
+    let options = Options {
+        roles: Some(vec![Role::All]),
+        extra_args: vec!["--metrics-enabled".into(), "true".into()],
+        ..Default::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    let channel = app.create_channel("public").await;
+    let path = channel["url"].as_str().unwrap().strip_prefix("http://channels.test").unwrap();
+    let mut stream = crate::sse_client::connect(app.client.get(app.url(Role::Channels, path))).await;
+    assert_eq!(app.publish_text(&channel, "counted").await.status(), 201);
+    assert_eq!(stream.messages(1, std::time::Duration::from_secs(5)).await.len(), 1);
+
+    for role in Role::EACH {
+        let response = app.client.get(app.url(role, "/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{}", role.name());
+        let text = response.text().await.unwrap();
+        // Counters are process-wide (other tests run in this process too): at least ours.
+        assert!(sample(&text, "chantra_publishes_total").is_some_and(|n| n >= 1.0), "{text}");
+        assert!(sample(&text, "chantra_deliveries_total").is_some_and(|n| n >= 1.0), "{text}");
+        assert!(sample(&text, "chantra_streams_active").is_some_and(|n| n >= 1.0), "{text}");
+        assert!(text.contains("chantra_http_request_duration_seconds_bucket{role=\"rest\",status=\"201\""), "{text}");
+        assert!(text.contains("chantra_db_query_duration_seconds_count{outcome=\"ok\"}"), "{text}");
+        assert!(text.contains("chantra_store_call_duration_seconds_count{op=\"put\",outcome=\"ok\"}"), "{text}");
+    }
+
+    // Off by default.
+    let plain = spawn_app(backend).await;
+    assert_eq!(plain.client.get(plain.rest("/metrics")).send().await.unwrap().status(), 404);
+}
+
+async fn long_uris_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let long = format!("/v1/channels/{}", "a".repeat(chantra::http::MAX_URI_BYTES));
+    let response = app.client.get(app.rest(&long)).send().await.unwrap();
+    assert_eq!(response.status(), 414);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "uri_too_long");
+    // Just under the limit is an ordinary request (here: not a channel id).
+    let fits = format!("/v1/channels/{}", "a".repeat(chantra::http::MAX_URI_BYTES - 100));
+    assert_eq!(app.client.get(app.rest(&fits)).send().await.unwrap().status(), 400);
 }

@@ -41,6 +41,9 @@ impl StreamSlots {
         }
         *count += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
+        let metrics = crate::metrics::get();
+        metrics.streams_opened.increment(1);
+        metrics.streams_active.increment(1.0);
         Ok(StreamSlot { slots: self.clone(), ip })
     }
 }
@@ -55,6 +58,7 @@ impl Drop for StreamSlot {
             }
         }
         self.slots.open.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::get().streams_active.decrement(1.0);
     }
 }
 

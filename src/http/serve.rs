@@ -1,0 +1,89 @@
+//! The accept loop: HTTP/1.1 connections served by hyper, with the limits
+//! `axum::serve` does not expose.
+//!
+//! - **Header read timeout** (`HEADER_READ_TIMEOUT_SECS`): a client that
+//!   trickles its request head (slowloris), or holds an idle keep-alive
+//!   connection, is disconnected.
+//! - **Write timeout** (`WRITE_TIMEOUT_SECS`): a connection whose writes make
+//!   no progress for that long is closed — a subscriber that never reads
+//!   would otherwise hold its stream slot forever.
+//! - **Head size and header count**: a request head over [`MAX_HEAD_BYTES`]
+//!   or with more than [`MAX_HEADERS`] headers gets hyper's 431 and the
+//!   connection is closed.
+//!
+//! Graceful shutdown: when `stopping` flips, the listener stops accepting,
+//! idle keep-alive connections close, and busy ones finish their response
+//! (SSE streams end on the same signal; see fanout::stream).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_io_timeout::TimeoutStream;
+use tower::ServiceExt as _;
+
+/// The largest request line + headers accepted (431 above).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The most headers one request may carry (431 above).
+pub const MAX_HEADERS: usize = 100;
+
+/// Per-connection timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `stopping` becomes true, then waits for
+/// open connections to finish (the caller bounds that wait).
+pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits, mut stopping: watch::Receiver<bool>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stopping) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut io = TimeoutStream::new(stream);
+        io.set_write_timeout(Some(limits.write_timeout));
+        let io = TokioIo::new(Box::pin(io));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
+            app.clone().oneshot(request)
+        });
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                // Timeouts, resets and malformed requests: the client's doing.
+                tracing::debug!(%remote, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Resolves once `stopping` is true (or its sender is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stopped| *stopped).await;
+}
