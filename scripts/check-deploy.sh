@@ -369,7 +369,7 @@ chantra_env=(DATABASE_URL="sqlite://$WORK/chantra.db?mode=rwc" DATA_DIR="$WORK/d
   CHANNEL_HOSTNAME=$DOMAIN MCP_PUBLIC_URL=https://mcp.$DOMAIN LANDING_REST_URL=https://api.$DOMAIN
   INTERNAL_API_TOKEN=$INTERNAL_TOKEN
   TRUSTED_PROXIES=127.0.0.1/32 RATE_LIMIT_PER_SECOND=1 RATE_LIMIT_BURST=40
-  SSE_KEEPALIVE_SECS=1 AUTO_MIGRATE=false RUST_LOG=warn)
+  SSE_KEEPALIVE_SECS=1 AUTO_MIGRATE=false METRICS_ENABLED=true RUST_LOG=warn)
 env -i PATH="$PATH" HOME="$WORK" "${chantra_env[@]}" "$BIN" migrate up >/dev/null
 env -i PATH="$PATH" HOME="$WORK" "${chantra_env[@]}" "$BIN" serve --role all >"$WORK/chantra.log" 2>&1 &
 PIDS+=($!)
@@ -465,6 +465,17 @@ for probe in "$EDGE$ipath" "$API$ipath" "$MCP$ipath" "$EDGE/channel$ipath" "$EDG
     pass "never internal: ${probe#http://} → $got"
   else
     fail "never internal: ${probe#http://} → $got"
+  fi
+done
+
+# Metrics are served on the roles' own addresses, never through the edge.
+expect "direct rest GET /metrics (the route exists)" 200 "http://127.0.0.1:$REST_PORT/metrics"
+for probe in "$EDGE/metrics" "$API/metrics" "$MCP/metrics" "$EDGE/channel/metrics" "$API/metrics/"; do
+  got=$(status --path-as-is "$probe")
+  if [[ $got == 404 ]]; then
+    pass "never metrics: ${probe#http://} → $got"
+  else
+    fail "never metrics: ${probe#http://} → $got"
   fi
 done
 
