@@ -105,6 +105,12 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
         let declared = req.headers().get(header::CONTENT_TYPE).cloned();
+        // A Content-Length over the limit is refused at once, not after the
+        // client has been waited for until the request timeout.
+        let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if length.is_some_and(|n| n > JSON_BODY_LIMIT as u64) {
+            return Err(AppError::PayloadTooLarge { limit: JSON_BODY_LIMIT });
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 AppError::PayloadTooLarge { limit: JSON_BODY_LIMIT }

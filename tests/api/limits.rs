@@ -1,0 +1,341 @@
+//! Hostile sizes and slow clients, over raw sockets where a well-behaved
+//! client library would refuse to send the request at all: bodies over their
+//! limit on every route that reads one (also when only Content-Length says
+//! so), request heads over 16 KiB or with more than 100 headers (431, hyper's
+//! own bare answer), URIs over 8 KiB (414 `uri_too_long`), a head trickled
+//! slower than HEADER_READ_TIMEOUT_SECS (closed), a handler slower than
+//! REQUEST_TIMEOUT_SECS (503 `timeout`), and the stream caps per process
+//! (503) and per client (429) — keyed on the real client, not on a header
+//! anyone can send. After each, the server still answers.
+//!
+//! Transport behaviour does not depend on the backend pair: SQLite only.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chantra::cli::Role;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::{Backend, Options, TestApp, spawn_app_with};
+use crate::sse_client;
+
+const ROLES: [Role; 4] = [Role::Rest, Role::Channels, Role::Mcp, Role::Landing];
+
+async fn app(extra: &[&str]) -> TestApp {
+    let options = Options {
+        roles: Some(vec![Role::All]),
+        extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    spawn_app_with(Backend::Sqlite, options).await
+}
+
+fn addr(app: &TestApp, role: Role) -> SocketAddr {
+    app.addrs.iter().find(|(r, _)| *r == role).map(|(_, a)| *a).expect("role running")
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Raw {
+    fn parse(bytes: &[u8]) -> Option<Raw> {
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+        let head = head.to_ascii_lowercase();
+        let body = if head.contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+        Some(Raw { status, head, body })
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code: {self:?}")).to_owned()
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Sends `head` (the blank line included) and then `body` in 64 KiB pieces,
+/// stopping at the first write the server refuses, and reads the answer
+/// until the server closes or 10 s pass.
+async fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    if stream.write_all(head.as_bytes()).await.is_ok() {
+        for piece in body.chunks(64 * 1024) {
+            if stream.write_all(piece).await.is_err() {
+                break;
+            }
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    answer
+}
+
+async fn request(addr: SocketAddr, head: &str, body: &[u8]) -> Raw {
+    let answer = exchange(addr, head, body).await;
+    Raw::parse(&answer).unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&answer)))
+}
+
+/// Every role still answers after whatever a test threw at it.
+async fn all_roles_healthy(app: &TestApp) {
+    for role in ROLES {
+        let response = app.client.get(app.url(role, "/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{role:?} is still up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_their_limit_are_refused_on_every_route() {
+    let app = app(&["--max-payload-bytes", "1024"]).await;
+    let private = app.create_channel("private").await;
+    let id = private["channel_id"].as_str().unwrap();
+    let token = private["publish_token"].as_str().unwrap();
+    let rest = addr(&app, Role::Rest);
+    let json_16k_plus = format!(r#"{{"visibility":"public","x":"{}"}}"#, "a".repeat(16 * 1024));
+    let grant_16k_plus = format!(r#"{{"label":"{}"}}"#, "a".repeat(16 * 1024));
+    let envelope_over = json!({ "payload": "QUFB".repeat(20_000) }).to_string();
+    // (what, path, content type, body actually sent)
+    let cases: Vec<(&str, String, &str, Vec<u8>)> = vec![
+        ("create channel", "/v1/channels".into(), "application/json", json_16k_plus.into_bytes()),
+        ("publish raw", format!("/v1/channels/{id}/publish"), "application/octet-stream", vec![b'x'; 1025]),
+        ("publish JSON", format!("/v1/channels/{id}/publish"), "application/json", envelope_over.into_bytes()),
+        ("create grant", format!("/v1/channels/{id}/read-grants"), "application/json", grant_16k_plus.into_bytes()),
+    ];
+    for (what, path, content_type, body) in &cases {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nX-Publish-Token: {token}\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let answer = request(rest, &head, body).await;
+        assert_eq!(answer.status, 413, "{what}: {answer:?}");
+        assert_eq!(answer.error_code(), "payload_too_large", "{what}");
+        assert!(answer.head.contains("content-type: application/json"), "{what}: {}", answer.head);
+
+        // A Content-Length over the limit is refused at once, before any of the body is sent.
+        let huge = head.replace(&format!("Content-Length: {}", body.len()), "Content-Length: 1073741824");
+        let started = Instant::now();
+        let answer = request(rest, &huge, b"").await;
+        assert_eq!(answer.status, 413, "{what} (declared 1 GiB): {answer:?}");
+        assert_eq!(answer.error_code(), "payload_too_large", "{what}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{what}: refused without waiting for the body");
+    }
+    // Nothing refused was stored.
+    let metadata: Value = app.get_channel(&private).await.json().await.unwrap();
+    assert_eq!(metadata["live_messages"], 0);
+    assert_eq!(metadata["read_grants"].as_array().unwrap().len(), 1, "only the first grant");
+    all_roles_healthy(&app).await;
+}
+
+/// MCP requests: a body over 1 MiB is 413 (rmcp answers it, as plain text);
+/// a normal request on the same server still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_requests_over_one_mib_are_refused() {
+    let app = app(&[]).await;
+    let mcp = addr(&app, Role::Mcp);
+    let call = |size: usize| {
+        json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": { "name": "limits", "version": "1", "pad": "p".repeat(size) }
+            }
+        })
+        .to_string()
+    };
+    for size in [1024 * 1024 + 1, 8 * 1024 * 1024] {
+        let body = call(size);
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            mcp.port(),
+            body.len()
+        );
+        let answer = request(mcp, &head, body.as_bytes()).await;
+        assert_eq!(answer.status, 413, "{} bytes: {answer:?}", body.len());
+    }
+    let client = crate::mcp::McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    assert!(client.session.is_some(), "a normal session still starts");
+    all_roles_healthy(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_over_16_kib_or_100_headers_get_431() {
+    let app = app(&[]).await;
+    for role in ROLES {
+        let at = addr(&app, role);
+        let get = |headers: &str| format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n");
+
+        // Just under 16 KiB, and exactly 100 headers: served.
+        let near = request(at, &get(&format!("X-Pad: {}\r\n", "a".repeat(15 * 1024))), b"").await;
+        assert_eq!(near.status, 200, "{role:?}: a 15 KiB head is fine");
+        let hundred: String = (0..98).map(|i| format!("X-H{i}: v\r\n")).collect();
+        assert_eq!(request(at, &get(&hundred), b"").await.status, 200, "{role:?}: 100 headers are fine");
+
+        // Over: 431 and the connection closes.
+        let big = request(at, &get(&format!("X-Pad: {}\r\n", "a".repeat(17 * 1024))), b"").await;
+        assert_eq!(big.status, 431, "{role:?}: {big:?}");
+        let many: String = (0..99).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let many = request(at, &get(&many), b"").await;
+        assert_eq!(many.status, 431, "{role:?}: 101 headers: {many:?}");
+        let spread: String = (0..40).map(|i| format!("X-H{i}: {}\r\n", "b".repeat(450))).collect();
+        assert_eq!(request(at, &get(&spread), b"").await.status, 431, "{role:?}: many mid-sized headers add up");
+    }
+    all_roles_healthy(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uris_over_8_kib_get_414() {
+    let app = app(&[]).await;
+    for role in ROLES {
+        let at = addr(&app, role);
+        let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        // 8 KiB of path and query exactly: served (health ignores the query).
+        let limit = format!("/healthz?q={}", "a".repeat(8 * 1024 - "/healthz?q=".len()));
+        assert_eq!(request(at, &get(&limit), b"").await.status, 200, "{role:?}: 8 KiB is fine");
+
+        for target in [format!("{limit}a"), format!("/v1/channels/{}", "x".repeat(9000))] {
+            let answer = request(at, &get(&target), b"").await;
+            assert_eq!(answer.status, 414, "{role:?}: {answer:?}");
+            assert_eq!(answer.error_code(), "uri_too_long", "{role:?}");
+            assert!(answer.json()["error"]["message"].as_str().unwrap().contains("8192"), "{answer:?}");
+        }
+        // Beyond the head limit, the head limit answers first.
+        assert_eq!(request(at, &get(&format!("/healthz?q={}", "a".repeat(20_000))), b"").await.status, 431);
+    }
+    all_roles_healthy(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_cut_off() {
+    let app = app(&["--header-read-timeout-secs", "1"]).await;
+    let rest = addr(&app, Role::Rest);
+
+    // A head that never completes (slowloris), and a connection that never says anything.
+    for opening in ["GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ", ""] {
+        let mut stream = TcpStream::connect(rest).await.unwrap();
+        stream.write_all(opening.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut answer)).await;
+        let waited = started.elapsed();
+        assert!(read.is_ok(), "{opening:?}: the server closed the connection (waited {waited:?})");
+        assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(5), "{opening:?}: {waited:?}");
+        assert!(!String::from_utf8_lossy(&answer).contains(" 200 "), "{opening:?}: never served");
+    }
+
+    // A client that is merely a little slow is served.
+    let mut stream = TcpStream::connect(rest).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert_eq!(Raw::parse(&answer).map(|r| r.status), Some(200), "{}", String::from_utf8_lossy(&answer));
+
+    // An idle keep-alive connection is closed too.
+    let mut stream = TcpStream::connect(rest).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the idle keep-alive connection was closed");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(Raw::parse(&answer).map(|r| r.status), Some(200), "the request itself was answered");
+    all_roles_healthy(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_slower_than_the_request_timeout_get_503() {
+    let app = app(&["--request-timeout-secs", "1"]).await;
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].as_str().unwrap();
+    let token = channel["publish_token"].as_str().unwrap();
+    // The body is promised but only a part of it ever arrives: the handler waits for it.
+    let head = format!(
+        "POST /v1/channels/{id}/publish HTTP/1.1\r\nHost: t\r\nX-Publish-Token: {token}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: close\r\n\r\npartial"
+    );
+    let mut stream = TcpStream::connect(addr(&app, Role::Rest)).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut answer)).await;
+    let answer = Raw::parse(&answer).unwrap_or_else(|| panic!("no answer: {:?}", String::from_utf8_lossy(&answer)));
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(answer.error_code(), "timeout");
+    assert!(answer.head.contains("retry-after:"), "{}", answer.head);
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    let metadata: Value = app.get_channel(&channel).await.json().await.unwrap();
+    assert_eq!(metadata["live_messages"], 0, "nothing half-written");
+    all_roles_healthy(&app).await;
+}
+
+fn stream_url(app: &TestApp, channel: &Value) -> String {
+    app.url(Role::Channels, &format!("/v1/public/{}", channel["channel_id"].as_str().unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_process_are_capped() {
+    let app = app(&["--max-streams", "2", "--max-streams-per-ip", "10"]).await;
+    let channel = app.create_channel("public").await;
+    let first = sse_client::connect(app.client.get(stream_url(&app, &channel))).await;
+    let second = sse_client::connect(app.client.get(stream_url(&app, &channel))).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    let third = sse_client::connect(app.client.get(stream_url(&app, &channel))).await;
+    assert_eq!(third.status, 503);
+    assert_eq!(third.headers["retry-after"], "5");
+    assert_eq!(third.error_json().await["error"]["code"], "server_busy");
+    // Other requests are not streams and are not refused.
+    assert_eq!(app.client.get(app.url(Role::Channels, "/readyz")).send().await.unwrap().status(), 200);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = sse_client::connect(app.client.get(stream_url(&app, &channel))).await;
+    assert_eq!(again.status, 200, "a closed stream frees its slot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_caps_key_on_the_real_client() {
+    let open = |app: &TestApp, channel: &Value, forwarded: &str| {
+        sse_client::connect(app.client.get(stream_url(app, channel)).header("x-forwarded-for", forwarded.to_owned()))
+    };
+    // Without trusted proxies, X-Forwarded-For is the caller's own claim: ignored.
+    let direct = app(&["--max-streams-per-ip", "1"]).await;
+    let channel = direct.create_channel("public").await;
+    let held = open(&direct, &channel, "203.0.113.1").await;
+    assert_eq!(held.status, 200);
+    let spoofed = open(&direct, &channel, "203.0.113.2").await;
+    assert_eq!(spoofed.status, 429, "a made-up X-Forwarded-For does not buy another slot");
+    assert_eq!(spoofed.error_json().await["error"]["code"], "too_many_streams");
+
+    // Behind a trusted proxy, each forwarded client has its own cap.
+    let proxied = app(&["--max-streams-per-ip", "1", "--trusted-proxies", "127.0.0.1"]).await;
+    let channel = proxied.create_channel("public").await;
+    let a = open(&proxied, &channel, "203.0.113.1").await;
+    let b = open(&proxied, &channel, "203.0.113.2").await;
+    assert_eq!((a.status, b.status), (200, 200));
+    let a_again = open(&proxied, &channel, "198.51.100.9, 203.0.113.1").await;
+    assert_eq!(a_again.status, 429, "the hop nearest the proxy is the client");
+}
