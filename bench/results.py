@@ -43,6 +43,11 @@ def mib(kib):
     return "–" if kib is None else f"{kib / 1024:,.0f} MiB"
 
 
+def connect_all(c):
+    """Time until the last subscriber connected (failures are in the result column)."""
+    return num(c.get("last_connected_ms", c.get("all_ms")), " ms")
+
+
 def lat(summary):
     summary = summary or {}
     return [num(summary.get("p50"), " ms"), num(summary.get("p99"), " ms"), num(summary.get("max"), " ms")]
@@ -113,7 +118,7 @@ def fanout_rows(runs):
         s, c = r.get("sizes", {}), r.get("connect") or {}
         yield [
             r["target"], num(s.get("subscribers")), f"{s.get('messages')} @ {s.get('rate_per_s')}/s",
-            *deliveries(r), *lat(r.get("latency_ms")), num(c.get("all_ms"), " ms"),
+            *deliveries(r), *lat(r.get("latency_ms")), connect_all(c),
             *memory(r), per_stream(r), status(r),
         ]
 
@@ -124,7 +129,7 @@ def channels_rows(runs):
         yield [
             r["target"], num(s.get("channels")), num(s.get("messages")), num(p.get("per_s"), "/s", 0),
             *deliveries(r), *lat(r.get("latency_ms")), num((r.get("channels") or {}).get("create_ms"), " ms"),
-            num(c.get("all_ms"), " ms"), *memory(r), per_stream(r), status(r),
+            connect_all(c), *memory(r), per_stream(r), status(r),
         ]
 
 
@@ -134,7 +139,7 @@ def idle_rows(runs):
         yield [
             r["target"], num(c.get("requested")), num(c.get("connected")), num(h.get("open_after_hold")),
             num(h.get("secs"), " s"), f"{d.get('delivered', 0):,} / {d.get('expected', 0):,}",
-            num(c.get("all_ms"), " ms"), tally(c.get("statuses")), *memory(r), per_stream(r), status(r),
+            connect_all(c), tally(c.get("statuses")), *memory(r), per_stream(r), status(r),
         ]
 
 
@@ -143,7 +148,7 @@ def resume_rows(runs):
         c, d = r.get("reconnect") or {}, r.get("deliveries") or {}
         t = c.get("time_ms") or {}
         yield [
-            r["target"], num(c.get("requested")), num(c.get("all_ms"), " ms"),
+            r["target"], num(c.get("requested")), connect_all(c),
             f"{num(t.get('p50'))} / {num(t.get('p99'))} / {num(t.get('max'))} ms", tally(c.get("statuses")),
             num(c.get("retries")), f"{d.get('exact_subscribers', 0):,} / {d.get('subscribers', 0):,}",
             *deliveries(r), mib((r.get("server_rss_kib") or {}).get("peak")), status(r),

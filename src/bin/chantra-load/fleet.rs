@@ -57,8 +57,10 @@ pub struct ConnectReport {
     pub failed: u64,
     /// Still trying when the operation's deadline passed.
     pub pending: u64,
-    /// Wall time until the last subscriber connected (or failed).
+    /// Wall time until every subscriber had connected or given up.
     pub all_ms: u64,
+    /// Wall time until the last successful connect.
+    pub last_connected_ms: u64,
     /// Per subscriber: from its first attempt to its 200, retries included.
     pub time: HistogramData,
     /// Every attempt's answer: "200", "429", "503 retry-after", "io: …".
@@ -73,6 +75,7 @@ impl ConnectReport {
         self.failed += other.failed;
         self.pending += other.pending;
         self.all_ms = self.all_ms.max(other.all_ms);
+        self.last_connected_ms = self.last_connected_ms.max(other.last_connected_ms);
         self.time.merge(&other.time);
         merge_tally(&mut self.statuses, &other.statuses);
         self.retries += other.retries;
@@ -268,6 +271,7 @@ impl LocalFleet {
             answered += 1;
             if done.ok {
                 report.connected += 1;
+                report.last_connected_ms = started.elapsed().as_millis() as u64;
                 times.record(done.elapsed.as_micros() as u64);
             } else {
                 report.failed += 1;
