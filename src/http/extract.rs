@@ -118,8 +118,8 @@ where
                 AppError::bad_request("invalid_body", rejection.body_text())
             }
         })?;
-        let trimmed = bytes.trim_ascii();
-        if trimmed.is_empty() || trimmed == b"null" {
+        // No body at all, or a JSON `null`, means "absent"; whitespace alone is not JSON.
+        if bytes.is_empty() || serde_json::from_slice::<()>(&bytes).is_ok() {
             return Ok(OptionalJson(T::default()));
         }
         if let Some(declared) = declared
@@ -127,7 +127,7 @@ where
         {
             return Err(AppError::UnsupportedMediaType("send the body as application/json".into()));
         }
-        require_object(trimmed)?;
+        require_object(&bytes)?;
         serde_json::from_slice(&bytes).map(OptionalJson).map_err(|e| {
             AppError::bad_request("invalid_json", format!("the body is not valid JSON for this endpoint: {e}"))
         })

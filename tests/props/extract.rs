@@ -1,11 +1,16 @@
 //! The HTTP helpers every handler leans on: query-string parameters (tokens,
 //! cursors, TTLs travel there), tokens from headers, the JSON content-type
-//! test and the "body must be an object" rule.
+//! test, the "body must be an object" rule, and the optional JSON bodies of
+//! channel and grant creation.
 
+use axum::body::Body;
+use axum::extract::{FromRequest as _, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use chantra::error::AppError;
-use chantra::http::extract::{is_json, query_param, require_object, token_from_headers};
+use chantra::http::extract::{OptionalJson, is_json, query_param, require_object, token_from_headers};
 use proptest::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::cases;
 
@@ -94,4 +99,53 @@ proptest! {
         let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
         prop_assert_eq!(require_object(&body).is_ok(), first == Some(b'{'));
     }
+
+    #[test]
+    fn optional_json_bodies(
+        body in prop_oneof![
+            Just(String::new()),
+            "[ \t\r\n]{1,3}",
+            "[ \t\r\n]{0,2}null[ \t\r\n]{0,2}",
+            "[ \n]?\\{[ ]?(\"visibility\"[ ]?:[ ]?(\"public\"|\"private\"|\"secret\"|null|1))?[ ]?\\}[ \n]?",
+            "\\{\"(visibility|x)\":\"private\"\\}",
+            "\\[\"private\"\\]|true|0|\"x\"|\\{",
+            any::<String>(),
+        ],
+        content_type in proptest::option::of("application/json|Application/JSON; charset=utf-8|application/merge-patch\\+json|text/plain|application/x-www-form-urlencoded"),
+    ) {
+        let result = optional_json(&body, content_type.as_deref());
+        // The oracle: absent means no bytes at all or a JSON null; anything
+        // else must be declared JSON (if declared at all) and be an object of the right shape.
+        let parsed = serde_json::from_str::<Value>(&body);
+        let expected: Result<Option<String>, u16> = if body.is_empty() || matches!(parsed, Ok(Value::Null)) {
+            Ok(None)
+        } else if content_type.as_deref().is_some_and(|t| !is_json(t)) {
+            Err(415)
+        } else {
+            match serde_json::from_str::<Create>(&body) {
+                Ok(create) if matches!(parsed, Ok(Value::Object(_))) => Ok(create.visibility),
+                _ => Err(400),
+            }
+        };
+        prop_assert_eq!(result, expected, "{:?} as {:?}", body, content_type);
+    }
+}
+
+/// A body like channel creation's: every field optional, unknown fields refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    visibility: Option<String>,
+}
+
+/// What `OptionalJson` makes of `body`: the field it read, or the status it refused with.
+fn optional_json(body: &str, content_type: Option<&str>) -> Result<Option<String>, u16> {
+    let mut request = Request::builder().method("POST").uri("/v1/channels");
+    if let Some(t) = content_type {
+        request = request.header(header::CONTENT_TYPE, t);
+    }
+    let request = request.body(Body::from(body.to_owned())).unwrap();
+    futures::executor::block_on(OptionalJson::<Create>::from_request(request, &()))
+        .map(|OptionalJson(create)| create.visibility)
+        .map_err(|e| e.status().as_u16())
 }
