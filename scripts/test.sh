@@ -38,6 +38,7 @@ if [[ $# -eq 0 ]]; then
   # The binary the Rust suite just built serves steps 2-4.
   cargo build --bin chantra
   bash scripts/mcp-clients.sh
+  bash scripts/schemathesis.sh
   CHANTRA_BUILD=0 bash scripts/browser-test.sh
   CHANTRA_BIN=target/debug/chantra bash scripts/check-deploy.sh
 fi
