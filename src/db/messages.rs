@@ -7,8 +7,12 @@ use sea_orm::prelude::*;
 use super::entity::message;
 use crate::domain::{ChannelId, IdempotencyKey};
 
-pub async fn insert(db: &impl ConnectionTrait, model: message::Model) -> Result<(), DbErr> {
-    message::Entity::insert(message::ActiveModel::from(model)).exec_without_returning(db).await?;
+/// Inserts all `models` with one statement (none: no statement).
+pub async fn insert_many(db: &impl ConnectionTrait, models: Vec<message::Model>) -> Result<(), DbErr> {
+    if models.is_empty() {
+        return Ok(());
+    }
+    message::Entity::insert_many(models.into_iter().map(message::ActiveModel::from)).exec_without_returning(db).await?;
     Ok(())
 }
 

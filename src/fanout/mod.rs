@@ -111,6 +111,24 @@ impl Fanout {
         Ok(())
     }
 
+    /// Announces every notice in one statement when `txn` commits. No-op locally.
+    pub async fn notify_all(&self, txn: &impl ConnectionTrait, notices: &[Notice]) -> Result<(), DbErr> {
+        if notices.is_empty() || matches!(self.mode, Mode::Local { .. }) {
+            return Ok(());
+        }
+        // SELECT pg_notify($1, $2), pg_notify($1, $3), ...
+        let calls: Vec<String> = (0..notices.len()).map(|i| format!("pg_notify($1, ${})", i + 2)).collect();
+        let mut values: Vec<sea_orm::Value> = vec![NOTIFY_CHANNEL.into()];
+        values.extend(notices.iter().map(|n| n.encode().into()));
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("SELECT {}", calls.join(", ")),
+            values,
+        ))
+        .await?;
+        Ok(())
+    }
+
     /// Delivers to this process's hub after a commit, in local mode; with
     /// PostgreSQL the listener does it for every process, this one included.
     pub fn deliver_local(&self, channel: Uuid, event: impl FnOnce() -> HubEvent) {

@@ -2,21 +2,20 @@
 //! row never points at a missing object; if the row cannot be written the
 //! object is deleted again. Readers only ever see rows.
 //!
-//! The message id is assigned inside the write transaction, after the
-//! channel row is locked, and is above every id the channel already has: a
-//! channel's ids therefore grow in commit order, which is the order live
-//! readers receive them in and the order a resume replays them in.
+//! The message id is assigned inside the write transaction (commit.rs, which
+//! batches concurrent publishes), after the channel row is locked, and is
+//! above every id the channel already has: a channel's ids therefore grow in
+//! commit order, which is the order live readers receive them in and the
+//! order a resume replays them in.
 
 use bytes::Bytes;
-use sea_orm::{DbErr, TransactionTrait as _};
 
 use super::Service;
-use super::reads::message_event;
+use super::commit::CommitError;
 use super::views::PublishedMessage;
 use crate::db::{self, Failure, entity::message};
 use crate::domain::{ChannelId, ContentType, IdempotencyKey, MessageId, PublishToken, Ttl};
 use crate::error::AppError;
-use crate::fanout::{HubEvent, Notice, frame};
 use crate::payload;
 
 /// A message to publish, already parsed from the request.
@@ -34,17 +33,6 @@ pub struct PublishInput {
 pub struct Published {
     pub message: PublishedMessage,
     pub replayed: bool,
-}
-
-enum CommitError {
-    ChannelGone,
-    Db(DbErr),
-}
-
-impl From<DbErr> for CommitError {
-    fn from(err: DbErr) -> Self {
-        CommitError::Db(err)
-    }
 }
 
 impl Service {
@@ -75,7 +63,13 @@ impl Service {
 
         // The object's name is its own id: the message id is only known in the transaction.
         let object_key = payload::object_key(id, MessageId::new());
-        self.store.put(&object_key, input.payload.clone(), input.content_type.as_str()).await?;
+        if let Err(err) = self.store.put(&object_key, input.payload.clone(), input.content_type.as_str()).await {
+            // A channel deleted meanwhile takes its objects' folder with it: that is a 404, not an outage.
+            if matches!(db::channels::find(&self.db, id).await, Ok(None)) {
+                return Err(AppError::ChannelNotFound);
+            }
+            return Err(err.into());
+        }
 
         let row = message::Model {
             id: uuid::Uuid::nil(),
@@ -87,14 +81,9 @@ impl Service {
             expires_at: now + input.ttl.as_duration(),
             idempotency_key: input.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
         };
-        // Spawned, so that a client hanging up or a request timeout cannot
-        // stop it between the commit and the delivery to local readers (which
-        // would then skip this message for good).
-        let this = self.clone();
-        let payload = input.payload.clone();
-        let committed = tokio::spawn(async move { this.commit_message(id, row, &payload).await })
-            .await
-            .map_err(|_| AppError::Internal)?;
+        // Written by the group-commit task (commit.rs), together with whatever
+        // else is being published right now.
+        let committed = self.commits().commit(id, row, input.payload.clone()).await;
         let failure = match committed {
             Ok(row) => {
                 crate::metrics::get().publishes.increment(1);
@@ -123,32 +112,6 @@ impl Service {
             (Failure::ForeignKeyViolation, _) => Err(AppError::ChannelNotFound),
             _ => Err(err.into()),
         }
-    }
-
-    /// Writes the row, assigning its id under the channel's lock, announces
-    /// it, and (single-process mode) delivers it to local readers in order.
-    async fn commit_message(
-        &self,
-        channel: ChannelId,
-        mut row: message::Model,
-        payload: &[u8],
-    ) -> Result<message::Model, CommitError> {
-        let _in_order = self.fanout.sequence().await;
-        let txn = self.db.begin().await?;
-        if !db::channels::set_last_published(&txn, channel, row.created_at).await? {
-            return Err(CommitError::ChannelGone);
-        }
-        let newest = db::messages::newest_id(&txn, channel).await?;
-        row.id = MessageId::next_after(newest).as_uuid();
-        db::messages::insert(&txn, row.clone()).await?;
-        self.fanout.notify(&txn, Notice::Message { channel: channel.as_uuid(), message: row.id }).await?;
-        txn.commit().await?;
-        self.fanout.deliver_local(channel.as_uuid(), || HubEvent::Message {
-            id: row.id,
-            expires_at: row.expires_at,
-            frame: frame::message(&message_event(&row, payload)),
-        });
-        Ok(row)
     }
 }
 

@@ -3,6 +3,7 @@
 //! written once. It is the only caller of `db/` and `payload/`.
 
 mod channels;
+mod commit;
 mod grants;
 mod messages;
 mod reads;
@@ -43,6 +44,8 @@ pub struct Service {
     settings: Arc<ServiceSettings>,
     /// One sweep at a time in this process (PostgreSQL adds a cross-process lock).
     sweep_guard: Arc<tokio::sync::Mutex<()>>,
+    /// The group-commit writer, started on the first publish.
+    commits: Arc<std::sync::OnceLock<commit::CommitQueue>>,
 }
 
 impl Service {
@@ -54,7 +57,20 @@ impl Service {
         fanout: Fanout,
         settings: ServiceSettings,
     ) -> Self {
-        Self { db, store, hasher, clock, fanout, settings: Arc::new(settings), sweep_guard: Arc::default() }
+        Self {
+            db,
+            store,
+            hasher,
+            clock,
+            fanout,
+            settings: Arc::new(settings),
+            sweep_guard: Arc::default(),
+            commits: Arc::default(),
+        }
+    }
+
+    fn commits(&self) -> &commit::CommitQueue {
+        self.commits.get_or_init(|| commit::CommitQueue::start(self.db.clone(), self.fanout.clone()))
     }
 
     pub fn db(&self) -> &DatabaseConnection {

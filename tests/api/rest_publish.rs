@@ -16,6 +16,7 @@ on_both_backends!(
     publish_token_of_another_channel,
     idempotency_key_prevents_duplicates,
     store_unavailable_writes_nothing,
+    concurrent_publishes_keep_order_per_channel,
 );
 
 fn publish_url(app: &crate::helpers::TestApp, channel: &Value) -> String {
@@ -333,4 +334,61 @@ async fn send_chunked_until_refused(url: &str, token: &str, chunks: usize, size:
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Concurrent publishes are written in shared transactions (group commit):
+/// each still gets its own id, ids grow in the order readers receive them,
+/// and a channel deleted mid-batch fails only its own messages.
+async fn concurrent_publishes_keep_order_per_channel(backend: Backend) {
+    use chantra::cli::Role;
+    let app =
+        spawn_app_with(backend, Options { roles: Some(vec![Role::Rest, Role::Channels]), ..Default::default() }).await;
+    let (a, b, doomed) =
+        (app.create_channel("public").await, app.create_channel("public").await, app.create_channel("public").await);
+    let follow = |channel: &Value| {
+        let path = channel["url"].as_str().unwrap().strip_prefix("http://channels.test").unwrap().to_owned();
+        crate::sse_client::connect(app.client.get(app.url(Role::Channels, &path)))
+    };
+    let (mut stream_a, mut stream_b) = (follow(&a).await, follow(&b).await);
+
+    let publish = |channel: &Value, text: String| {
+        app.client.post(publish_url(&app, channel)).header("x-publish-token", token(channel)).body(text).send()
+    };
+    let sends = (0..30).map(|i| {
+        let channel = [&a, &b, &doomed][i % 3];
+        publish(channel, format!("m{i}"))
+    });
+    let delete = app
+        .client
+        .delete(app.rest(&format!("/v1/channels/{}", doomed["channel_id"].as_str().unwrap())))
+        .header("x-publish-token", token(&doomed))
+        .send();
+    let (responses, deleted) = futures::future::join(futures::future::join_all(sends), delete).await;
+    assert_eq!(deleted.unwrap().status(), 204);
+
+    let mut acknowledged = [Vec::new(), Vec::new()];
+    for (i, response) in responses.into_iter().enumerate() {
+        let response = response.unwrap();
+        if i % 3 == 2 {
+            assert!([201, 404].contains(&response.status().as_u16()), "doomed channel: {}", response.status());
+            continue;
+        }
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        acknowledged[i % 3].push(body["message_id"].as_str().unwrap().to_owned());
+    }
+    for (stream, acknowledged) in [(&mut stream_a, &acknowledged[0]), (&mut stream_b, &acknowledged[1])] {
+        let received: Vec<String> = stream
+            .messages(10, std::time::Duration::from_secs(10))
+            .await
+            .into_iter()
+            .map(|e| e.id.expect("messages carry ids"))
+            .collect();
+        let mut sorted = received.clone();
+        sorted.sort();
+        assert_eq!(received, sorted, "delivered in id order");
+        let mut expected = acknowledged.clone();
+        expected.sort();
+        assert_eq!(sorted, expected, "every acknowledged message, once");
+    }
 }

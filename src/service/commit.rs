@@ -1,0 +1,182 @@
+//! Group commit: publishes that arrive while a write transaction is running
+//! wait and are written together in the next one.
+//!
+//! One task per process owns the write path. It takes every publish that is
+//! waiting (up to [`MAX_BATCH`]) and, in one transaction, locks each channel
+//! involved once, reads its newest id once, assigns ids in arrival order,
+//! inserts all rows with one statement and sends all notifications with
+//! another. Under load that turns several round trips and a commit per
+//! message into a handful per batch; with a single publisher a batch is one
+//! message and nothing changes.
+//!
+//! If a batch's transaction fails (a raced Idempotency-Key, a deleted
+//! channel's foreign key, a busy database), each of its messages is retried
+//! in a transaction of its own, so one bad message never fails the others.
+//!
+//! The task is independent of the requests: a client hanging up after its
+//! message was queued cannot separate the commit from the local delivery.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait as _};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::reads::message_event;
+use crate::db::{self, entity::message};
+use crate::domain::{ChannelId, MessageId};
+use crate::fanout::{Fanout, HubEvent, Notice, frame};
+
+/// The most messages written in one transaction.
+pub const MAX_BATCH: usize = 128;
+
+/// Why a message was not written.
+pub(super) enum CommitError {
+    ChannelGone,
+    Db(DbErr),
+}
+
+impl From<DbErr> for CommitError {
+    fn from(err: DbErr) -> Self {
+        CommitError::Db(err)
+    }
+}
+
+/// A message waiting for its transaction. The row's id is assigned there.
+struct Pending {
+    channel: ChannelId,
+    row: message::Model,
+    payload: Bytes,
+    done: oneshot::Sender<Result<message::Model, CommitError>>,
+}
+
+/// The publishers' side of the queue; cheap to clone. The writing task
+/// ends when the last clone is dropped.
+#[derive(Clone)]
+pub(super) struct CommitQueue {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl CommitQueue {
+    /// Starts the writing task (needs a running tokio runtime).
+    pub(super) fn start(db: DatabaseConnection, fanout: Fanout) -> Self {
+        let (sender, receiver) = mpsc::channel(MAX_BATCH * 8);
+        tokio::spawn(run(db, fanout, receiver));
+        Self { sender }
+    }
+
+    /// Writes `row` (its id assigned in the transaction), announces it and
+    /// delivers it to local readers; resolves once it is committed.
+    pub(super) async fn commit(
+        &self,
+        channel: ChannelId,
+        row: message::Model,
+        payload: Bytes,
+    ) -> Result<message::Model, CommitError> {
+        let (done, outcome) = oneshot::channel();
+        let pending = Pending { channel, row, payload, done };
+        if self.sender.send(pending).await.is_err() {
+            return Err(CommitError::Db(DbErr::Custom("the commit task has stopped".into())));
+        }
+        outcome.await.unwrap_or_else(|_| Err(CommitError::Db(DbErr::Custom("the commit task has stopped".into()))))
+    }
+}
+
+async fn run(db: DatabaseConnection, fanout: Fanout, mut receiver: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        write_batch(&db, &fanout, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pending>) {
+    // Local mode: deliveries leave in commit order (see Fanout::sequence).
+    let _in_order = fanout.sequence().await;
+    let rows: Vec<_> = batch.iter().map(|p| (p.channel, p.row.clone())).collect();
+    match write(db, fanout, rows).await {
+        Ok(outcomes) => {
+            for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                finish(fanout, pending, outcome);
+            }
+        }
+        Err(err) if batch.len() == 1 => {
+            let pending = batch.into_iter().next().expect("one message");
+            let _ = pending.done.send(Err(err));
+        }
+        Err(err) => {
+            tracing::debug!(error = %describe(&err), size = batch.len(), "batch failed; writing its messages one by one");
+            for pending in batch {
+                let outcome = match write(db, fanout, vec![(pending.channel, pending.row.clone())]).await {
+                    Ok(mut outcomes) => outcomes.pop().expect("one outcome per message"),
+                    Err(err) => Err(err),
+                };
+                finish(fanout, pending, outcome);
+            }
+        }
+    }
+}
+
+/// Delivers a committed message to local readers and answers its publisher.
+fn finish(fanout: &Fanout, pending: Pending, outcome: Result<message::Model, CommitError>) {
+    if let Ok(row) = &outcome {
+        fanout.deliver_local(row.channel_id, || HubEvent::Message {
+            id: row.id,
+            expires_at: row.expires_at,
+            frame: frame::message(&message_event(row, &pending.payload)),
+        });
+    }
+    let _ = pending.done.send(outcome);
+}
+
+/// One transaction for `rows`; per row, its committed form or why it was
+/// refused (its channel is gone). An `Err` means nothing was written.
+async fn write(
+    db: &DatabaseConnection,
+    fanout: &Fanout,
+    mut rows: Vec<(ChannelId, message::Model)>,
+) -> Result<Vec<Result<message::Model, CommitError>>, CommitError> {
+    let txn = db.begin().await?;
+    // Each channel once: lock it (by updating its row) and read its newest id.
+    let mut newest: HashMap<ChannelId, Option<Option<Uuid>>> = HashMap::new();
+    for (channel, row) in &rows {
+        if newest.contains_key(channel) {
+            continue;
+        }
+        let last_at =
+            rows.iter().filter(|(c, _)| c == channel).map(|(_, r)| r.created_at).max().unwrap_or(row.created_at);
+        let state = if db::channels::set_last_published(&txn, *channel, last_at).await? {
+            Some(db::messages::newest_id(&txn, *channel).await?)
+        } else {
+            None
+        };
+        newest.insert(*channel, state);
+    }
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut inserts = Vec::with_capacity(rows.len());
+    let mut notices = Vec::with_capacity(rows.len());
+    for (channel, row) in &mut rows {
+        match newest.get_mut(channel).expect("every channel was looked up") {
+            None => outcomes.push(Err(CommitError::ChannelGone)),
+            Some(last) => {
+                let id = MessageId::next_after(*last).as_uuid();
+                *last = Some(id);
+                row.id = id;
+                inserts.push(row.clone());
+                notices.push(Notice::Message { channel: channel.as_uuid(), message: id });
+                outcomes.push(Ok(row.clone()));
+            }
+        }
+    }
+    db::messages::insert_many(&txn, inserts).await?;
+    fanout.notify_all(&txn, &notices).await?;
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+fn describe(err: &CommitError) -> String {
+    match err {
+        CommitError::ChannelGone => "channel gone".into(),
+        CommitError::Db(err) => err.to_string(),
+    }
+}
