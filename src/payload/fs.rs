@@ -1,6 +1,7 @@
 //! Payloads as files under one root directory (the embedded default).
-//! Writes go to a temporary file that is renamed into place, so a reader
-//! never sees half an object.
+//! Each object is written once, under a fresh key, before its message row
+//! exists: nobody reads it until it is complete. A crash mid-write leaves a
+//! file without a row, which the sweeper removes as an orphan.
 
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
@@ -45,16 +46,23 @@ impl PayloadStore for FsStore {
 
     async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| unavailable("create", dir, e))?;
-        }
-        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7().simple()));
-        tokio::fs::write(&tmp, &bytes).await.map_err(|e| unavailable("write", &tmp, e))?;
-        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(unavailable("rename", &path, e));
-        }
-        Ok(())
+        // One trip to the blocking pool for the whole write.
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let create = || std::fs::File::create_new(&path);
+            let mut file = match create() {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let dir = path.parent().unwrap_or(&path);
+                    std::fs::create_dir_all(dir).map_err(|e| unavailable("create", dir, e))?;
+                    create()
+                }
+                other => other,
+            }
+            .map_err(|e| unavailable("create", &path, e))?;
+            file.write_all(&bytes).map_err(|e| unavailable("write", &path, e))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("write task failed: {e}")))?
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

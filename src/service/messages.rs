@@ -42,7 +42,7 @@ impl Service {
         token: &PublishToken,
         input: PublishInput,
     ) -> Result<Published, AppError> {
-        self.authorize_publisher(id, token).await?;
+        self.authorize_publish(id, token).await?;
         if input.payload.len() > self.settings.max_payload_bytes {
             return Err(AppError::PayloadTooLarge { limit: self.settings.max_payload_bytes });
         }

@@ -44,6 +44,9 @@ pub struct Service {
     settings: Arc<ServiceSettings>,
     /// One sweep at a time in this process (PostgreSQL adds a cross-process lock).
     sweep_guard: Arc<tokio::sync::Mutex<()>>,
+    /// Publish-token hashes of recently published-to channels, so a publish
+    /// needs no lookup (a deleted channel still fails in the commit: 404).
+    publish_hashes: Arc<std::sync::Mutex<std::collections::HashMap<ChannelId, String>>>,
     /// The group-commit writer, started on the first publish.
     commits: Arc<std::sync::OnceLock<commit::CommitQueue>>,
 }
@@ -65,6 +68,7 @@ impl Service {
             fanout,
             settings: Arc::new(settings),
             sweep_guard: Arc::default(),
+            publish_hashes: Arc::default(),
             commits: Arc::default(),
         }
     }
@@ -97,6 +101,30 @@ impl Service {
             return Err(AppError::InvalidToken);
         }
         Ok(channel)
+    }
+
+    /// `authorize_publisher` for the publish hot path: the channel's token
+    /// hash comes from memory when this process has seen it.
+    async fn authorize_publish(&self, id: ChannelId, token: &PublishToken) -> Result<(), AppError> {
+        /// Bounds the memory: past this many channels the map starts over.
+        const MAX_CACHED: usize = 10_000;
+        let cached = self.publish_hashes.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        let stored = match cached {
+            Some(hash) => hash,
+            None => {
+                let channel = self.authorize_publisher(id, token).await?;
+                let mut map = self.publish_hashes.lock().unwrap_or_else(|p| p.into_inner());
+                if map.len() >= MAX_CACHED {
+                    map.clear();
+                }
+                map.insert(id, channel.publish_token_hash);
+                return Ok(());
+            }
+        };
+        if !self.hasher.hash_publish(token).matches(&stored) {
+            return Err(AppError::InvalidToken);
+        }
+        Ok(())
     }
 
     fn channel_url(&self, id: ChannelId, visibility: Visibility) -> String {
