@@ -78,7 +78,7 @@ impl Application {
         if let Some(settings) = config.sweeper.clone() {
             tokio::spawn(service.clone().run_sweeper(settings, shutdown.clone()));
         }
-        let streams = StreamSlots::new(config.sse.max_streams, config.sse.max_streams_per_ip);
+        let streams = StreamSlots::new(stream_capacity(config.sse.max_streams), config.sse.max_streams_per_ip);
         Ok(Self { state: AppState { config: Arc::new(config), service, streams, shutdown }, listeners, stop })
     }
 
@@ -136,6 +136,34 @@ impl Application {
             }
         }
     }
+}
+
+/// File descriptors kept for everything that is not a stream: database and
+/// S3 connections, payload files, API requests, the listeners.
+const RESERVED_FDS: u64 = 512;
+
+/// Raises this process's open-file limit to its hard maximum and returns how
+/// many streams fit: MAX_STREAMS, or fewer if the descriptors run out first —
+/// so a full server answers 503 `server_busy` instead of failing to accept
+/// ("too many open files") and starving every other request.
+fn stream_capacity(max_streams: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not read the open-file limit; MAX_STREAMS is used as is");
+            return max_streams;
+        }
+    };
+    let fits = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    if fits < max_streams {
+        tracing::warn!(
+            open_file_limit = limit,
+            max_streams,
+            streams = fits,
+            "the open-file limit caps streams below MAX_STREAMS; raise `ulimit -n` (LimitNOFILE / ulimits) for more"
+        );
+    }
+    max_streams.min(fits)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (container stop).

@@ -49,13 +49,18 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
         .max_header_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
     let graceful = GracefulShutdown::new();
+    let mut last_accept_warning = None;
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %err, "accept failed");
+                    // Out of file descriptors and the like: pause rather than spin,
+                    // and say so once per burst rather than per attempt.
+                    if last_accept_warning.is_none_or(|at: std::time::Instant| at.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(error = %err, "accept failed; pausing new connections briefly");
+                        last_accept_warning = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
