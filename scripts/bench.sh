@@ -340,23 +340,40 @@ smoke_negative() {
   fi
 }
 
-{
-  echo "Date: $DATE (UTC); mode: $MODE; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)," \
-    "load average at start $(cut -d' ' -f1-3 /proc/loadavg), file descriptor limit $(ulimit -n) per process."
-  echo "Client and servers share the machine; chantra-load's own CPU use is in every figure."
-  echo "Sizes: publish ${BENCH_PUBLISHERS} publishers × ${BENCH_PUBLISH_SECS} s × ${BENCH_PAYLOAD_BYTES} B;" \
-    "fanout ${BENCH_FANOUT} subscribers × ${BENCH_FANOUT_MESSAGES} at ${BENCH_FANOUT_RATE}/s;" \
-    "channels ${BENCH_CHANNELS} × ${BENCH_CHANNELS_MESSAGES} messages at ${BENCH_CHANNELS_RATE}/s;" \
-    "idle ${BENCH_IDLE} for ${BENCH_IDLE_HOLD} s; resume ${BENCH_RESUME} (${BENCH_RESUME_MESSAGES} + ${BENCH_RESUME_GAP} in the gap + ${BENCH_RESUME_MESSAGES})."
-  echo "Chantra: \`serve --role rest,channels --no-sweeper\`, RATE_LIMIT_PER_SECOND=0, MAX_STREAMS(_PER_IP)=100000;" \
-    "postgres = PostgreSQL $(psql -V 2>/dev/null | awk '{print $3}') + garage. nchan: bench/nchan/nginx.conf (nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 workers)."
-} >"$BENCH_OUT/meta.txt"
+# meta.txt: what the machine and the servers were; one line per invocation,
+# since the results of several invocations on one day share the folder.
+if [[ ! -f $BENCH_OUT/meta.txt ]]; then
+  {
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)," \
+      "file descriptor limit $(ulimit -n) per process. Client and servers share the machine;" \
+      "chantra-load's own CPU use is in every figure."
+    echo "Chantra: \`serve --role rest,channels --no-sweeper\`, RATE_LIMIT_PER_SECOND=0, MAX_STREAMS(_PER_IP)=100000;" \
+      "postgres = PostgreSQL $(psql -V 2>/dev/null | awk '{print $3}') + garage. nchan: bench/nchan/nginx.conf" \
+      "(nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 workers)."
+    echo
+    echo "Runs:"
+    echo
+  } >"$BENCH_OUT/meta.txt"
+fi
+echo "- $(date -u +%T) UTC, $MODE, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')," \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg): targets ${BENCH_TARGETS}; scenarios ${BENCH_SCENARIOS};" \
+  "publish ${BENCH_PUBLISHERS} × ${BENCH_PUBLISH_SECS} s × ${BENCH_PAYLOAD_BYTES} B;" \
+  "fanout ${BENCH_FANOUT} × ${BENCH_FANOUT_MESSAGES} at ${BENCH_FANOUT_RATE}/s;" \
+  "channels ${BENCH_CHANNELS} × ${BENCH_CHANNELS_MESSAGES} at ${BENCH_CHANNELS_RATE}/s;" \
+  "idle ${BENCH_IDLE} for ${BENCH_IDLE_HOLD} s;" \
+  "resume ${BENCH_RESUME} (${BENCH_RESUME_MESSAGES} + ${BENCH_RESUME_GAP} in the gap + ${BENCH_RESUME_MESSAGES})." \
+  >>"$BENCH_OUT/meta.txt"
 
 log "mode $MODE; targets: $BENCH_TARGETS; scenarios: $BENCH_SCENARIOS; results in $BENCH_OUT"
 if [[ " $BENCH_SCENARIOS " == *" token "* ]]; then
   log "token check cost: cargo bench --bench token_hash"
-  cargo bench --bench token_hash 2>/dev/null | grep -i "token hash" >"$BENCH_OUT/token_hash.txt" || FAILED+=("token")
+  if cargo bench --bench token_hash >"$WORK/token_hash.log" 2>&1; then
+    grep -i "token hash" "$WORK/token_hash.log" >"$BENCH_OUT/token_hash.txt"
+  else
+    FAILED+=("token")
+    log "FAILED: cargo bench --bench token_hash:"
+    tail -n 20 "$WORK/token_hash.log" >&2
+  fi
 fi
 for target in $BENCH_TARGETS; do
   setup_target "$target"
