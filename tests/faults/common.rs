@@ -1,0 +1,168 @@
+//! What every fault case shares: the binary under test, free ports, a fresh
+//! database on the shared PostgreSQL, bounded waits, /proc figures and the
+//! few REST calls the cases make.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+/// The binary under test, built by cargo for this test target.
+pub const BIN: &str = env!("CARGO_BIN_EXE_chantra");
+/// TOKEN_SECRET_SALT of every process a case starts (they must agree).
+pub const TEST_SECRET: &str = "faults-secret-0123456789abcdef";
+/// CHANNEL_BASE_URL: channel URLs are this + `/channel/v1/...`.
+pub const BASE_URL: &str = "http://channels.test";
+
+/// A loopback port that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `bytes` random bytes from the kernel, as hex (secrets and key ids of a private garage).
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Polls `check` every `every` until it holds; panics naming `what` after `limit`.
+/// Returns how long it took.
+pub async fn wait_until(what: &str, limit: Duration, every: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A field of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`); `None` once the process is gone.
+pub fn proc_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples a process's VmRSS every 100 ms in the background; `peak_kib()` is the largest seen.
+pub struct RssSampler {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> Self {
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = peak.clone();
+        let task = tokio::spawn(async move {
+            while let Some(rss) = proc_kib(pid, "VmRSS") {
+                seen.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { peak, task }
+    }
+
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The shared PostgreSQL's admin URL (scripts/test-env.sh `ensure_postgres`).
+pub fn admin_database_url() -> String {
+    std::env::var("CHANTRA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database on the shared PostgreSQL that exists for one test (dropped after it).
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin = admin_database_url();
+        let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin} ({e}). Start it with \
+                 `source scripts/test-env.sh && ensure_postgres` or set CHANTRA_TEST_DATABASE_URL"
+            )
+        });
+        let name = format!("chantra_faults_{}", uuid::Uuid::now_v7().simple());
+        conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("CHANTRA_TEST_DATABASE_URL must end with /<database>"),
+        };
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Outside async (maybe during a panic): a thread with its own runtime.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let conn = Database::connect(&admin_database_url()).await.ok()?;
+                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A client for API calls: `timeout` per request, and idle pooled
+/// connections dropped after a second — before the server's header read
+/// timeout (which also closes idle keep-alive connections) can, so that a
+/// request never races a connection being closed.
+pub fn api_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(1)).build().unwrap()
+}
+
+/// Creates a channel through a rest role at `rest` (`http://addr`).
+pub async fn create_channel(client: &reqwest::Client, rest: &str, visibility: &str) -> Value {
+    let response = client
+        .post(format!("{rest}/v1/channels"))
+        .json(&json!({ "visibility": visibility }))
+        .send()
+        .await
+        .expect("create a channel");
+    assert_eq!(response.status(), 201, "creating a channel");
+    response.json().await.unwrap()
+}
+
+/// The stream path of a channel (its URL without the configured base).
+pub fn stream_path(channel: &Value) -> String {
+    channel["url"].as_str().unwrap().strip_prefix(BASE_URL).expect("the configured base URL").to_owned()
+}
+
+/// The `Retry-After` header of a response, as text.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// A `Retry-After` that a client can act on: whole seconds, at least 1.
+pub fn valid_retry_after(value: Option<&str>) -> bool {
+    value.and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|secs| secs >= 1)
+}
+
+/// Minimum, median and maximum of some durations, for the printed figures.
+pub fn spread(values: &[Duration]) -> (Duration, Duration, Duration) {
+    if values.is_empty() {
+        return Default::default();
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    (sorted[0], sorted[sorted.len() / 2], sorted[sorted.len() - 1])
+}

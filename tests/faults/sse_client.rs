@@ -1,0 +1,160 @@
+//! A small Server-Sent Events client (a copy of tests/api/sse_client.rs,
+//! written from the WHATWG parsing rules rather than shared with the
+//! server's encoder), which also tells how a stream ended: cleanly (the
+//! server closed the response) or with a transport error (a killed process).
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl Event {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {}", self.data))
+    }
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The response body was complete (the server ended it).
+    Clean,
+    /// The connection failed mid-body.
+    Error(String),
+}
+
+pub struct SseStream {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    body: Option<futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    buffer: String,
+    current: Event,
+    has_data: bool,
+    /// The last `id:` field seen, as EventSource tracks it.
+    pub last_event_id: Option<String>,
+    /// Set once the body is over.
+    pub end: Option<End>,
+}
+
+/// Sends the request with `Accept: text/event-stream`; a connection failure is an `Err`.
+pub async fn try_connect(request: reqwest::RequestBuilder) -> reqwest::Result<SseStream> {
+    let response = request.header("accept", "text/event-stream").send().await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    Ok(SseStream {
+        status,
+        headers,
+        body: Some(response.bytes_stream().boxed()),
+        buffer: String::new(),
+        current: Event::default(),
+        has_data: false,
+        last_event_id: None,
+        end: None,
+    })
+}
+
+impl SseStream {
+    /// The whole body of a non-stream (error) response, as JSON (`Null` if it is not JSON).
+    pub async fn error_json(mut self) -> Value {
+        let mut bytes = Vec::new();
+        if let Some(mut body) = self.body.take() {
+            while let Some(Ok(chunk)) = body.next().await {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    }
+
+    /// The next dispatched event; `None` when the stream ends or `wait` passes.
+    pub async fn next(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(event) = self.parse_buffered() {
+                return Some(event);
+            }
+            let body = self.body.as_mut()?;
+            let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+                Err(_) => return None,
+                Ok(None) => {
+                    self.body = None;
+                    self.end = Some(End::Clean);
+                    return None;
+                }
+                Ok(Some(Err(err))) => {
+                    self.body = None;
+                    self.end = Some(End::Error(format!("{err:?}")));
+                    return None;
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            self.buffer.push_str(std::str::from_utf8(&chunk).expect("SSE is UTF-8"));
+        }
+    }
+
+    /// Whether the body is over.
+    pub fn ended(&self) -> bool {
+        self.body.is_none()
+    }
+
+    fn parse_buffered(&mut self) -> Option<Event> {
+        loop {
+            let end = self.buffer.find(['\n', '\r'])?;
+            let mut line: String = self.buffer[..end].to_owned();
+            let mut consumed = end + 1;
+            if self.buffer.as_bytes()[end] == b'\r' && self.buffer.as_bytes().get(end + 1) == Some(&b'\n') {
+                consumed += 1;
+            }
+            self.buffer.drain(..consumed);
+            if line.is_empty() {
+                // As in the spec: an event without data dispatches nothing.
+                if self.has_data {
+                    let mut event = std::mem::take(&mut self.current);
+                    self.has_data = false;
+                    if event.event.is_empty() {
+                        event.event = "message".into();
+                    }
+                    if event.data.ends_with('\n') {
+                        event.data.pop();
+                    }
+                    if event.id.is_none() {
+                        event.id = self.last_event_id.clone().filter(|_| event.event == "message");
+                    }
+                    return Some(event);
+                }
+                self.current = Event::default();
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.find(':') {
+                Some(i) => {
+                    let value = line.split_off(i + 1);
+                    line.pop();
+                    (line, value.strip_prefix(' ').map(str::to_owned).unwrap_or(value))
+                }
+                None => (line, String::new()),
+            };
+            match field.as_str() {
+                "event" => self.current.event = value,
+                "data" => {
+                    self.current.data.push_str(&value);
+                    self.current.data.push('\n');
+                    self.has_data = true;
+                }
+                "id" => {
+                    self.current.id = Some(value.clone());
+                    self.last_event_id = Some(value);
+                }
+                _ => {}
+            }
+        }
+    }
+}
