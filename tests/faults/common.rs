@@ -130,6 +130,23 @@ pub fn api_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(1)).build().unwrap()
 }
 
+/// The server's own count of open streams (`chantra_streams_active` at
+/// /metrics of a role started with METRICS_ENABLED=true).
+pub async fn streams_active(role_url: &str) -> u64 {
+    let text = api_client(Duration::from_secs(10))
+        .get(format!("{role_url}/metrics"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap();
+    let line = text.lines().find(|l| l.starts_with("chantra_streams_active "));
+    let value = line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok());
+    value.unwrap_or_else(|| panic!("no chantra_streams_active in /metrics:\n{text}")) as u64
+}
+
 /// Creates a channel through a rest role at `rest` (`http://addr`).
 pub async fn create_channel(client: &reqwest::Client, rest: &str, visibility: &str) -> Value {
     let response = client

@@ -104,7 +104,7 @@ async fn graceful_shutdown_under_load_loses_nothing() {
     // end), not one cut off by the process exiting. (The clients notice a
     // little later: they are still parsing what was sent before.)
     let ended = |s: &Subscriber| s.log.lock().unwrap().ends.iter().any(|(at, _)| *at >= signalled);
-    wait_until("every stream's end", Duration::from_secs(10), Duration::from_millis(10), || {
+    wait_until("every stream's end", Duration::from_secs(30), Duration::from_millis(10), || {
         subscribers.iter().all(ended)
     })
     .await;

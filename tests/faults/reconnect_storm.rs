@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{RssSampler, create_channel, proc_kib, retry_after, spread, stream_path, valid_retry_after};
+use crate::common::{
+    RssSampler, create_channel, proc_kib, retry_after, spread, stream_path, streams_active, valid_retry_after,
+};
 use crate::server::Stack;
 use crate::sse_client::{SseStream, try_connect};
 use crate::traffic::{Outcome, publish_once};
@@ -85,7 +87,7 @@ async fn storm_of_2000_resumes_every_subscriber() {
     let started = Instant::now();
     let stack = Stack::shared_postgres().await;
     let rest = stack.start("rest", "rest", &[]).await;
-    let limits = [("MAX_STREAMS", "100000"), ("MAX_STREAMS_PER_IP", "100000")];
+    let limits = [("MAX_STREAMS", "100000"), ("MAX_STREAMS_PER_IP", "100000"), ("METRICS_ENABLED", "true")];
     let channels = stack.start("channels", "channels", &limits).await;
     let client = crate::common::api_client(Duration::from_secs(30));
     let channel = create_channel(&client, &rest.rest_url(""), "public").await;
@@ -151,6 +153,8 @@ async fn storm_of_2000_resumes_every_subscriber() {
     .await;
     let storm_took = storm_started.elapsed();
     let rss_all_open = channels.rss_kib();
+    let open = streams_active(&channels.channels_url("")).await;
+    assert_eq!(open as usize, STORM, "the server's own count of open streams");
     let m4 = publish(&client, &rest.rest_url(""), &channel, "m4").await;
     let _ = live_tx.send(true);
     let mut results = Vec::new();
@@ -179,7 +183,7 @@ async fn storm_of_2000_resumes_every_subscriber() {
         "[case 5a] {STORM} subscribers reconnected at once with Last-Event-ID: {STORM} x 200 in the end, \
          {} refusals on the way ({:?}), 0 other errors; stream open after min/median/max \
          {c_min:?}/{c_med:?}/{c_max:?}, missed message replayed after {r_min:?}/{r_med:?}/{r_max:?}; \
-         all {STORM} held open after {storm_took:?}; next live message reached all (median {l_med:?}, \
+         all {STORM} held open after {storm_took:?} (server count {open}); next live message reached all (median {l_med:?}, \
          last {l_max:?}); channels RSS idle {rss_idle} KiB, all open {rss_all_open} KiB, peak {peak} KiB \
          (ceiling {RSS_CEILING_KIB}); test took {:?}",
         refused.len(),

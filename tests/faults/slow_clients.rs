@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::common::{RssSampler, create_channel, proc_kib, spread, stream_path};
+use crate::common::{RssSampler, create_channel, proc_kib, spread, stream_path, streams_active};
 use crate::server::Stack;
 use crate::sse_client::try_connect;
 use crate::traffic::{Outcome, Subscriber, assert_exactly, publish_once, wait_delivered};
@@ -108,7 +108,8 @@ async fn slowloris_connections_are_closed_by_the_header_timeout() {
     let limit = Duration::from_secs(HEADER_TIMEOUT_SECS) + MARGIN;
     assert!(c_max <= limit, "a slowloris connection stayed open {c_max:?} (limit {limit:?})");
     let (_, n_med, n_max) = spread(&normal);
-    assert!(n_max < Duration::from_secs(2), "a normal request took {n_max:?} during the slowloris");
+    // Generous for a busy machine; a server tied up by slow clients would not answer at all.
+    assert!(n_max < Duration::from_secs(5), "a normal request took {n_max:?} during the slowloris");
     eprintln!(
         "[case 6a] {SLOW_CONNECTIONS} slowloris connections (one header byte per second) closed after \
          min/median/max {c_min:?}/{c_med:?}/{c_max:?} (HEADER_READ_TIMEOUT_SECS={HEADER_TIMEOUT_SECS}); \
@@ -130,6 +131,7 @@ async fn never_reading_subscriber_is_cut_by_the_write_timeout() {
         ("MAX_STREAMS_PER_IP", per_ip.as_str()),
         // The probes' own closed streams free their slots within a second.
         ("SSE_KEEPALIVE_SECS", "1"),
+        ("METRICS_ENABLED", "true"),
     ];
     let server = stack.start("server", "rest,channels", &settings).await;
     let client = crate::common::api_client(Duration::from_secs(30));
@@ -164,6 +166,8 @@ async fn never_reading_subscriber_is_cut_by_the_write_timeout() {
     })
     .await;
 
+    let open_before = streams_active(&server.channels_url("")).await;
+    assert_eq!(open_before as usize, STUCK + READERS, "the server counts every open stream");
     let sampler = RssSampler::start(server.pid());
     let rss_before = server.rss_kib();
     let publish_url = server.rest_url(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap()));
@@ -194,6 +198,16 @@ async fn never_reading_subscriber_is_cut_by_the_write_timeout() {
         // A probe that got in holds its slots until the server notices it left (next keep-alive).
         let pause = if let_in == 0 { 250 } else { 2500 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
+    };
+    // The server's own count: only the readers' streams are left (the probes' go at the next keep-alive).
+    let counting = Instant::now();
+    let open_after = loop {
+        let open = streams_active(&server.channels_url("")).await;
+        if open as usize == READERS {
+            break open;
+        }
+        assert!(counting.elapsed() < LIMIT, "the server still counts {open} open streams ({READERS} readers)");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let delivered = wait_delivered(&readers, MESSAGES, LIMIT).await;
     let peak = sampler.peak_kib().max(proc_kib(server.pid(), "VmHWM").unwrap_or(0));
@@ -228,7 +242,8 @@ async fn never_reading_subscriber_is_cut_by_the_write_timeout() {
     eprintln!(
         "[case 6b] {STUCK} never-reading subscribers (SO_RCVBUF 4 KiB) while {MESSAGES} x {} KiB were \
          published in {:?}: their slots were free again {released:?} after the last publish \
-         (WRITE_TIMEOUT_SECS={WRITE_TIMEOUT_SECS}); they had received {got:?} of ~{total} bytes; \
+         (WRITE_TIMEOUT_SECS={WRITE_TIMEOUT_SECS}) and the server's open-stream count went from \
+         {open_before} to {open_after}; they had received {got:?} of ~{total} bytes; \
          {READERS} reading subscribers got {MESSAGES}/{MESSAGES} in order (last {delivered:?} after the \
          last publish); server RSS {rss_before} KiB before, peak {peak} KiB (ceiling {RSS_CEILING_KIB}); \
          test took {:?}",
