@@ -155,6 +155,22 @@ pub fn is_json(content_type: &str) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// An optional integer field that also takes a JSON number with no fraction
+/// (`60.0`): JSON Schema's `integer` includes those, and clients' JSON
+/// encoders sometimes write whole numbers that way. `60.5` is refused.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    match Option::<serde_json::Number>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(number) => match (number.as_i64(), number.as_f64()) {
+            (Some(n), _) => Ok(Some(n)),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+            _ => Err(D::Error::custom(format!("expected a whole number, got {number}"))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

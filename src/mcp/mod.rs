@@ -33,6 +33,12 @@ use crate::state::AppState;
 /// Room in a request for a base64 payload at the limit, plus the envelope.
 const REQUEST_SLACK: usize = 64 * 1024;
 
+/// The largest MCP request body accepted (413 above): a `publish_message`
+/// call carrying a payload of `max_payload_bytes` in base64, plus its envelope.
+pub fn max_request_bytes(max_payload_bytes: usize) -> usize {
+    max_payload_bytes.div_ceil(3) * 4 + REQUEST_SLACK
+}
+
 pub fn router(state: &AppState) -> Router<AppState> {
     let config = &state.config;
     let source = match (&config.channels_internal_url, &config.internal_api_token) {
@@ -51,7 +57,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(config.mcp.allowed_hosts.clone())
         .with_allowed_origins(config.mcp.allowed_origins.clone())
-        .with_max_request_body_bytes(config.max_payload_bytes.div_ceil(3) * 4 + REQUEST_SLACK)
+        .with_max_request_body_bytes(max_request_bytes(config.max_payload_bytes))
         .with_sse_keep_alive(Some(config.sse.keepalive))
         .with_cancellation_token(stop);
     http_config.session_store = Some(DbSessionStore::new(state.service.db().clone(), state.service.clock().clone()));

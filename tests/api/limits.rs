@@ -149,10 +149,11 @@ async fn bodies_over_their_limit_are_refused_on_every_route() {
     all_roles_healthy(&app).await;
 }
 
-/// MCP requests: a body over 1 MiB is 413 (rmcp answers it, as plain text);
-/// a normal request on the same server still works.
+/// MCP requests: a body over the limit (a max-size payload in base64 plus
+/// its envelope, ~1.4 MiB by default) is 413 (rmcp answers it, as plain
+/// text); a normal request on the same server still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mcp_requests_over_one_mib_are_refused() {
+async fn mcp_requests_over_the_limit_are_refused() {
     let app = app(&[]).await;
     let mcp = addr(&app, Role::Mcp);
     let call = |size: usize| {
@@ -165,7 +166,8 @@ async fn mcp_requests_over_one_mib_are_refused() {
         })
         .to_string()
     };
-    for size in [1024 * 1024 + 1, 8 * 1024 * 1024] {
+    let limit = chantra::mcp::max_request_bytes(chantra::domain::DEFAULT_MAX_PAYLOAD_BYTES);
+    for size in [limit + 1, 8 * 1024 * 1024] {
         let body = call(size);
         let head = format!(
             "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\

@@ -17,10 +17,11 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateGrantRequest {
     /// A name for the reader, e.g. "dashboard" (at most 200 characters, no control characters).
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub label: Option<String>,
     /// Lifetime of the grant in seconds (1 to 31536000); none means until revoked.
     #[schema(minimum = 1, maximum = 31536000)]
+    #[serde(default, deserialize_with = "crate::http::extract::whole_number")]
     pub expires_in_seconds: Option<i64>,
 }
 

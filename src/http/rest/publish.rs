@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{ContentType, IdempotencyKey, Ttl, decode_base64};
 use crate::error::{AppError, ErrorBody};
-use crate::http::extract::{ChannelPath, PublishAuth, is_json, query_param, require_object};
+use crate::http::extract::{ChannelPath, PublishAuth, is_json, query_param, require_object, whole_number};
 use crate::service::PublishInput;
 use crate::service::views::PublishedMessage;
 use crate::state::AppState;
@@ -35,14 +35,44 @@ const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// The payload, base64 (standard or URL-safe alphabet, padding optional); not empty.
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, format = Byte)]
     pub payload: String,
     /// Seconds until the message expires: 1 to 172800 (48 h, the default).
     #[schema(minimum = 1, maximum = 172800)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub ttl_seconds: Option<i64>,
-    /// MIME type handed to readers (default application/octet-stream).
+    /// MIME type handed to readers (default application/octet-stream): printable ASCII with a `/`.
+    #[schema(pattern = "^[ -~]*/[ -~]*$", max_length = 255)]
     pub content_type: Option<String>,
 }
+
+/// A raw publish body: any bytes, at least one.
+pub struct RawPayload;
+
+impl utoipa::PartialSchema for RawPayload {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .min_length(Some(1))
+            .into()
+    }
+}
+
+impl ToSchema for RawPayload {}
+
+/// A raw text publish body: at least one character.
+pub struct RawText;
+
+impl utoipa::PartialSchema for RawText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).into()
+    }
+}
+
+impl ToSchema for RawText {}
 
 /// Publish a message: JSON with a base64 payload, or a raw body.
 #[utoipa::path(
@@ -57,8 +87,8 @@ pub struct PublishRequest {
         description = "A JSON envelope, or any other content type taken verbatim as the payload",
         content(
             (PublishRequest = "application/json"),
-            (Vec<u8> = "application/octet-stream"),
-            (String = "text/plain"),
+            (RawPayload = "application/octet-stream"),
+            (RawText = "text/plain"),
         )
     ),
     responses(
@@ -157,6 +187,11 @@ mod tests {
             parse_envelope(br#"{"payload":"aGk+Pz8/","ttl_seconds":60,"content_type":"text/plain"}"#, None).unwrap();
         assert_eq!(input.ttl.seconds(), 60);
         assert_eq!(input.content_type.as_str(), "text/plain");
+        // JSON Schema's integers include whole-number floats.
+        let input = parse_envelope(br#"{"payload":"aGk=","ttl_seconds":60.0}"#, None).unwrap();
+        assert_eq!(input.ttl.seconds(), 60);
+        let input = parse_envelope(br#"{"payload":"aGk=","ttl_seconds":null}"#, None).unwrap();
+        assert_eq!(input.ttl.seconds(), 172_800);
     }
 
     #[test]
@@ -166,6 +201,8 @@ mod tests {
             (br#"{"payload":"aGk=","ttl_seconds":0}"#, "invalid_ttl"),
             (br#"{"payload":"aGk=","ttl_seconds":172801}"#, "invalid_ttl"),
             (br#"{"payload":"aGk=","extra":1}"#, "invalid_json"),
+            (br#"{"payload":"aGk=","ttl_seconds":60.5}"#, "invalid_json"),
+            (br#"{"payload":"aGk=","ttl_seconds":"60"}"#, "invalid_json"),
             (b"not json", "invalid_json"),
         ] {
             assert_eq!(parse_envelope(body, None).unwrap_err().code(), code);
