@@ -111,7 +111,9 @@ impl<G> State<G> {
                 return None;
             }
             if let Some(after) = self.replay_after {
-                self.replay_page(after).await;
+                // Boxed: the (large) database future exists only while a page
+                // is read, not in every idle stream.
+                Box::pin(self.replay_page(after)).await;
                 continue;
             }
             if *self.shutdown.borrow() {
@@ -132,7 +134,7 @@ impl<G> State<G> {
                 // Ends the response so the client reconnects (elsewhere) with Last-Event-ID.
                 Wake::Shutdown => return None,
                 Wake::GrantExpired => self.end(frame::revoked("expired")),
-                Wake::Recheck => self.recheck(true).await,
+                Wake::Recheck => Box::pin(self.recheck(true)).await,
                 Wake::Event(received) => self.on_event(received).await,
                 Wake::KeepAlive => return Some(Bytes::from_static(frame::KEEPALIVE)),
             }
@@ -154,7 +156,7 @@ impl<G> State<G> {
                     self.end(frame::revoked("revoked"));
                 }
             }
-            Ok(HubEvent::Recheck { channel }) => self.recheck(channel).await,
+            Ok(HubEvent::Recheck { channel }) => Box::pin(self.recheck(channel)).await,
             Ok(HubEvent::CatchUp) => self.replay_after = Some(self.last_sent),
             Err(RecvError::Lagged(missed)) => {
                 if missed > self.max_lag {
