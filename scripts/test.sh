@@ -3,15 +3,18 @@
 #   1. the Rust suite (unit + tests/api) on both backend pairs:
 #        SQLite + filesystem            (nothing to start)
 #        PostgreSQL + S3 (garage)       (started here if needed)
-#   2. real MCP clients: the official Python SDK and the MCP conformance suite
+#      (tests/faults: the fault-injection suite; tests/props: property tests)
+#   2. real MCP clients: the official Python SDK and the MCP conformance suite,
+#      then Schemathesis against /openapi.json
 #   3. the playground in headless Chromium
 #   4. the deployment files (compose, Caddyfile, Dockerfile, a real Caddy edge)
+#   5. the load tool (chantra-load) once at a tiny size
 # Steps 2-4 install their tools once into ~/.cache/chantra-tools (and
 # Debian's chromium and caddy with apt-get when missing).
 #
 # Needs: Rust (cargo), PostgreSQL installed locally (started if it is down).
 # Installs once: cargo-nextest (if missing), garage (~8 min, cached in ~/.cargo/bin).
-# Extra arguments go to `cargo nextest run` and skip steps 2-4,
+# Extra arguments go to `cargo nextest run` and skip steps 2-5,
 # e.g. `bash scripts/test.sh rest_publish`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,5 +44,7 @@ if [[ $# -eq 0 ]]; then
   bash scripts/schemathesis.sh
   CHANTRA_BUILD=0 bash scripts/browser-test.sh
   CHANTRA_BIN=target/debug/chantra bash scripts/check-deploy.sh
+  # The load tool at a tiny size, to prove it works (benchmarks are not tests: docs/BENCHMARKS.md).
+  bash scripts/bench.sh --smoke
 fi
 echo "test suite finished in $(( $(date +%s) - started )) s" >&2
