@@ -82,8 +82,15 @@ pub fn router(role: Role, state: AppState) -> Router {
         crate::metrics::record_request(role_name, response.status().as_u16(), started.elapsed());
         response
     }));
-    router.layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
-        // The path only: query strings can carry read tokens (`?token=`).
-        tracing::info_span!("request", role = role.name(), method = %req.method(), path = %req.uri().path())
-    }))
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(move |req: &Request| {
+                // The path only: query strings can carry read tokens (`?token=`).
+                tracing::info_span!("request", role = role.name(), method = %req.method(), path = %req.uri().path())
+            })
+            // A 503 (busy, backend down) is an answer, not a server fault: backend
+            // failures are logged once with their cause where they happen (error.rs),
+            // and a full server must not write a log line per refused client.
+            .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+    )
 }
