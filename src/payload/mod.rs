@@ -5,6 +5,7 @@
 //! Keys group a channel's objects under one prefix, `channels/{channel_id}/`,
 //! so deleting a channel is one prefix delete.
 
+mod cache;
 mod fs;
 mod s3;
 
@@ -78,10 +79,11 @@ pub fn object_key(channel: ChannelId, message: MessageId) -> String {
 
 /// Opens the configured store, creating its bucket or directory if missing.
 pub async fn open(config: &StorageConfig) -> anyhow::Result<std::sync::Arc<dyn PayloadStore>> {
-    Ok(match config {
+    let store: std::sync::Arc<dyn PayloadStore> = match config {
         StorageConfig::Filesystem { root } => std::sync::Arc::new(Timed(FsStore::open(root).await?)),
         StorageConfig::S3(s3) => std::sync::Arc::new(Timed(S3Store::open(s3).await?)),
-    })
+    };
+    Ok(std::sync::Arc::new(cache::Cached::new(store)))
 }
 
 /// A store whose every call is timed into `chantra_store_call_duration_seconds`.

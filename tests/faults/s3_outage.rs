@@ -34,6 +34,11 @@ async fn s3_outage_publishes_503_readers_wait_then_recover() {
     let settings = [("S3_TIMEOUT_SECS", timeout.as_str())];
     let mut rest = stack.start("rest", "rest", &settings).await;
     let mut channels = stack.start("channels", "channels", &settings).await;
+    // The late reader's own channels process: nobody follows the channel
+    // there, so its payload cache is cold and its replay must really fetch
+    // from the (dead) store. (On `channels`, the live subscribers' deliveries
+    // put every payload in that process's cache.)
+    let mut late_channels = stack.start("channels-late", "channels", &settings).await;
     let (rest_pid, channels_pid) = (rest.pid(), channels.pid());
     let client = crate::common::api_client(Duration::from_secs(15));
     let channel = create_channel(&client, &rest.rest_url(""), "public").await;
@@ -67,7 +72,8 @@ async fn s3_outage_publishes_503_readers_wait_then_recover() {
     let killed = Instant::now();
     let acked_at_kill = publisher.acked();
     let resume_id = publisher.log.lock().unwrap().acked[RESUME_AFTER - 1].0.clone();
-    let late = Subscriber::spawn(reqwest::Client::new(), url.clone(), Some(resume_id), LIMIT);
+    let late_url = late_channels.channels_url(&stream_path(&channel));
+    let late = Subscriber::spawn(reqwest::Client::new(), late_url, Some(resume_id), LIMIT);
     wait_until("publishes refused while the store is down", LIMIT, Duration::from_millis(50), || {
         killed.elapsed() >= OUTAGE && refused_since(killed) >= 5 && late.streams() == 1
     })
@@ -139,7 +145,7 @@ async fn s3_outage_publishes_503_readers_wait_then_recover() {
         assert_exactly(&format!("subscriber {i}"), sub, &log.acked);
     }
     assert_exactly("late reader", &late, &log.acked[RESUME_AFTER..]);
-    assert!(rest.is_running() && channels.is_running(), "chantra kept running");
+    assert!(rest.is_running() && channels.is_running() && late_channels.is_running(), "chantra kept running");
     assert_eq!((rest.pid(), channels.pid()), (rest_pid, channels_pid));
     eprintln!(
         "[case 3] store hung (SIGSTOP) for {:?}: {} publishes answered 503 storage_unavailable in \
