@@ -24,6 +24,8 @@ BENIGN = [
     re.compile(r"TOKEN_SECRET_SALT is not set"),
     re.compile(r"worker_connections exceed open file resource limit"),
     re.compile(r"Using \d+KiB of shared memory for nchan"),
+    # Said once at startup wherever `ulimit -n` is below MAX_STREAMS; the meta notes say it.
+    re.compile(r"the open-file limit caps streams below MAX_STREAMS"),
 ]
 
 TARGET_ORDER = {"embedded": 0, "postgres": 1, "nchan": 2}
@@ -70,8 +72,15 @@ def status(run):
             notes.append(f"tool exit {run.get('exit_status')}: {run.get('error', '')}")
     if run.get("server_alive") is False:
         notes.append("**server died**")
+    merged = {}
     for line in run.get("server_log_problems") or []:
-        notes.append(f"server log: `{line}`")
+        count, _, text = line.partition("× ")
+        if any(p.search(text) for p in BENIGN):
+            continue
+        text = normalize(text)
+        merged[text] = merged.get(text, 0) + (int(count) if count.isdigit() else 1)
+    for text, count in sorted(merged.items(), key=lambda kv: -kv[1]):
+        notes.append(f"server log: `{count:,}× {text}`")
     return "; ".join(notes).replace("|", "\\|")
 
 
@@ -181,6 +190,12 @@ SECTIONS = [
 ]
 
 
+def normalize(text):
+    """Figures that differ line by line would split one problem into many."""
+    text = re.sub(r"latency=\d+ ms", "latency=N ms", text)
+    return re.sub(r"=\d+\.\d+", "=N.N", text)
+
+
 def log_problems(path, limit=5):
     """Distinct warning/error lines of a server log, timestamps and pids removed, with counts."""
     try:
@@ -201,7 +216,7 @@ def log_problems(path, limit=5):
         text = re.sub(r"client: \S+, server: .*$", "", text)
         text = re.sub(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<id>", text)
         text = re.sub(r"\d+\.\d+\.\d+\.\d+:\d+", "<addr>", text)
-        text = text.strip()[:200]
+        text = normalize(text.strip())[:200]
         counts[text] = counts.get(text, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])
     return [f"{n}× {text}" for text, n in ranked[:limit]]
