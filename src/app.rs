@@ -54,9 +54,8 @@ impl Application {
 
         let mut listeners = BTreeMap::new();
         for (role, addr) in &config.binds {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("{}_ADDR: cannot bind {addr}", role.name().to_uppercase()))?;
+            let listener =
+                bind(*addr).with_context(|| format!("{}_ADDR: cannot bind {addr}", role.name().to_uppercase()))?;
             listeners.insert(*role, listener);
         }
 
@@ -136,6 +135,19 @@ impl Application {
             }
         }
     }
+}
+
+/// Connections the kernel queues before we accept them. Tokio's default
+/// (1,024, capped by the kernel's somaxconn) is not always what we get: a
+/// reconnect storm of thousands of SSE clients overflowed a 128-entry queue
+/// and left clients waiting for SYN retries (1, 3, 7 s).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// File descriptors kept for everything that is not a stream: database and
