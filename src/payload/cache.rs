@@ -42,6 +42,9 @@ impl Entries {
                 self.bytes -= evicted.len();
             }
         }
+        // A copy of its own: the caller's Bytes may be a slice of a much
+        // larger buffer (hyper's read buffer), which caching would keep alive.
+        let value = Bytes::copy_from_slice(&value);
         let key: Arc<str> = Arc::from(key);
         self.bytes += value.len();
         self.order.push_back(key.clone());
