@@ -90,7 +90,8 @@ pub struct Args {
     /// run id, and several channels get `-<index>` appended.
     #[arg(long, default_value = "load-{run}")]
     pub channel: String,
-    /// Subscribe URL template, e.g. http://127.0.0.1:8070/v1/public/{channel}.
+    /// Subscribe URL template, e.g. http://127.0.0.1:8070/v1/public/{channel}. Several,
+    /// separated by spaces, spread the subscribers round-robin (e.g. two channels processes).
     #[arg(long, required_unless_present = "worker")]
     pub subscribe_url: Option<String>,
     /// Publish URL template, e.g. http://127.0.0.1:8081/v1/channels/{channel}/publish.

@@ -140,9 +140,13 @@ impl<'a> Context<'a> {
 
     /// The subscribers, spread round-robin over channels and source addresses.
     async fn fleet(&self, channels: &[Channel]) -> Result<Fleet, String> {
+        let templates: Vec<&str> = self.target.subscribe_url.split_whitespace().collect();
+        if templates.is_empty() {
+            return Err("--subscribe-url is empty".into());
+        }
         let specs: Vec<SubSpec> = (0..self.sizes.subscribers)
             .map(|i| SubSpec {
-                url: publish::fill(&self.target.subscribe_url, &channels[i % channels.len()]),
+                url: publish::fill(templates[i % templates.len()], &channels[i % channels.len()]),
                 channel: (i % channels.len()) as u32,
                 source: (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()]),
             })
