@@ -18,9 +18,12 @@ use chantra::cli::{Cli, Command, Role};
 use chantra::clock::Clock;
 use chantra::config::Config;
 use chantra::service::Service;
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "../shared/postgres.rs"]
+mod postgres;
+pub use postgres::{TestDatabase, admin_database_url};
 
 pub const TEST_SECRET: &str = "test-secret-0123456789abcdef";
 
@@ -49,10 +52,6 @@ macro_rules! on_both_backends {
     };
 }
 
-pub fn admin_database_url() -> String {
-    std::env::var("CHANTRA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// S3 settings for the Postgres pair, from the environment scripts/test.sh sets.
 pub struct S3Env {
     pub endpoint: String,
@@ -76,47 +75,6 @@ pub fn s3_env() -> S3Env {
         access_key: var("CHANTRA_TEST_S3_ACCESS_KEY"),
         secret_key: var("CHANTRA_TEST_S3_SECRET_KEY"),
         bucket: std::env::var("CHANTRA_TEST_S3_BUCKET").unwrap_or_else(|_| "chantra-test".into()),
-    }
-}
-
-/// A PostgreSQL database that exists for one test.
-pub struct TestDatabase {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDatabase {
-    pub async fn create() -> Self {
-        let admin = admin_database_url();
-        let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {admin} ({e}). Start it with \
-                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
-                 or set CHANTRA_TEST_DATABASE_URL"
-            )
-        });
-        let name = format!("chantra_test_{}", uuid::Uuid::now_v7().simple());
-        conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("CHANTRA_TEST_DATABASE_URL must end with /<database>"),
-        };
-        Self { name, url }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Drop runs outside async (possibly during a panic): use a thread with its own runtime.
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            runtime.block_on(async {
-                let conn = Database::connect(&admin_database_url()).await.ok()?;
-                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
-            })
-        })
-        .join();
     }
 }
 

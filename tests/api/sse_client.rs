@@ -1,6 +1,11 @@
 //! A small Server-Sent Events client for the tests, written from the
 //! WHATWG parsing rules rather than shared with the server's encoder, so
-//! a framing mistake on either side shows up.
+//! a framing mistake on either side shows up. It also tells how a stream
+//! ended: cleanly (the server closed the response) or with a transport
+//! error (a killed process).
+//!
+//! Shared by tests/api and tests/faults (`#[path]`); each uses part of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -20,6 +25,15 @@ impl Event {
     }
 }
 
+/// How a stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The response body was complete (the server ended it).
+    Clean,
+    /// The connection failed mid-body.
+    Error(String),
+}
+
 pub struct SseStream {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
@@ -33,13 +47,20 @@ pub struct SseStream {
     pub last_event_id: Option<String>,
     /// The reconnection delay the server suggested.
     pub retry: Option<u64>,
+    /// Set once the body is over.
+    pub end: Option<End>,
 }
 
 pub async fn connect(request: reqwest::RequestBuilder) -> SseStream {
-    let response = request.header("accept", "text/event-stream").send().await.expect("connect");
+    try_connect(request).await.expect("connect")
+}
+
+/// Sends the request with `Accept: text/event-stream`; a connection failure is an `Err`.
+pub async fn try_connect(request: reqwest::RequestBuilder) -> reqwest::Result<SseStream> {
+    let response = request.header("accept", "text/event-stream").send().await?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    SseStream {
+    Ok(SseStream {
         status,
         headers,
         body: Some(response.bytes_stream().boxed()),
@@ -49,19 +70,20 @@ pub async fn connect(request: reqwest::RequestBuilder) -> SseStream {
         comments: 0,
         last_event_id: None,
         retry: None,
-    }
+        end: None,
+    })
 }
 
 impl SseStream {
-    /// The whole body of a non-stream (error) response, as JSON.
+    /// The whole body of a non-stream (error) response, as JSON (`Null` if it is not JSON).
     pub async fn error_json(mut self) -> Value {
         let mut bytes = Vec::new();
         if let Some(mut body) = self.body.take() {
-            while let Some(chunk) = body.next().await {
-                bytes.extend_from_slice(&chunk.unwrap());
+            while let Some(Ok(chunk)) = body.next().await {
+                bytes.extend_from_slice(&chunk);
             }
         }
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     }
 
     /// The next dispatched event; `None` when the stream ends or `wait` passes.
@@ -74,8 +96,14 @@ impl SseStream {
             let body = self.body.as_mut()?;
             let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
                 Err(_) => return None,
-                Ok(None) | Ok(Some(Err(_))) => {
+                Ok(None) => {
                     self.body = None;
+                    self.end = Some(End::Clean);
+                    return None;
+                }
+                Ok(Some(Err(err))) => {
+                    self.body = None;
+                    self.end = Some(End::Error(format!("{err:?}")));
                     return None;
                 }
                 Ok(Some(Ok(chunk))) => chunk,
@@ -95,6 +123,11 @@ impl SseStream {
             }
         }
         out
+    }
+
+    /// Whether the body is over.
+    pub fn ended(&self) -> bool {
+        self.body.is_none()
     }
 
     /// Whether the server ended the stream within `wait`.

@@ -4,8 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
+
+#[path = "../shared/postgres.rs"]
+mod postgres;
+pub use postgres::TestDatabase;
 
 /// The binary under test, built by cargo for this test target.
 pub const BIN: &str = env!("CARGO_BIN_EXE_chantra");
@@ -74,51 +77,6 @@ impl RssSampler {
 impl Drop for RssSampler {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// The shared PostgreSQL's admin URL (scripts/test-env.sh `ensure_postgres`).
-pub fn admin_database_url() -> String {
-    std::env::var("CHANTRA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A database on the shared PostgreSQL that exists for one test (dropped after it).
-pub struct TestDatabase {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDatabase {
-    pub async fn create() -> Self {
-        let admin = admin_database_url();
-        let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {admin} ({e}). Start it with \
-                 `source scripts/test-env.sh && ensure_postgres` or set CHANTRA_TEST_DATABASE_URL"
-            )
-        });
-        let name = format!("chantra_faults_{}", uuid::Uuid::now_v7().simple());
-        conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("CHANTRA_TEST_DATABASE_URL must end with /<database>"),
-        };
-        Self { name, url }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Outside async (maybe during a panic): a thread with its own runtime.
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            runtime.block_on(async {
-                let conn = Database::connect(&admin_database_url()).await.ok()?;
-                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
-            })
-        })
-        .join();
     }
 }
 

@@ -3,7 +3,7 @@
 //! process killed, PostgreSQL restarted, the S3 store hung and killed, a
 //! SIGTERM under load, a reconnect storm, slow and never-reading clients.
 //! Each case prints what it measured (run with `--no-capture`); see
-//! docs/RELIABILITY-faults.md for the figures of a run.
+//! docs/RELIABILITY.md for the figures of a run.
 //!
 //! Needs the shared PostgreSQL on 127.0.0.1:5432 (`source scripts/test-env.sh
 //! && ensure_postgres`) and the garage binary (`cargo install garage
@@ -14,6 +14,7 @@ mod common;
 mod garage;
 mod pg_cluster;
 mod server;
+#[path = "../api/sse_client.rs"]
 mod sse_client;
 mod traffic;
 
