@@ -100,15 +100,7 @@ impl Fanout {
 
     /// Announces `notice` when (and only if) `txn` commits. No-op locally.
     pub async fn notify(&self, txn: &impl ConnectionTrait, notice: Notice) -> Result<(), DbErr> {
-        if let Mode::Postgres = self.mode {
-            txn.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_notify($1, $2)",
-                [NOTIFY_CHANNEL.into(), notice.encode().into()],
-            ))
-            .await?;
-        }
-        Ok(())
+        self.notify_all(txn, &[notice]).await
     }
 
     /// Announces every notice in one statement when `txn` commits. No-op locally.

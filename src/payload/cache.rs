@@ -51,8 +51,17 @@ impl Entries {
         self.by_key.insert(key, value);
     }
 
-    /// Removes what matches; the key stays in `order` until it comes up
-    /// for eviction (then it finds nothing to remove).
+    /// Removes one key (the sweeper deletes expired messages one by one:
+    /// no scan of the whole cache per delete).
+    fn remove(&mut self, key: &str) {
+        if let Some(value) = self.by_key.remove(key) {
+            self.bytes -= value.len();
+        }
+        self.compact_order();
+    }
+
+    /// Removes what matches (a channel's prefix); the keys stay in `order`
+    /// until they come up for eviction (then they find nothing to remove).
     fn remove_where(&mut self, matches: impl Fn(&str) -> bool) {
         let bytes = &mut self.bytes;
         self.by_key.retain(|key, value| {
@@ -62,6 +71,11 @@ impl Entries {
             }
             keep
         });
+        self.compact_order();
+    }
+
+    /// Drops removed keys from `order` once they are the majority.
+    fn compact_order(&mut self) {
         let by_key = &self.by_key;
         if self.order.len() > 2 * by_key.len() + 1024 {
             self.order.retain(|key| by_key.contains_key(key));
@@ -106,7 +120,7 @@ impl PayloadStore for Cached {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.entries().remove_where(|k| k == key);
+        self.entries().remove(key);
         self.inner.delete(key).await
     }
 
@@ -156,7 +170,7 @@ mod tests {
         entries.remove_where(|k| k.starts_with("channels/a/"));
         assert_eq!(entries.by_key.len(), 1);
         assert_eq!(entries.bytes, 3);
-        entries.remove_where(|k| k == "channels/b/1");
+        entries.remove("channels/b/1");
         assert_eq!(entries.bytes, 0);
         // A key evicted after its delete finds nothing to subtract.
         entries.insert("channels/c/1", Bytes::from_static(b"q"));
