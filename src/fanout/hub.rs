@@ -7,7 +7,6 @@
 //! lagged and catches up from the database.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -47,8 +46,6 @@ struct Feed {
 pub struct Hub {
     feeds: Mutex<HashMap<Uuid, Feed>>,
     capacity: usize,
-    /// Readers that fell behind the buffer and caught up from the database.
-    lag_catch_ups: AtomicU64,
 }
 
 /// Keeps a channel's feed alive; when the last one drops, the feed goes.
@@ -75,11 +72,7 @@ impl Drop for FeedGuard {
 
 impl Hub {
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self {
-            feeds: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-            lag_catch_ups: AtomicU64::new(0),
-        })
+        Arc::new(Self { feeds: Mutex::new(HashMap::new()), capacity: capacity.max(1) })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Feed>> {
@@ -122,14 +115,6 @@ impl Hub {
     /// Channels with subscribers here, with the newest message each has seen.
     pub fn active_channels(&self) -> Vec<(Uuid, Uuid)> {
         self.lock().iter().map(|(id, feed)| (*id, feed.last_message)).collect()
-    }
-
-    pub fn record_lag_catch_up(&self) {
-        self.lag_catch_ups.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn lag_catch_ups(&self) -> u64 {
-        self.lag_catch_ups.load(Ordering::Relaxed)
     }
 }
 

@@ -165,7 +165,6 @@ impl<G> State<G> {
                     self.finished = true;
                 } else {
                     crate::metrics::get().lag_catch_ups.increment(1);
-                    self.service.fanout().hub().record_lag_catch_up();
                     self.replay_after = Some(self.last_sent);
                 }
             }

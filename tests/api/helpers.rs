@@ -324,3 +324,9 @@ fn redact_field(key: &str, value: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+/// The value of an unlabelled series in Prometheus text, if present. The
+/// recorder is process-wide, and nextest runs each test in its own process.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

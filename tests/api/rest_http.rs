@@ -4,7 +4,7 @@
 use chantra::cli::Role;
 use serde_json::Value;
 
-use crate::helpers::{Backend, Options, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, Options, sample, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -158,11 +158,6 @@ async fn channels_cors_can_be_restricted() {
     assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.test");
     let other = app.client.get(&url).header("origin", "https://evil.example").send().await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
-}
-
-/// The value of an unlabelled series in Prometheus text, if present.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 async fn metrics_on_every_role(backend: Backend) {
