@@ -153,15 +153,8 @@ LOAD=$BIN_DIR/chantra-load
 
 # ---------------------------------------------------------------- servers
 
-free_ports() { # prints N distinct free loopback ports
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
+# shellcheck source=scripts/lib/ports.sh
+source "$ROOT/scripts/lib/ports.sh"
 
 wait_healthy() { # url...: waits until each answers /healthz, or the server exits
   local deadline=$((SECONDS + 60)) url

@@ -353,12 +353,9 @@ fi
 
 # --- 5. the edge for real ---------------------------------------------------------------
 section "edge: Caddy on loopback in front of chantra serve --role all"
-free_ports=$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')
-read -r EDGE_PORT REST_PORT CHANNELS_PORT MCP_PORT LANDING_PORT <<<"$free_ports"
+# shellcheck source=scripts/lib/ports.sh
+source scripts/lib/ports.sh # (the script runs from the repository root)
+read -r EDGE_PORT REST_PORT CHANNELS_PORT MCP_PORT LANDING_PORT < <(free_ports 5)
 INTERNAL_TOKEN=check-deploy-internal-token
 
 # As in compose.prod.yaml: CHANNEL_HOSTNAME, MCP_PUBLIC_URL, LANDING_REST_URL, TRUSTED_PROXIES

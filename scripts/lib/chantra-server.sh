@@ -19,15 +19,8 @@ stop_chantra() {
   SERVER_PID=
 }
 
-free_ports() { # prints N distinct free loopback ports
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
+# shellcheck source=scripts/lib/ports.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # Starts every role on free loopback ports, on SQLite + files under $WORK,
 # with rate limiting off, and waits until each role answers /healthz.
