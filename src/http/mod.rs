@@ -9,6 +9,7 @@ pub mod landing;
 pub mod rate_limit;
 pub mod rest;
 pub mod serve;
+pub mod stream_conn;
 
 use axum::Router;
 use axum::extract::Request;

@@ -11,6 +11,10 @@
 //!   or with more than [`MAX_HEADERS`] headers gets hyper's 431 and the
 //!   connection is closed.
 //!
+//! - **Event streams** (channels role): the first request head is read here;
+//!   a plain GET of an event stream is answered without hyper's per-connection
+//!   buffers (`stream_conn`), everything else goes to hyper as before.
+//!
 //! Graceful shutdown: when `stopping` flips, the listener stops accepting,
 //! idle keep-alive connections close, and busy ones finish their response
 //! (SSE streams end on the same signal; see fanout::stream).
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -27,6 +32,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt as _;
+
+use super::stream_conn::{self, FirstRequest, Prefixed};
 
 /// The largest request line + headers accepted (431 above).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -41,8 +48,16 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `app` on `listener` until `stopping` becomes true, then waits for
-/// open connections to finish (the caller bounds that wait).
-pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits, mut stopping: watch::Receiver<bool>) {
+/// open connections to finish (the caller bounds that wait). With
+/// `event_streams` (the channels role), each connection's first request is
+/// read here and event-stream requests take the lean path (`stream_conn`).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    event_streams: Option<fn(&str) -> bool>,
+    mut stopping: watch::Receiver<bool>,
+) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -68,17 +83,33 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
             () = stopped(&mut stopping) => break,
         };
         let _ = stream.set_nodelay(true);
-        let mut io = TimeoutStream::new(stream);
-        io.set_write_timeout(Some(limits.write_timeout));
-        let io = TokioIo::new(Box::pin(io));
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
-            app.clone().oneshot(request)
-        });
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let (http, app, watcher) = (http.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let (stream, prefix) = match event_streams {
+                None => (stream, Bytes::new()),
+                Some(is_stream_path) => {
+                    let mut stream = stream;
+                    match stream_conn::read_first_request(&mut stream, &limits, is_stream_path).await {
+                        FirstRequest::Hyper(prefix) => (stream, prefix),
+                        FirstRequest::Close => return,
+                        FirstRequest::EventStream(request) => {
+                            // Holding the watcher makes graceful shutdown wait for this stream too.
+                            let _watching = watcher;
+                            stream_conn::answer(stream, *request, remote, app, limits).await;
+                            return;
+                        }
+                    }
+                }
+            };
+            let mut io = TimeoutStream::new(Prefixed::new(prefix, stream));
+            io.set_write_timeout(Some(limits.write_timeout));
+            let io = TokioIo::new(Box::pin(io));
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
+                app.clone().oneshot(request)
+            });
+            // Boxed, so a lean stream's task is not as large as hyper's connection state.
+            if let Err(err) = Box::pin(watcher.watch(http.serve_connection(io, service))).await {
                 // Timeouts, resets and malformed requests: the client's doing.
                 tracing::debug!(%remote, error = %err, "connection ended with an error");
             }

@@ -341,3 +341,96 @@ async fn stream_caps_key_on_the_real_client() {
     let a_again = open(&proxied, &channel, "198.51.100.9, 203.0.113.1").await;
     assert_eq!(a_again.status, 429, "the hop nearest the proxy is the client");
 }
+
+/// Reads until the end of a response head; returns everything read so far.
+async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+            other => panic!("no response head ({other:?}): {:?}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    seen
+}
+
+/// Event streams take their own connection path (http::stream_conn), so the
+/// transport is checked byte by byte: a stream is chunked and ends with the
+/// last chunk and a close; an error is JSON with its length; a client that
+/// hangs up frees its slot at once; pipelined requests still go to hyper,
+/// with nothing lost; a head trickled on the channels role is cut off too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_over_raw_sockets() {
+    let app = app(&["--max-streams-per-ip", "1", "--header-read-timeout-secs", "1"]).await;
+    let channels = addr(&app, Role::Channels);
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].as_str().unwrap();
+    let token = channel["publish_token"].as_str().unwrap();
+    let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+
+    // A stream, one message, then the channel is deleted: the stream says so,
+    // sends the last chunk and the server closes the connection.
+    let mut stream = TcpStream::connect(channels).await.unwrap();
+    stream.write_all(get(&format!("/channel/v1/public/{id}")).as_bytes()).await.unwrap();
+    let mut raw = read_head(&mut stream).await;
+    assert_eq!(app.publish_text(&channel, "one").await.status(), 201);
+    let deleted = app.client.delete(app.rest(&format!("/v1/channels/{id}"))).header("x-publish-token", token);
+    assert_eq!(deleted.send().await.unwrap().status(), 204);
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
+    assert!(closed.is_ok(), "the server closed the stream: {:?}", String::from_utf8_lossy(&raw));
+    assert!(raw.ends_with(b"\r\n0\r\n\r\n"), "ends with the last chunk: {:?}", String::from_utf8_lossy(&raw));
+    let answer = Raw::parse(&raw).expect("an HTTP answer");
+    assert_eq!(answer.status, 200);
+    for line in ["content-type: text/event-stream", "cache-control: no-cache", "transfer-encoding: chunked", "date: "] {
+        assert!(answer.head.contains(line), "{line}: {}", answer.head);
+    }
+    let events: Vec<&str> = answer.body.split("\n\n").filter(|e| e.contains("event: ")).collect();
+    assert_eq!(events.len(), 2, "{}", answer.body);
+    assert!(events[0].contains("event: message") && events[0].contains(r#""payload":"b25l""#), "{}", events[0]);
+    assert!(events[1].starts_with("event: deleted"), "{}", events[1]);
+
+    // An error on the same path: JSON, its length, then the connection closes.
+    let unknown = request(channels, &get(&format!("/v1/public/{}", uuid::Uuid::now_v7())), b"").await;
+    assert_eq!((unknown.status, unknown.error_code().as_str()), (404, "channel_not_found"));
+    assert!(unknown.head.contains(&format!("content-length: {}", unknown.body.len())), "{}", unknown.head);
+
+    // A client that hangs up frees its slot (one per client here) at once.
+    let channel = app.create_channel("public").await;
+    let path = format!("/v1/public/{}", channel["channel_id"].as_str().unwrap());
+    let mut first = TcpStream::connect(channels).await.unwrap();
+    first.write_all(get(&path).as_bytes()).await.unwrap();
+    assert!(read_head(&mut first).await.starts_with(b"HTTP/1.1 200 "));
+    drop(first);
+    let started = Instant::now();
+    loop {
+        let mut next = TcpStream::connect(channels).await.unwrap();
+        next.write_all(get(&path).as_bytes()).await.unwrap();
+        let head = read_head(&mut next).await;
+        if head.starts_with(b"HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(head.starts_with(b"HTTP/1.1 429 "), "{:?}", String::from_utf8_lossy(&head));
+        assert!(started.elapsed() < Duration::from_secs(2), "the slot of a closed stream is still held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Two requests in one write: hyper answers both, in order.
+    let pipelined = format!("{}GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", get("/v1/public/nope"));
+    let answer = String::from_utf8_lossy(&exchange(channels, &pipelined, b"").await).into_owned();
+    let (first, second) = answer.split_once("HTTP/1.1 200 ").expect("a second answer");
+    assert!(first.starts_with("HTTP/1.1 400 ") && first.contains("invalid_id"), "{answer}");
+    assert!(second.contains(r#"{"status":"ok"}"#), "{answer}");
+
+    // A stream request trickled slower than the header read timeout: closed unanswered.
+    let mut slow = TcpStream::connect(channels).await.unwrap();
+    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Slow: ").as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut nothing = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), slow.read_to_end(&mut nothing)).await;
+    assert!(read.is_ok() && nothing.is_empty(), "closed without an answer: {:?}", String::from_utf8_lossy(&nothing));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    all_roles_healthy(&app).await;
+}

@@ -23,6 +23,14 @@ pub fn router() -> Router<AppState> {
     Router::new().merge(streams.clone()).nest("/channel", streams)
 }
 
+/// Whether a request target (path and query) names an event stream of
+/// [`router`]: such requests take the lean connection path (`http::stream_conn`).
+pub fn is_stream_path(target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or_default();
+    let path = path.strip_prefix("/channel").unwrap_or(path);
+    path.starts_with("/v1/public/") || path.starts_with("/v1/private/")
+}
+
 /// The internal read API (mounted by `http::router` outside the per-client rate limit).
 pub fn internal_router() -> Router<AppState> {
     Router::new().route("/internal/v1/channels/{channel_id}/messages", get(internal::messages))

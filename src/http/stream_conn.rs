@@ -1,0 +1,335 @@
+//! A lean HTTP/1.1 path for event streams, beside hyper.
+//!
+//! hyper gives every connection an 8 KiB read buffer and an 8 KiB write
+//! buffer for its whole life (`INIT_BUFFER_SIZE`, not configurable). An
+//! event stream reads one request head and then only writes, yet those
+//! buffers were most of what an idle stream cost: 19.2 KiB of server RSS per
+//! stream with them, 8.4 KiB with both cut to 512 bytes in a patched hyper
+//! (5,000 idle streams, docs/BENCHMARKS.md).
+//!
+//! So on the channels role the accept loop reads the first request head
+//! itself, into a small buffer that is freed once parsed. A plain `GET` of an
+//! event-stream route over HTTP/1.1 with nothing after its head is answered
+//! here: the router (with all its middleware) produces the response, and its
+//! body is written straight to the socket, chunked, frame by frame; the
+//! connection closes when the response ends. Everything else — other paths
+//! and methods, HTTP/1.0, request bodies, pipelined requests, a head hyper
+//! would refuse (too large, too many headers, malformed) — goes to hyper
+//! together with the bytes already read ([`Prefixed`]), and hyper answers it
+//! exactly as it would have.
+//!
+//! The limits of the hyper path hold here too: the head must arrive within
+//! the header read timeout and fit [`MAX_HEAD_BYTES`] / [`MAX_HEADERS`], a
+//! write that makes no progress for the write timeout closes the
+//! connection, and a client that hangs up ends its stream at once (its
+//! socket is watched for end-of-file while the body waits for events).
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, Response, Version, header};
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tower::ServiceExt as _;
+
+use super::serve::{ConnectionLimits, MAX_HEAD_BYTES, MAX_HEADERS};
+
+/// What reading the first request head of a connection gave.
+pub enum FirstRequest {
+    /// An event-stream request, answered by [`answer`].
+    EventStream(Box<Request<Body>>),
+    /// Anything else: hyper serves the connection, starting with these bytes.
+    Hyper(Bytes),
+    /// The client went away, or sent no complete head in time: close.
+    Close,
+}
+
+/// Reads the first request head (within the header read timeout) and sorts
+/// it. `is_stream_path` says which paths are event streams.
+pub async fn read_first_request(
+    stream: &mut TcpStream,
+    limits: &ConnectionLimits,
+    is_stream_path: fn(&str) -> bool,
+) -> FirstRequest {
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        loop {
+            if buf.len() > MAX_HEAD_BYTES {
+                return Some(());
+            }
+            let mut chunk = [0u8; 1024];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::Request::new(&mut headers).parse(&buf) {
+                Ok(httparse::Status::Partial) => continue,
+                // Complete, or an error hyper will answer (400, 431).
+                _ => return Some(()),
+            }
+        }
+    };
+    match tokio::time::timeout(limits.header_read_timeout, read).await {
+        Ok(Some(())) => match event_stream_request(&buf, is_stream_path) {
+            Some(request) => FirstRequest::EventStream(Box::new(request)),
+            None => FirstRequest::Hyper(Bytes::from(buf)),
+        },
+        Ok(None) | Err(_) => FirstRequest::Close,
+    }
+}
+
+/// The request, when `head` is exactly one complete head of a `GET` of an
+/// event-stream route over HTTP/1.1 without a body.
+fn event_stream_request(head: &[u8], is_stream_path: fn(&str) -> bool) -> Option<Request<Body>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = parsed.parse(head).ok()? else { return None };
+    let path = parsed.path?;
+    if len != head.len() || parsed.method != Some("GET") || parsed.version != Some(1) || !is_stream_path(path) {
+        return None;
+    }
+    let mut request = Request::builder().method("GET").uri(path).version(Version::HTTP_11);
+    for h in parsed.headers.iter() {
+        let body_framing = h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (h.name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() != b"0");
+        if body_framing {
+            return None;
+        }
+        request = request.header(h.name, h.value);
+    }
+    request.body(Body::empty()).ok()
+}
+
+/// Answers an event-stream request on its own connection, then closes it.
+pub async fn answer(
+    mut stream: TcpStream,
+    mut request: Request<Body>,
+    remote: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+) {
+    request.extensions_mut().insert(ConnectInfo(remote));
+    // Boxed: the router's future (every middleware's state) is large and lives
+    // only until the response head; unboxed it would be part of this
+    // connection's task for as long as the stream runs.
+    let response = match Box::pin(app.oneshot(request)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if let Err(err) = write_response(&mut stream, response, limits.write_timeout).await {
+        // A client that hung up or stopped reading: its doing, like hyper's connection errors.
+        tracing::debug!(%remote, error = %err, "event stream connection ended with an error");
+    }
+    let _ = stream.shutdown().await;
+}
+
+async fn write_response(stream: &mut TcpStream, response: Response<Body>, write_timeout: Duration) -> io::Result<()> {
+    let (parts, mut body) = response.into_parts();
+    // A body of known size (an error answer) goes with Content-Length, a stream chunked.
+    let length = HttpBody::size_hint(&body).exact();
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION, header::DATE].contains(name) {
+            continue;
+        }
+        push_header(&mut head, name.as_str(), value);
+    }
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    head.extend_from_slice(b"date: ");
+    head.extend_from_slice(date.as_bytes());
+    head.extend_from_slice(b"\r\nconnection: close\r\n");
+    match length {
+        Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
+        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+    }
+    write_all(stream, &mut [IoSlice::new(&head)], write_timeout).await?;
+    drop(head);
+
+    loop {
+        // Wait for the next frame, and meanwhile notice a client that hangs up.
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            gone = client_gone(stream) => match gone {
+                true => return Ok(()),
+                false => continue,
+            },
+        };
+        let Some(frame) = frame else { break };
+        let Ok(data) = frame.map_err(io::Error::other)?.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        if length.is_some() {
+            write_all(stream, &mut [IoSlice::new(&data)], write_timeout).await?;
+        } else {
+            // One chunk per frame, in one write; the frame is the shared, encoded-once `Bytes`.
+            let (size, size_len) = chunk_size_line(data.len());
+            let mut chunk = [IoSlice::new(&size[..size_len]), IoSlice::new(&data), IoSlice::new(b"\r\n")];
+            write_all(stream, &mut chunk, write_timeout).await?;
+        }
+    }
+    if length.is_none() {
+        write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")], write_timeout).await?;
+    }
+    Ok(())
+}
+
+/// `{len:x}\r\n` on the stack (no allocation per frame and reader).
+fn chunk_size_line(len: usize) -> ([u8; 18], usize) {
+    let mut line = [0u8; 18];
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in line[..digits].iter_mut().enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+        *slot = b"0123456789abcdef"[nibble];
+    }
+    line[digits..digits + 2].copy_from_slice(b"\r\n");
+    (line, digits + 2)
+}
+
+fn push_header(head: &mut Vec<u8>, name: &str, value: &HeaderValue) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value.as_bytes());
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Resolves when the socket is readable: `true` when the client closed it
+/// (or it failed), `false` when it only sent something (ignored: one request
+/// per connection here).
+async fn client_gone(stream: &TcpStream) -> bool {
+    if stream.readable().await.is_err() {
+        return true;
+    }
+    let mut discard = [0u8; 64];
+    match stream.try_read(&mut discard) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    }
+}
+
+/// Writes every slice, or fails when a write makes no progress for `timeout`.
+async fn write_all(stream: &mut TcpStream, mut bufs: &mut [IoSlice<'_>], timeout: Duration) -> io::Result<()> {
+    while !bufs.is_empty() {
+        // Timeout polls the write first: a write that completes at once never touches the timer.
+        let written = tokio::time::timeout(timeout, stream.write_vectored(bufs))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, written);
+    }
+    Ok(())
+}
+
+/// A connection whose first bytes were already read: hyper reads them again
+/// from here, then from the socket.
+pub struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(prefix: Bytes, inner: T) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streams(path: &str) -> bool {
+        path.starts_with("/v1/public/")
+    }
+
+    #[test]
+    fn only_plain_event_stream_gets_take_the_lean_path() {
+        let ok = b"GET /v1/public/x?token=t HTTP/1.1\r\nhost: a\r\nlast-event-id: 1\r\n\r\n";
+        let request = event_stream_request(ok, streams).expect("lean path");
+        assert_eq!(request.uri(), "/v1/public/x?token=t");
+        assert_eq!(request.headers()["last-event-id"], "1");
+        assert!(event_stream_request(b"GET /v1/public/x HTTP/1.1\r\ncontent-length: 0\r\n\r\n", streams).is_some());
+        for hyper in [
+            &b"GET /healthz HTTP/1.1\r\n\r\n"[..],
+            b"POST /v1/public/x HTTP/1.1\r\n\r\n",
+            b"GET /v1/public/x HTTP/1.0\r\n\r\n",
+            b"GET /v1/public/x HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc",
+            b"GET /v1/public/x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"GET /v1/public/x HTTP/1.1\r\n\r\nGET /v1/public/y HTTP/1.1\r\n\r\n",
+            b"GET /v1/public/x HTTP/1.1\r\nbad header\r\n\r\n",
+            b"GET /v1/public/x HTTP/1.1\r\nhost: a\r\n",
+        ] {
+            assert!(event_stream_request(hyper, streams).is_none(), "{}", String::from_utf8_lossy(hyper));
+        }
+    }
+
+    #[test]
+    fn chunk_size_lines_are_lower_case_hex() {
+        for len in [0, 1, 9, 10, 15, 16, 255, 256, 4096, 1 << 20, 0xdead_beef, usize::MAX] {
+            let (line, n) = chunk_size_line(len);
+            assert_eq!(std::str::from_utf8(&line[..n]).unwrap(), format!("{len:x}\r\n"));
+        }
+    }
+
+    #[tokio::test]
+    async fn prefixed_reads_its_prefix_first() {
+        let mut io = Prefixed::new(Bytes::from_static(b"abc"), &b"def"[..]);
+        let mut out = String::new();
+        io.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "abcdef");
+    }
+}
