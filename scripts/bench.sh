@@ -274,6 +274,8 @@ run() {
   local alive=0
   kill -0 "$SERVER_PID" 2>/dev/null && alive=1
   stop_server
+  # A publish run leaves ~100,000 new files behind; flush them now, not during the next run.
+  sync
   python3 "$ROOT/bench/results.py" annotate "$BENCH_OUT/$name.json" "$target" "$scenario" "$status" "$alive" \
     "$SERVER_LOG" "$WORK/$name.tool.log"
   if [[ $status != 0 || $alive != 1 ]]; then

@@ -14,5 +14,5 @@ pub use limits::{
     ContentType, DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES, IdempotencyKey, Label, MAX_TTL_SECONDS, Ttl,
     ValidationError,
 };
-pub use token::{PublishToken, ReadToken, TokenError, TokenHash, TokenHasher};
+pub use token::{PublishToken, ReadToken, TokenError, TokenFingerprint, TokenHash, TokenHasher};
 pub use visibility::Visibility;

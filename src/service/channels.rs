@@ -90,7 +90,7 @@ impl Service {
     /// so a channel published to meanwhile survives). Returns false if it
     /// was not deleted. Live streams on it end with `event: deleted`.
     pub async fn remove_channel(&self, id: ChannelId, idle_before: Option<DateTime<Utc>>) -> Result<bool, AppError> {
-        self.publish_hashes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.publish_auth.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         let this = self.clone();
         // Spawned, so that a client hanging up or a request timeout cannot
         // stop it between the commit and the delivery to local readers.

@@ -16,7 +16,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::clock::Clock;
 use crate::db::entity::channel;
-use crate::domain::{ChannelId, PublishToken, TokenHasher, Visibility};
+use crate::domain::{ChannelId, PublishToken, TokenFingerprint, TokenHasher, Visibility};
 use crate::error::AppError;
 use crate::fanout::Fanout;
 use crate::payload::PayloadStore;
@@ -44,9 +44,9 @@ pub struct Service {
     settings: Arc<ServiceSettings>,
     /// One sweep at a time in this process (PostgreSQL adds a cross-process lock).
     sweep_guard: Arc<tokio::sync::Mutex<()>>,
-    /// Publish-token hashes of recently published-to channels, so a publish
+    /// Publish credentials of recently published-to channels, so a publish
     /// needs no lookup (a deleted channel still fails in the commit: 404).
-    publish_hashes: Arc<std::sync::Mutex<std::collections::HashMap<ChannelId, String>>>,
+    publish_auth: Arc<std::sync::Mutex<std::collections::HashMap<ChannelId, PublishAuth>>>,
     /// The group-commit writer, started on the first publish.
     commits: Arc<std::sync::OnceLock<commit::CommitQueue>>,
 }
@@ -68,7 +68,7 @@ impl Service {
             fanout,
             settings: Arc::new(settings),
             sweep_guard: Arc::default(),
-            publish_hashes: Arc::default(),
+            publish_auth: Arc::default(),
             commits: Arc::default(),
         }
     }
@@ -104,32 +104,45 @@ impl Service {
     }
 
     /// `authorize_publisher` for the publish hot path: the channel's token
-    /// hash comes from memory when this process has seen it.
+    /// hash comes from memory when this process has seen it, and a token
+    /// this process has already checked is recognised by its fingerprint
+    /// (BLAKE2b, well under a microsecond) instead of hashed again (Argon2,
+    /// ~30 µs: a sixth of the CPU of a publish under load).
     async fn authorize_publish(&self, id: ChannelId, token: &PublishToken) -> Result<(), AppError> {
         /// Bounds the memory: past this many channels the map starts over.
         const MAX_CACHED: usize = 10_000;
-        let cached = self.publish_hashes.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-        let stored = match cached {
-            Some(hash) => hash,
-            None => {
-                let channel = self.authorize_publisher(id, token).await?;
-                let mut map = self.publish_hashes.lock().unwrap_or_else(|p| p.into_inner());
-                if map.len() >= MAX_CACHED {
-                    map.clear();
+        let fingerprint = self.hasher.fingerprint_publish(token);
+        let cached = self.publish_auth.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        let stored_hash = match cached {
+            Some(auth) if auth.verified.as_ref().is_some_and(|v| v.matches(&fingerprint)) => return Ok(()),
+            Some(auth) => {
+                if !self.hasher.hash_publish(token).matches(&auth.stored_hash) {
+                    return Err(AppError::InvalidToken);
                 }
-                map.insert(id, channel.publish_token_hash);
-                return Ok(());
+                auth.stored_hash
             }
+            None => self.authorize_publisher(id, token).await?.publish_token_hash,
         };
-        if !self.hasher.hash_publish(token).matches(&stored) {
-            return Err(AppError::InvalidToken);
+        let mut map = self.publish_auth.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_CACHED && !map.contains_key(&id) {
+            map.clear();
         }
+        map.insert(id, PublishAuth { stored_hash, verified: Some(fingerprint) });
         Ok(())
     }
 
     fn channel_url(&self, id: ChannelId, visibility: Visibility) -> String {
         format!("{}/channel/v1/{}/{}", self.settings.channel_base_url, visibility, id)
     }
+}
+
+/// What this process knows about a channel's publish token.
+#[derive(Clone)]
+struct PublishAuth {
+    /// The stored (Argon2) hash.
+    stored_hash: String,
+    /// The fingerprint of the token that last matched it here.
+    verified: Option<TokenFingerprint>,
 }
 
 fn visibility_of(channel: &channel::Model) -> Result<Visibility, AppError> {

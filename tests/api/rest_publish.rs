@@ -217,6 +217,17 @@ async fn publish_token_of_another_channel(backend: Backend) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_token");
     assert_eq!(live_messages(&app, &target).await, 0);
+
+    // Once the process has checked the right token (and remembers its
+    // fingerprint), every other token is still refused, the right one still accepted.
+    let publish = |token: &str| app.client.post(publish_url(&app, &target)).header("x-publish-token", token).body("m");
+    assert_eq!(publish(token(&target)).send().await.unwrap().status(), 201);
+    let forged = format!("chp_{}", "A".repeat(43));
+    for wrong in [token(&intruder), &forged] {
+        assert_eq!(publish(wrong).send().await.unwrap().status(), 401);
+    }
+    assert_eq!(publish(token(&target)).send().await.unwrap().status(), 201);
+    assert_eq!(live_messages(&app, &target).await, 2);
 }
 
 async fn idempotency_key_prevents_duplicates(backend: Backend) {
