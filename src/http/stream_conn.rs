@@ -211,7 +211,9 @@ fn push_header(head: &mut Vec<u8>, name: &str, value: &HeaderValue) {
 /// (or it failed), `false` when it only sent something (ignored: one request
 /// per connection here).
 async fn client_gone(stream: &TcpStream) -> bool {
-    if stream.readable().await.is_err() {
+    // poll_read_ready keeps one waker in the socket's registration;
+    // `readable()` would add and remove a waiter node for every frame sent.
+    if std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await.is_err() {
         return true;
     }
     let mut discard = [0u8; 64];
@@ -226,10 +228,16 @@ async fn client_gone(stream: &TcpStream) -> bool {
 /// Writes every slice, or fails when a write makes no progress for `timeout`.
 async fn write_all(stream: &mut TcpStream, mut bufs: &mut [IoSlice<'_>], timeout: Duration) -> io::Result<()> {
     while !bufs.is_empty() {
-        // Timeout polls the write first: a write that completes at once never touches the timer.
-        let written = tokio::time::timeout(timeout, stream.write_vectored(bufs))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+        // Usually the socket has room: write at once, with no future and no
+        // timer; only a full socket buffer waits, and at most `timeout`.
+        let written = match stream.try_write_vectored(bufs) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(timeout, stream.write_vectored(bufs))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??
+            }
+            other => other?,
+        };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
