@@ -363,7 +363,7 @@ log "mode $MODE; targets: $BENCH_TARGETS; scenarios: $BENCH_SCENARIOS; results i
 if [[ " $BENCH_SCENARIOS " == *" token "* ]]; then
   log "token check cost: cargo bench --bench token_hash"
   if cargo bench --bench token_hash >"$WORK/token_hash.log" 2>&1; then
-    grep -i "token hash" "$WORK/token_hash.log" >"$BENCH_OUT/token_hash.txt"
+    grep -i "^token " "$WORK/token_hash.log" >"$BENCH_OUT/token_hash.txt"
   else
     FAILED+=("token")
     log "FAILED: cargo bench --bench token_hash:"
