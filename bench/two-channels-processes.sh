@@ -12,13 +12,13 @@ DB=bench_two_$$
 createdb -h 127.0.0.1 -U postgres $DB
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB S3_ENDPOINT=$CHANTRA_TEST_S3_ENDPOINT S3_ACCESS_KEY=$CHANTRA_TEST_S3_ACCESS_KEY S3_SECRET_KEY=$CHANTRA_TEST_S3_SECRET_KEY S3_BUCKET=$CHANTRA_TEST_S3_BUCKET
 export TOKEN_SECRET_SALT=bench-two-processes-secret-salt-0123456789 RATE_LIMIT_PER_SECOND=0 MAX_STREAMS=100000 MAX_STREAMS_PER_IP=100000 RUST_LOG=warn NO_SWEEPER=true
-B=target/release/chantra
+B=${CARGO_TARGET_DIR:-target}/release/chantra
 REST_ADDR=127.0.0.1:28181 $B serve --role rest > ${TMPDIR:-/tmp}/chantra-two-r.log 2>&1 & R=$!
 sleep 2
 CHANNELS_ADDR=127.0.0.1:28171 AUTO_MIGRATE=false $B serve --role channels > ${TMPDIR:-/tmp}/chantra-two-c1.log 2>&1 & C1=$!
 CHANNELS_ADDR=127.0.0.1:28172 AUTO_MIGRATE=false $B serve --role channels > ${TMPDIR:-/tmp}/chantra-two-c2.log 2>&1 & C2=$!
 sleep 3
-target/release/chantra-load --scenario idle --subscribers 20000 --hold-secs 30 --source-ips 127.0.0.1-127.0.0.8 \
+${CARGO_TARGET_DIR:-target}/release/chantra-load --scenario idle --subscribers 20000 --hold-secs 30 --source-ips 127.0.0.1-127.0.0.8 \
   --create-url http://127.0.0.1:28181/v1/channels \
   --subscribe-url 'http://127.0.0.1:28171/v1/public/{channel} http://127.0.0.1:28172/v1/public/{channel}' \
   --publish-url 'http://127.0.0.1:28181/v1/channels/{channel}/publish' --publish-header 'X-Publish-Token: {token}' \
