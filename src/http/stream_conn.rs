@@ -65,10 +65,11 @@ pub async fn read_first_request(
             if buf.len() > MAX_HEAD_BYTES {
                 return Some(());
             }
-            let mut chunk = [0u8; 1024];
-            match stream.read(&mut chunk).await {
+            // Into the buffer's spare room (it grows when full): no chunk on
+            // the stack, where it would count in every stream's task.
+            match stream.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
             }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match httparse::Request::new(&mut headers).parse(&buf) {
