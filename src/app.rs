@@ -101,10 +101,9 @@ impl Application {
             let app = http::router(role, self.state.clone());
             let stopping = self.state.shutdown.clone();
             let limits = self.state.config.connection;
-            let event_streams = (role == Role::Channels).then_some(http::channels::is_stream_path as fn(&str) -> bool);
             tracing::info!(role = role.name(), %addr, "listening");
             servers.spawn(async move {
-                http::serve::serve(listener, app, limits, event_streams, stopping).await;
+                http::serve::serve(listener, app, limits, role == Role::Channels, stopping).await;
                 role
             });
         }

@@ -55,7 +55,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
-    event_streams: Option<fn(&str) -> bool>,
+    event_streams: bool,
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -66,7 +66,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut last_accept_warning = None;
     loop {
-        let (stream, remote) = tokio::select! {
+        let (mut stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -85,22 +85,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (http, app, watcher) = (http.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let (stream, prefix) = match event_streams {
-                None => (stream, Bytes::new()),
-                Some(is_stream_path) => {
-                    let mut stream = stream;
-                    match stream_conn::read_first_request(&mut stream, &limits, is_stream_path).await {
-                        FirstRequest::Hyper(prefix) => (stream, prefix),
-                        FirstRequest::Close => return,
-                        FirstRequest::EventStream(request) => {
-                            // Holding the watcher makes graceful shutdown wait for this stream too.
-                            let _watching = watcher;
-                            stream_conn::answer(stream, *request, remote, app, limits).await;
-                            return;
-                        }
+            let mut prefix = Bytes::new();
+            if event_streams {
+                match stream_conn::read_first_request(&mut stream, &limits).await {
+                    FirstRequest::Hyper(head) => prefix = head,
+                    FirstRequest::Close => return,
+                    FirstRequest::EventStream(request) => {
+                        // Holding the watcher makes graceful shutdown wait for this stream too.
+                        let _watching = watcher;
+                        stream_conn::answer(stream, *request, remote, app, limits).await;
+                        return;
                     }
                 }
-            };
+            }
             let mut io = TimeoutStream::new(Prefixed::new(prefix, stream));
             io.set_write_timeout(Some(limits.write_timeout));
             let io = TokioIo::new(Box::pin(io));

@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Re
 use tokio::net::TcpStream;
 use tower::ServiceExt as _;
 
+use super::channels::is_stream_path;
 use super::serve::{ConnectionLimits, MAX_HEAD_BYTES, MAX_HEADERS};
 
 /// What reading the first request head of a connection gave.
@@ -52,13 +53,8 @@ pub enum FirstRequest {
     Close,
 }
 
-/// Reads the first request head (within the header read timeout) and sorts
-/// it. `is_stream_path` says which paths are event streams.
-pub async fn read_first_request(
-    stream: &mut TcpStream,
-    limits: &ConnectionLimits,
-    is_stream_path: fn(&str) -> bool,
-) -> FirstRequest {
+/// Reads the first request head (within the header read timeout) and sorts it.
+pub async fn read_first_request(stream: &mut TcpStream, limits: &ConnectionLimits) -> FirstRequest {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         loop {
@@ -80,7 +76,7 @@ pub async fn read_first_request(
         }
     };
     match tokio::time::timeout(limits.header_read_timeout, read).await {
-        Ok(Some(())) => match event_stream_request(&buf, is_stream_path) {
+        Ok(Some(())) => match event_stream_request(&buf) {
             Some(request) => FirstRequest::EventStream(Box::new(request)),
             None => FirstRequest::Hyper(Bytes::from(buf)),
         },
@@ -89,8 +85,8 @@ pub async fn read_first_request(
 }
 
 /// The request, when `head` is exactly one complete head of a `GET` of an
-/// event-stream route over HTTP/1.1 without a body.
-fn event_stream_request(head: &[u8], is_stream_path: fn(&str) -> bool) -> Option<Request<Body>> {
+/// event-stream route (`channels::is_stream_path`) over HTTP/1.1 without a body.
+fn event_stream_request(head: &[u8]) -> Option<Request<Body>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = parsed.parse(head).ok()? else { return None };
@@ -191,14 +187,14 @@ async fn write_response(stream: &mut TcpStream, response: Response<Body>, write_
 
 /// `{len:x}\r\n` on the stack (no allocation per frame and reader).
 fn chunk_size_line(len: usize) -> ([u8; 18], usize) {
+    use std::io::Write as _;
     let mut line = [0u8; 18];
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, slot) in line[..digits].iter_mut().enumerate() {
-        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
-        *slot = b"0123456789abcdef"[nibble];
-    }
-    line[digits..digits + 2].copy_from_slice(b"\r\n");
-    (line, digits + 2)
+    let left = {
+        let mut rest = &mut line[..];
+        write!(rest, "{len:x}\r\n").expect("16 hex digits and CRLF fit in 18 bytes");
+        rest.len()
+    };
+    (line, line.len() - left)
 }
 
 fn push_header(head: &mut Vec<u8>, name: &str, value: &HeaderValue) {
@@ -301,17 +297,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 mod tests {
     use super::*;
 
-    fn streams(path: &str) -> bool {
-        path.starts_with("/v1/public/")
-    }
-
     #[test]
     fn only_plain_event_stream_gets_take_the_lean_path() {
         let ok = b"GET /v1/public/x?token=t HTTP/1.1\r\nhost: a\r\nlast-event-id: 1\r\n\r\n";
-        let request = event_stream_request(ok, streams).expect("lean path");
+        let request = event_stream_request(ok).expect("lean path");
         assert_eq!(request.uri(), "/v1/public/x?token=t");
         assert_eq!(request.headers()["last-event-id"], "1");
-        assert!(event_stream_request(b"GET /v1/public/x HTTP/1.1\r\ncontent-length: 0\r\n\r\n", streams).is_some());
+        assert!(event_stream_request(b"GET /v1/public/x HTTP/1.1\r\ncontent-length: 0\r\n\r\n").is_some());
         for hyper in [
             &b"GET /healthz HTTP/1.1\r\n\r\n"[..],
             b"POST /v1/public/x HTTP/1.1\r\n\r\n",
@@ -322,7 +314,7 @@ mod tests {
             b"GET /v1/public/x HTTP/1.1\r\nbad header\r\n\r\n",
             b"GET /v1/public/x HTTP/1.1\r\nhost: a\r\n",
         ] {
-            assert!(event_stream_request(hyper, streams).is_none(), "{}", String::from_utf8_lossy(hyper));
+            assert!(event_stream_request(hyper).is_none(), "{}", String::from_utf8_lossy(hyper));
         }
     }
 

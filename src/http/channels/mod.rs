@@ -49,3 +49,21 @@ pub(crate) fn cors(origins: Option<&[String]>) -> CorsLayer {
         HeaderName::from_static("x-read-token"),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_paths_are_the_stream_routes() {
+        for target in ["/v1/public/x", "/v1/private/x?token=t", "/channel/v1/public/x", "/channel/v1/private/x?since=1"]
+        {
+            assert!(is_stream_path(target), "{target}");
+        }
+        for target in
+            ["/healthz", "/v1/publicx", "/internal/v1/channels/x/messages", "/channel/healthz", "/x?/v1/public/"]
+        {
+            assert!(!is_stream_path(target), "{target}");
+        }
+    }
+}
