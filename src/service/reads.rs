@@ -196,7 +196,7 @@ impl Service {
         let messages =
             page.events.into_iter().filter(|(row, _)| Some(row.id) <= last).map(|(_, event)| event).collect();
         let next_cursor = last.map(|id| id.hyphenated().to_string()).or_else(|| after.map(|a| a.to_string()));
-        Ok(MessagePage { messages, next_cursor, has_more })
+        Ok(MessagePage { messages, next_cursor, has_more, truncated: false })
     }
 }
 

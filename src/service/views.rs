@@ -108,4 +108,7 @@ pub struct MessagePage {
     pub next_cursor: Option<String>,
     /// Whether more messages follow right now.
     pub has_more: bool,
+    /// The page stopped before `limit` because its payloads filled the byte
+    /// budget (PAGE_MAX_BYTES); the rest follow from `next_cursor`.
+    pub truncated: bool,
 }
