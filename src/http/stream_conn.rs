@@ -34,7 +34,7 @@ use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, Version, header};
-use bytes::Bytes;
+use bytes::{BufMut as _, Bytes};
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
@@ -53,17 +53,28 @@ pub enum FirstRequest {
     Close,
 }
 
+/// The most bytes read before a connection is sorted: a head over
+/// [`MAX_HEAD_BYTES`] is known to be one after a byte more.
+const HEAD_READ_LIMIT: usize = MAX_HEAD_BYTES + 1;
+
 /// Reads the first request head (within the header read timeout) and sorts it.
 pub async fn read_first_request(stream: &mut TcpStream, limits: &ConnectionLimits) -> FirstRequest {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         loop {
-            if buf.len() > MAX_HEAD_BYTES {
+            // One byte past the limit is enough to know the head is too
+            // large (hyper answers 431), so never more is read or held.
+            let room = HEAD_READ_LIMIT - buf.len();
+            if room == 0 {
                 return Some(());
             }
-            // Into the buffer's spare room (it grows when full): no chunk on
-            // the stack, where it would count in every stream's task.
-            match stream.read_buf(&mut buf).await {
+            // Into the buffer's spare room, no chunk on the stack (where it
+            // would count in every stream's task); it doubles when full, but
+            // never past the limit, and a read never crosses it.
+            if buf.len() == buf.capacity() {
+                buf.reserve_exact(buf.capacity().clamp(1, room));
+            }
+            match stream.read_buf(&mut (&mut buf).limit(room)).await {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
@@ -76,6 +87,8 @@ pub async fn read_first_request(stream: &mut TcpStream, limits: &ConnectionLimit
         }
     };
     match tokio::time::timeout(limits.header_read_timeout, read).await {
+        // Even a complete head one byte over the limit: hyper refuses it.
+        Ok(Some(())) if buf.len() > MAX_HEAD_BYTES => FirstRequest::Hyper(Bytes::from(buf)),
         Ok(Some(())) => match event_stream_request(&buf) {
             Some(request) => FirstRequest::EventStream(Box::new(request)),
             None => FirstRequest::Hyper(Bytes::from(buf)),
@@ -323,6 +336,50 @@ mod tests {
         for len in [0, 1, 9, 10, 15, 16, 255, 256, 4096, 1 << 20, 0xdead_beef, usize::MAX] {
             let (line, n) = chunk_size_line(len);
             assert_eq!(std::str::from_utf8(&line[..n]).unwrap(), format!("{len:x}\r\n"));
+        }
+    }
+
+    /// What `read_first_request` makes of `sent`, written in one go by a client.
+    async fn first_request_of(sent: Vec<u8>) -> FirstRequest {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            // The server stops reading at the limit: the rest of a large head may never be taken.
+            let _ = client.write_all(&sent).await;
+            client
+        });
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let limits =
+            ConnectionLimits { header_read_timeout: Duration::from_secs(5), write_timeout: Duration::from_secs(5) };
+        let first = read_first_request(&mut stream, &limits).await;
+        drop(stream);
+        drop(client.await.unwrap());
+        first
+    }
+
+    fn stream_head(len: usize) -> Vec<u8> {
+        let mut head = b"GET /v1/public/x HTTP/1.1\r\nx-pad: ".to_vec();
+        head.resize(len - 4, b'a');
+        head.extend_from_slice(b"\r\n\r\n");
+        head
+    }
+
+    #[tokio::test]
+    async fn the_head_limit_is_exact_and_bounds_the_read() {
+        match first_request_of(stream_head(MAX_HEAD_BYTES)).await {
+            FirstRequest::EventStream(_) => {}
+            _ => panic!("a head of exactly MAX_HEAD_BYTES takes the lean path"),
+        }
+        // One byte over, or far over: hyper gets what was read (and answers 431),
+        // and no more than one byte past the limit was read or held.
+        for len in [MAX_HEAD_BYTES + 1, MAX_HEAD_BYTES + 1000, 64 * 1024] {
+            match first_request_of(stream_head(len)).await {
+                FirstRequest::Hyper(read) => {
+                    assert_eq!(read.len(), MAX_HEAD_BYTES + 1, "{len}-byte head");
+                }
+                _ => panic!("a {len}-byte head goes to hyper"),
+            }
         }
     }
 

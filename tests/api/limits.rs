@@ -342,6 +342,84 @@ async fn stream_caps_key_on_the_real_client() {
     assert_eq!(a_again.status, 429, "the hop nearest the proxy is the client");
 }
 
+/// `GET /healthz` on the rest role as the client a trusted proxy names; the status.
+async fn healthz_as(app: &TestApp, client: &str) -> u16 {
+    let response = app.client.get(app.rest("/healthz")).header("x-forwarded-for", client.to_owned()).send().await;
+    response.unwrap().status().as_u16()
+}
+
+/// One host is usually given a whole IPv6 /64 (or more), so per-address
+/// buckets would give it 2^64 rate budgets: IPv6 clients are keyed by their
+/// /64, IPv4 clients by their address, and an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) as the IPv4 address it maps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_key_ipv6_clients_by_64() {
+    let app = app(&["--rate-limit-per-second", "1", "--rate-limit-burst", "3", "--trusted-proxies", "127.0.0.1"]).await;
+
+    // Sixteen addresses of one /64 share one budget of 3 (plus 1 a second).
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for host in 1..=16 {
+        statuses.push(healthz_as(&app, &format!("2001:db8:a:b::{host:x}")).await);
+    }
+    statuses.push(healthz_as(&app, "2001:db8:a:b:ffff:ffff:ffff:ffff").await);
+    let served = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert_eq!(&statuses[..3], [200, 200, 200], "{statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
+    assert!(served <= 3 + started.elapsed().as_secs(), "one /64 got {served} requests through: {statuses:?}");
+
+    // Other /64s, however near, have their own budgets.
+    for other in ["2001:db8:a:c::1", "2001:db8:a:a:ffff:ffff:ffff:ffff", "2001:db8:b:b::1"] {
+        assert_eq!(healthz_as(&app, other).await, 200, "{other}");
+    }
+
+    // IPv4 clients are keyed by their whole address, as before.
+    for host in 1..=5 {
+        assert_eq!(healthz_as(&app, &format!("198.51.100.{host}")).await, 200, "198.51.100.{host}");
+    }
+    // The IPv4-mapped forms of an address share its budget.
+    for form in ["198.51.100.7", "::ffff:198.51.100.7", "::ffff:c633:6407"] {
+        assert_eq!(healthz_as(&app, form).await, 200, "{form}");
+    }
+    assert_eq!(healthz_as(&app, "198.51.100.7").await, 429, "the mapped forms were the same client");
+}
+
+/// The per-client stream cap counts an IPv6 /64 as one client too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_caps_key_ipv6_clients_by_64() {
+    let app = app(&["--max-streams-per-ip", "3", "--trusted-proxies", "127.0.0.1"]).await;
+    let channel = app.create_channel("public").await;
+    let open = |forwarded: &str| {
+        sse_client::connect(app.client.get(stream_url(&app, &channel)).header("x-forwarded-for", forwarded.to_owned()))
+    };
+    let mut held = Vec::new();
+    for host in 1..=3 {
+        let stream = open(&format!("2001:db8:a:b::{host}")).await;
+        assert_eq!(stream.status, 200, "2001:db8:a:b::{host}");
+        held.push(stream);
+    }
+    for host in ["2001:db8:a:b::4", "2001:db8:a:b:1:2:3:4", "2001:db8:a:b:ffff:ffff:ffff:ffff"] {
+        let refused = open(host).await;
+        assert_eq!(refused.status, 429, "{host} is in the same /64");
+        assert_eq!(refused.error_json().await["error"]["code"], "too_many_streams");
+    }
+    for other in ["2001:db8:a:c::1", "2001:db8:a:a::1", "2001:db8:ffff:b::1"] {
+        let stream = open(other).await;
+        assert_eq!(stream.status, 200, "{other} is another /64");
+        held.push(stream);
+    }
+
+    // IPv4: each address its own cap; the mapped forms of one address share it.
+    for form in ["198.51.100.1", "::ffff:198.51.100.1", "::ffff:c633:6401"] {
+        let stream = open(form).await;
+        assert_eq!(stream.status, 200, "{form}");
+        held.push(stream);
+    }
+    assert_eq!(open("198.51.100.1").await.status, 429, "the mapped forms were the same client");
+    let neighbour = open("198.51.100.2").await;
+    assert_eq!(neighbour.status, 200, "the next IPv4 address is another client");
+}
+
 /// Reads until the end of a response head; returns everything read so far.
 async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
     let mut seen = Vec::new();
@@ -432,5 +510,35 @@ async fn event_streams_over_raw_sockets() {
     let read = tokio::time::timeout(Duration::from_secs(8), slow.read_to_end(&mut nothing)).await;
     assert!(read.is_ok() && nothing.is_empty(), "closed without an answer: {:?}", String::from_utf8_lossy(&nothing));
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    all_roles_healthy(&app).await;
+}
+
+/// The lean event-stream path (http::stream_conn) holds the head limit
+/// exactly as hyper does: a stream GET whose head is one byte over
+/// MAX_HEAD_BYTES (16 KiB) gets hyper's 431, one of exactly 16 KiB is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_heads_over_16_kib_get_431() {
+    let app = app(&[]).await;
+    let channels = addr(&app, Role::Channels);
+    let channel = app.create_channel("public").await;
+    let path = format!("/v1/public/{}", channel["channel_id"].as_str().unwrap());
+    let head_of = |len: usize| {
+        let start = format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Pad: ");
+        let head = format!("{start}{}\r\n\r\n", "a".repeat(len - start.len() - 4));
+        assert_eq!(head.len(), len);
+        head
+    };
+    const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+    let mut at_limit = TcpStream::connect(channels).await.unwrap();
+    at_limit.write_all(head_of(MAX_HEAD_BYTES).as_bytes()).await.unwrap();
+    let head = String::from_utf8_lossy(&read_head(&mut at_limit).await).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ") && head.contains("text/event-stream"), "{head}");
+    drop(at_limit);
+
+    for len in [MAX_HEAD_BYTES + 1, MAX_HEAD_BYTES + 1000, 24 * 1024, 32 * 1024 - 1] {
+        let answer = request(channels, &head_of(len), b"").await;
+        assert_eq!(answer.status, 431, "a {len}-byte stream head: {answer:?}");
+    }
     all_roles_healthy(&app).await;
 }

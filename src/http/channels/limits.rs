@@ -1,5 +1,7 @@
 //! Caps on concurrent event streams: per process (503 beyond) and per client
 //! IP (429 beyond), so one client cannot take every connection slot.
+//! A client is its network as the rate limiter keys it (an IPv6 /64, an
+//! IPv4 address: `rate_limit::client_network`), whatever address is passed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::AppError;
+use crate::http::rate_limit::client_network;
 
 pub struct StreamSlots {
     open: AtomicUsize,
@@ -31,6 +34,7 @@ impl StreamSlots {
     }
 
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<StreamSlot, AppError> {
+        let ip = client_network(ip);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if self.open.load(Ordering::Relaxed) >= self.max_total {
             return Err(AppError::ServerBusy);
@@ -79,5 +83,15 @@ mod tests {
         drop(first);
         assert_eq!(slots.open(), 2);
         assert!(slots.acquire(a).is_ok());
+    }
+
+    #[test]
+    fn one_ipv6_64_is_one_client() {
+        let slots = StreamSlots::new(10, 2);
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let _first = slots.acquire(ip("2001:db8:a:b::1")).unwrap();
+        let _second = slots.acquire(ip("2001:db8:a:b:ffff::2")).unwrap();
+        assert!(matches!(slots.acquire(ip("2001:db8:a:b::3")), Err(AppError::TooManyStreams { .. })));
+        assert!(slots.acquire(ip("2001:db8:a:c::1")).is_ok(), "another /64");
     }
 }
