@@ -9,6 +9,7 @@
 #   ensure_garage_installed
 #   start_garage
 #   trap stop_garage EXIT
+#   ensure_strace
 #
 # Every function returns non-zero with a message on stderr when it fails, so
 # callers running under `set -euo pipefail` stop at the first problem.
@@ -58,6 +59,34 @@ ensure_postgres() {
         sleep 1
         waited=$((waited + 1))
     done
+}
+
+# -------------------------------------------------------------------- strace
+
+# tests/faults/durability.rs records the server's system calls with strace
+# (fsyncs before every 201). Installs Debian's strace when it is missing.
+ensure_strace() {
+    if command -v strace >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: strace is missing and there is no apt-get to install it" >&2
+        return 1
+    fi
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "error: strace is missing: install it as root (apt-get install strace)" >&2
+            return 1
+        fi
+        sudo=(sudo -n)
+    fi
+    echo "installing strace (apt-get)..." >&2
+    timeout 300 "${sudo[@]}" apt-get update -qq || return 1
+    DEBIAN_FRONTEND=noninteractive timeout 600 "${sudo[@]}" apt-get install -y -qq --no-install-recommends strace >/dev/null || {
+        echo "error: 'apt-get install strace' failed" >&2
+        return 1
+    }
 }
 
 # -------------------------------------------------------------------- garage

@@ -13,7 +13,8 @@
 # Debian's chromium and caddy with apt-get when missing).
 #
 # Needs: Rust (cargo), PostgreSQL installed locally (started if it is down).
-# Installs once: cargo-nextest (if missing), garage (~8 min, cached in ~/.cargo/bin).
+# Installs once: cargo-nextest (if missing), garage (~8 min, cached in ~/.cargo/bin),
+# strace (apt-get, if missing).
 # Extra arguments go to `cargo nextest run` and skip steps 2-5,
 # e.g. `bash scripts/test.sh rest_publish`.
 set -euo pipefail
@@ -22,6 +23,7 @@ cd "$(dirname "$0")/.."
 source scripts/test-env.sh
 
 ensure_postgres
+ensure_strace
 ensure_garage_installed
 start_garage
 trap stop_garage EXIT

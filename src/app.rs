@@ -1,7 +1,8 @@
 //! `Application::build` does everything `main` needs before serving: it
 //! connects the database, checks or applies the schema, opens the payload
-//! store, sets up fan-out and binds one listener per role. Tests call exactly
-//! this with `127.0.0.1:0` addresses and read back the bound ports.
+//! store, sets up fan-out, starts the supervised background tasks and binds
+//! one listener per role. Tests call exactly this with `127.0.0.1:0`
+//! addresses and read back the bound ports.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,6 +21,7 @@ use crate::fanout::{self, Fanout, Hub};
 use crate::http::channels::StreamSlots;
 use crate::service::{Service, ServiceSettings};
 use crate::state::AppState;
+use crate::supervisor::{Job, Tasks};
 use crate::{db, http, payload};
 
 pub struct Application {
@@ -71,14 +73,22 @@ impl Application {
         };
         let service = Service::new(db, store, TokenHasher::new(&config.token_secret), clock, fanout, settings);
         let (stop, shutdown) = watch::channel(false);
+        // Background tasks, started by name and restarted if they die (see supervisor.rs).
+        let tasks = Tasks::new();
         if config.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
-            fanout::pg::spawn(service.clone(), shutdown.clone());
+            let (service, stopping) = (service.clone(), shutdown.clone());
+            tasks.supervise(shutdown.clone(), move || fanout::pg::jobs(service.clone(), stopping.clone()));
         }
         if let Some(settings) = config.sweeper.clone() {
-            tokio::spawn(service.clone().run_sweeper(settings, shutdown.clone()));
+            let (service, stopping) = (service.clone(), shutdown.clone());
+            tasks.supervise(shutdown.clone(), move || {
+                let sweeper = service.clone().run_sweeper(settings.clone(), stopping.clone());
+                vec![("sweeper", Box::pin(sweeper) as Job)]
+            });
         }
         let streams = StreamSlots::new(stream_capacity(config.sse.max_streams), config.sse.max_streams_per_ip);
-        Ok(Self { state: AppState { config: Arc::new(config), service, streams, shutdown }, listeners, stop })
+        let state = AppState { config: Arc::new(config), service, streams, shutdown, tasks };
+        Ok(Self { state, listeners, stop })
     }
 
     /// The address a role actually bound (port 0 resolved).
@@ -88,6 +98,11 @@ impl Application {
 
     pub fn service(&self) -> &Service {
         &self.state.service
+    }
+
+    /// The supervised background tasks (tests stop them to prove the supervision).
+    pub fn tasks(&self) -> &Tasks {
+        &self.state.tasks
     }
 
     /// Serves every role until `shutdown` resolves. Then open streams end

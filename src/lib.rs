@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod payload;
 pub mod service;
 pub mod state;
+pub mod supervisor;
 pub mod telemetry;

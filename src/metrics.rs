@@ -19,6 +19,7 @@
 //! | `chantra_http_request_duration_seconds` | histogram | role, status |
 //! | `chantra_db_query_duration_seconds` | histogram | outcome |
 //! | `chantra_store_call_duration_seconds` | histogram | op, outcome |
+//! | `chantra_task_failures_total` | counter | task |
 
 use std::sync::{LazyLock, OnceLock};
 
@@ -98,4 +99,10 @@ pub fn record_store_call(op: &'static str, ok: bool, elapsed: std::time::Duratio
     let outcome = if ok { "ok" } else { "error" };
     metrics::histogram!("chantra_store_call_duration_seconds", "op" => op, "outcome" => outcome)
         .record(elapsed.as_secs_f64());
+}
+
+/// Records a background task that panicked or stopped (it is restarted).
+pub fn record_task_failure(task: &'static str) {
+    install();
+    metrics::counter!("chantra_task_failures_total", "task" => task).increment(1);
 }

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::channels::StreamSlots;
 use crate::service::Service;
+use crate::supervisor::Tasks;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,4 +17,6 @@ pub struct AppState {
     pub streams: Arc<StreamSlots>,
     /// Becomes true when the server begins shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The supervised background tasks (/readyz reports those that are down).
+    pub tasks: Tasks,
 }

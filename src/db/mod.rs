@@ -20,7 +20,12 @@ use crate::config::DatabaseConfig;
 
 /// Opens the pool. SQLite gets WAL (readers don't block the writer), foreign
 /// keys (the cascades in the schema) and a busy timeout instead of instant
-/// "database is locked" errors.
+/// "database is locked" errors, and `synchronous=FULL`: in WAL mode that
+/// fsyncs the WAL at every commit, so a committed row (and the 201 sent
+/// after it) survives a power loss; NORMAL only syncs at checkpoints and
+/// may lose the last commits. One fsync per transaction: group commit
+/// (service/commit.rs) shares it among every publish of a batch.
+/// PostgreSQL commits durably by default (`synchronous_commit = on`).
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(config.url.clone());
     options
@@ -30,7 +35,7 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnecti
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5))
         });

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::{HubEvent, NOTIFY_CHANNEL, Notice, frame, stopping};
 use crate::domain::ChannelId;
 use crate::service::Service;
+use crate::supervisor::Job;
 
 /// Messages loaded at once while keeping broadcast order.
 const LOAD_CONCURRENCY: usize = 32;
@@ -37,11 +38,15 @@ enum Work {
     Resync,
 }
 
-/// Starts the listener and loader tasks; they end when `shutdown` is set.
-pub fn spawn(service: Service, shutdown: watch::Receiver<bool>) {
+/// The listener's and the loader's work, joined by a fresh queue: two
+/// tasks that app.rs supervises as one group (one cannot work without the
+/// other). They end when `shutdown` is set; a new pair starts with a
+/// resync, so what was committed while they were down is delivered.
+pub fn jobs(service: Service, shutdown: watch::Receiver<bool>) -> Vec<(&'static str, Job)> {
     let (queue, work) = mpsc::channel(QUEUE);
-    tokio::spawn(load_and_broadcast(service.clone(), work));
-    tokio::spawn(listen(service, queue, shutdown));
+    let listener: Job = Box::pin(listen(service.clone(), queue, shutdown));
+    let loader: Job = Box::pin(load_and_broadcast(service, work));
+    vec![("notification_listener", listener), ("notification_loader", loader)]
 }
 
 async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: watch::Receiver<bool>) {

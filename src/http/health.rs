@@ -1,5 +1,5 @@
-//! `/healthz` (the process is alive) and `/readyz` (its backends answer),
-//! served by every role.
+//! `/healthz` (the process is alive) and `/readyz` (its backends answer
+//! and its background tasks run), served by every role.
 
 use std::time::Duration;
 
@@ -38,17 +38,32 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             tracing::warn!(check = name, %reason, "readiness check failed");
         }
     }
+    // A supervised task that died is being restarted (with backoff): not ready meanwhile.
+    let statuses = state.tasks.statuses();
+    let down: Vec<&str> = statuses.iter().filter(|t| !t.running).map(|t| t.name).collect();
+    let tasks: serde_json::Map<String, Value> = statuses
+        .iter()
+        .map(|t| {
+            let shown = json!({ "state": if t.running { "running" } else { "down" }, "restarts": t.restarts });
+            (t.name.to_owned(), shown)
+        })
+        .collect();
     let show = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
     let checks = json!({ "database": show(&database), "payload_store": show(&store) });
-    if failed.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ok", "checks": checks })))
-    } else {
-        let message = format!("not ready: {} unavailable", failed.join(" and "));
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "unavailable", "checks": checks, "error": { "code": "not_ready", "message": message } }),
-            ),
-        )
+    if failed.is_empty() && down.is_empty() {
+        return (StatusCode::OK, Json(json!({ "status": "ok", "checks": checks, "tasks": tasks })));
     }
+    let mut problems = Vec::new();
+    if !failed.is_empty() {
+        problems.push(format!("{} unavailable", failed.join(" and ")));
+    }
+    if !down.is_empty() {
+        problems.push(format!("background task {} down (restarting)", down.join(" and ")));
+    }
+    let message = format!("not ready: {}", problems.join("; "));
+    let error = json!({ "code": "not_ready", "message": message });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "unavailable", "checks": checks, "tasks": tasks, "error": error })),
+    )
 }

@@ -2,15 +2,30 @@
 //! Each object is written once, under a fresh key, before its message row
 //! exists: nobody reads it until it is complete. A crash mid-write leaves a
 //! file without a row, which the sweeper removes as an orphan.
+//!
+//! `put` returns only once the object survives a power loss: the bytes go
+//! to a temporary file beside the final name, which is fsynced, renamed
+//! into place and its directory fsynced (a new directory's parents too). So
+//! a torn file never carries an object's name, and a message row — written
+//! after `put` — never points at a name the disk forgot. Temporary files
+//! left by a crash are not objects (`list` skips them) and are removed by
+//! `list` once they are older than [`STALE_TEMPORARY`].
 
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{PayloadStore, StoreError, StoredObject};
+
+/// Marks a temporary file: `{key}.tmp-{random}`. Keys never contain it.
+const TEMPORARY_MARK: &str = ".tmp-";
+/// A temporary file this old belongs to a write that will never finish
+/// (the process died): a write in progress takes milliseconds.
+pub const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
 
 pub struct FsStore {
     root: PathBuf,
@@ -21,6 +36,16 @@ impl FsStore {
         tokio::fs::create_dir_all(root)
             .await
             .with_context(|| format!("DATA_DIR: cannot create payload directory {}", root.display()))?;
+        // The root's own name, if it was just made, must outlive a power loss
+        // too. Best effort: its parent may not be readable by this user.
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let parent = parent.to_path_buf();
+            match tokio::task::spawn_blocking(move || sync_dir(&parent)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot sync the parent of DATA_DIR"),
+                Err(e) => tracing::warn!(error = %e, "cannot sync the parent of DATA_DIR"),
+            }
+        }
         Ok(Self { root: root.to_path_buf() })
     }
 
@@ -38,6 +63,49 @@ fn unavailable(action: &str, path: &Path, err: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("{action} {}: {err}", path.display()))
 }
 
+/// Writes `bytes` under `path` so that once this returns the object
+/// survives a power loss, and no reader ever sees a partial file under
+/// `path`: temporary file, fsync, rename, fsync of the directory. Costs two
+/// fsyncs per object (two more for a channel's first object: its new
+/// directory's parents up to `root`).
+fn write_durably(root: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(root);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = dir.join(format!("{name}{TEMPORARY_MARK}{:016x}", rand::random::<u64>()));
+    let create = || std::fs::File::create_new(&temporary);
+    let mut file = match create() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable("create", dir, e))?;
+            // The new directories' names live in their parents: sync those up to the root.
+            for ancestor in dir.ancestors().skip(1) {
+                sync_dir(ancestor).map_err(|e| unavailable("sync", ancestor, e))?;
+                if ancestor == root {
+                    break;
+                }
+            }
+            create()
+        }
+        other => other,
+    }
+    .map_err(|e| unavailable("create", &temporary, e))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| unavailable("write", &temporary, e))
+        .and_then(|()| std::fs::rename(&temporary, path).map_err(|e| unavailable("rename", path, e)));
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(err);
+    }
+    sync_dir(dir).map_err(|e| unavailable("sync", dir, e))
+}
+
+/// Makes the entries of `dir` (names created, renamed or removed) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[async_trait]
 impl PayloadStore for FsStore {
     fn kind(&self) -> &'static str {
@@ -46,23 +114,11 @@ impl PayloadStore for FsStore {
 
     async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        // One trip to the blocking pool for the whole write.
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write as _;
-            let create = || std::fs::File::create_new(&path);
-            let mut file = match create() {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    let dir = path.parent().unwrap_or(&path);
-                    std::fs::create_dir_all(dir).map_err(|e| unavailable("create", dir, e))?;
-                    create()
-                }
-                other => other,
-            }
-            .map_err(|e| unavailable("create", &path, e))?;
-            file.write_all(&bytes).map_err(|e| unavailable("write", &path, e))
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("write task failed: {e}")))?
+        let root = self.root.clone();
+        // One trip to the blocking pool for the whole write and its syncs.
+        tokio::task::spawn_blocking(move || write_durably(&root, &path, &bytes))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("write task failed: {e}")))?
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -111,8 +167,21 @@ impl PayloadStore for FsStore {
     }
 }
 
+/// A temporary file left by a write that never finished (the process
+/// died between creating and renaming it) is removed once it is stale.
+fn remove_if_stale(path: &Path, meta: &std::fs::Metadata) {
+    let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
+    if age.is_some_and(|age| age >= STALE_TEMPORARY) {
+        match std::fs::remove_file(path) {
+            Ok(()) => tracing::info!(path = %path.display(), "removed a temporary file left by an unfinished write"),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale temporary file"),
+        }
+    }
+}
+
 /// Files under `root/prefix`, as keys relative to `root`; temporary files
-/// of writes in progress are not objects.
+/// of writes in progress are not objects (stale ones are removed).
 fn walk(root: &Path, prefix: &str) -> Result<Vec<StoredObject>, StoreError> {
     let mut out = Vec::new();
     let mut pending = vec![root.join(prefix.trim_end_matches('/'))];
@@ -132,7 +201,8 @@ fn walk(root: &Path, prefix: &str) -> Result<Vec<StoredObject>, StoreError> {
             }
             let Ok(relative) = path.strip_prefix(root) else { continue };
             let key = relative.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
-            if key.contains(".tmp-") {
+            if key.contains(TEMPORARY_MARK) {
+                remove_if_stale(&path, &meta);
                 continue;
             }
             let modified =
@@ -161,6 +231,32 @@ mod tests {
         assert!(matches!(store.get("channels/a/1").await, Err(StoreError::NotFound)));
         store.delete("channels/a/1").await.unwrap();
         store.delete_prefix("channels/a/").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn durable_put_leaves_no_temporary_file_and_list_removes_stale_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        store.put("channels/a/1", Bytes::from_static(b"hi"), "text/plain").await.unwrap();
+        let channel = dir.path().join("channels/a");
+        let names = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&channel), ["1"], "only the object, under its final name");
+        // What a crash between creating and renaming leaves: one long ago, one just now.
+        let stale = channel.join("2.tmp-00000000deadbeef");
+        std::fs::write(&stale, b"torn").unwrap();
+        let long_ago = std::time::SystemTime::now() - STALE_TEMPORARY - Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&stale).unwrap().set_modified(long_ago).unwrap();
+        std::fs::write(channel.join("3.tmp-00000000cafebabe"), b"in progress").unwrap();
+        let keys: Vec<String> = store.list("channels/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, ["channels/a/1"], "temporary files are not objects");
+        assert_eq!(names(&channel), ["1", "3.tmp-00000000cafebabe"], "the stale one is removed, the fresh one kept");
     }
 
     #[tokio::test]

@@ -15,10 +15,19 @@
 //!
 //! The task is independent of the requests: a client hanging up after its
 //! message was queued cannot separate the commit from the local delivery.
+//!
+//! The task outlives a panic: each batch runs under `catch_unwind`, so a
+//! bug that panics fails only that batch's publishes (their senders are
+//! dropped: 500), is logged by name (`commit_writer`), and the next batch is
+//! written by the same task from the same queue.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait as _};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -56,14 +65,20 @@ struct Pending {
 #[derive(Clone)]
 pub(super) struct CommitQueue {
     sender: mpsc::Sender<Pending>,
+    /// Set by a test (through `Service::crash_commit_writer`): the next batch panics.
+    crash_next: Arc<AtomicBool>,
 }
+
+/// The writing task's name in logs and metrics.
+const TASK: &str = "commit_writer";
 
 impl CommitQueue {
     /// Starts the writing task (needs a running tokio runtime).
     pub(super) fn start(db: DatabaseConnection, fanout: Fanout) -> Self {
         let (sender, receiver) = mpsc::channel(MAX_BATCH * 8);
-        tokio::spawn(run(db, fanout, receiver));
-        Self { sender }
+        let crash_next = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(db, fanout, receiver, crash_next.clone()));
+        Self { sender, crash_next }
     }
 
     /// Writes `row` (its id assigned in the transaction), announces it and
@@ -83,14 +98,37 @@ impl CommitQueue {
     }
 }
 
-async fn run(db: DatabaseConnection, fanout: Fanout, mut receiver: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_batch(&db, &fanout, std::mem::take(&mut batch)).await;
+impl super::Service {
+    /// Makes the commit writer panic in its next batch, as a bug would;
+    /// tests use it to prove the writer survives.
+    #[doc(hidden)]
+    pub fn crash_commit_writer(&self) {
+        self.commits().crash_next.store(true, Ordering::SeqCst);
     }
 }
 
-async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pending>) {
+async fn run(db: DatabaseConnection, fanout: Fanout, mut receiver: mpsc::Receiver<Pending>, crash: Arc<AtomicBool>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let size = batch.len();
+        let written = AssertUnwindSafe(write_batch(&db, &fanout, std::mem::take(&mut batch), &crash)).catch_unwind();
+        // The unwind dropped the batch's answers: its publishers get an error, the queue lives on.
+        if let Err(panic) = written.await {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(task = TASK, size, panic = %message, "a commit batch panicked; its publishes failed, the writer goes on");
+            crate::metrics::record_task_failure(TASK);
+        }
+    }
+}
+
+async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pending>, crash: &AtomicBool) {
+    if crash.swap(false, Ordering::SeqCst) {
+        panic!("the commit writer was told to crash");
+    }
     // Local mode: deliveries leave in commit order (see Fanout::sequence).
     let _in_order = fanout.sequence().await;
     let rows: Vec<_> = batch.iter().map(|p| (p.channel, p.row.clone())).collect();

@@ -82,6 +82,8 @@ pub fn s3_env() -> S3Env {
 pub struct TestApp {
     pub client: reqwest::Client,
     pub service: Service,
+    /// The app's supervised background tasks.
+    pub tasks: chantra::supervisor::Tasks,
     pub clock: Clock,
     pub addrs: Vec<(Role, SocketAddr)>,
     pub data_dir: tempfile::TempDir,
@@ -226,12 +228,22 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     let app = Application::build_with_clock(config, clock.clone()).await.expect("application starts");
     let addrs = Role::expand(&roles).into_iter().map(|r| (r, app.local_addr(r).expect("bound"))).collect();
     let service = app.service().clone();
+    let tasks = app.tasks().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run(async move {
         let _ = rx.await;
     }));
 
-    TestApp { client: reqwest::Client::new(), service, clock, addrs, data_dir, shutdown: Some(tx), _database: database }
+    TestApp {
+        client: reqwest::Client::new(),
+        service,
+        tasks,
+        clock,
+        addrs,
+        data_dir,
+        shutdown: Some(tx),
+        _database: database,
+    }
 }
 
 use clap::Parser as _;

@@ -17,3 +17,4 @@ mod security;
 mod sse;
 mod sse_client;
 mod sse_multiprocess;
+mod supervision;

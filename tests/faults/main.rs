@@ -19,6 +19,7 @@ mod sse_client;
 mod traffic;
 
 mod channels_killed;
+mod durability;
 mod graceful_shutdown;
 mod postgres_restart;
 mod reconnect_storm;
