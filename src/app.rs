@@ -69,6 +69,8 @@ impl Application {
         let settings = ServiceSettings {
             channel_base_url: config.channel_base_url.clone(),
             max_payload_bytes: config.max_payload_bytes,
+            max_grants_per_channel: config.max_grants_per_channel,
+            grant_purge_grace: config.grant_purge_grace,
             channel_idle: config.channel_idle,
         };
         let service = Service::new(db, store, TokenHasher::new(&config.token_secret), clock, fanout, settings);

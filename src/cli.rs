@@ -214,6 +214,15 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
 
+    /// Read grants one channel may hold, revoked and expired ones included until they are purged.
+    #[arg(long, env = "MAX_GRANTS_PER_CHANNEL", default_value_t = 1000)]
+    pub max_grants_per_channel: u64,
+
+    /// Seconds a revoked or expired read grant is kept (readers are told why it ended) before
+    /// the sweeper purges it.
+    #[arg(long, env = "GRANT_PURGE_GRACE_SECS", default_value_t = 86_400)]
+    pub grant_purge_grace_secs: u64,
+
     /// Days without a publish after which a channel is deleted.
     #[arg(long, env = "CHANNEL_IDLE_DAYS", default_value_t = DEFAULT_CHANNEL_IDLE_DAYS)]
     pub channel_idle_days: u32,

@@ -16,6 +16,9 @@ use crate::cli::{DatabaseArgs, Role, ServeArgs, StorageArgs};
 const SECRET_FILE: &str = "token_secret_salt";
 const MIN_SECRET_LEN: usize = 16;
 
+/// Bounds GRANT_PURGE_GRACE_SECS so that "now minus the grace" is always a valid time.
+const MAX_GRANT_PURGE_GRACE_SECS: u64 = 10 * 365 * 86_400;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub roles: Vec<Role>,
@@ -27,6 +30,8 @@ pub struct Config {
     pub token_secret: Vec<u8>,
     pub auto_migrate: bool,
     pub max_payload_bytes: usize,
+    pub max_grants_per_channel: u64,
+    pub grant_purge_grace: chrono::Duration,
     pub channel_idle: chrono::Duration,
     /// `None` when rate limiting is off.
     pub rate_limit: Option<RateLimit>,
@@ -239,6 +244,12 @@ impl Config {
         if args.max_payload_bytes == 0 {
             bail!("MAX_PAYLOAD_BYTES must be at least 1");
         }
+        if args.max_grants_per_channel == 0 {
+            bail!("MAX_GRANTS_PER_CHANNEL must be at least 1 (a private channel starts with one grant)");
+        }
+        if args.grant_purge_grace_secs > MAX_GRANT_PURGE_GRACE_SECS {
+            bail!("GRANT_PURGE_GRACE_SECS must be at most {MAX_GRANT_PURGE_GRACE_SECS} (ten years)");
+        }
         if args.channel_idle_days == 0 {
             bail!("CHANNEL_IDLE_DAYS must be at least 1");
         }
@@ -268,6 +279,8 @@ impl Config {
             token_secret,
             auto_migrate: args.auto_migrate,
             max_payload_bytes: args.max_payload_bytes,
+            max_grants_per_channel: args.max_grants_per_channel,
+            grant_purge_grace: chrono::Duration::seconds(args.grant_purge_grace_secs as i64),
             channel_idle: chrono::Duration::days(i64::from(args.channel_idle_days)),
             rate_limit,
             trusted_proxies: trusted_proxies(&args.trusted_proxies)?,

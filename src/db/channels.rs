@@ -34,6 +34,19 @@ pub async fn set_last_published(db: &impl ConnectionTrait, id: ChannelId, at: Da
     Ok(result.rows_affected > 0)
 }
 
+/// Locks the channel row for the rest of the transaction (PostgreSQL), or
+/// takes the write lock (SQLite), with a write that changes nothing, so that
+/// a count and the insert it allows are not raced by another transaction.
+/// Returns false if the channel is gone.
+pub async fn lock(db: &impl ConnectionTrait, id: ChannelId) -> Result<bool, DbErr> {
+    let result = channel::Entity::update_many()
+        .col_expr(channel::Column::Visibility, Expr::col(channel::Column::Visibility))
+        .filter(channel::Column::Id.eq(id.as_uuid()))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
 /// Builds the row for a new channel (kept here so the column mapping lives in db/).
 pub fn new_model(id: ChannelId, visibility: &str, publish_token_hash: String, now: DateTime<Utc>) -> channel::Model {
     channel::Model {

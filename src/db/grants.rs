@@ -12,13 +12,25 @@ pub async fn insert(db: &impl ConnectionTrait, model: read_grant::Model) -> Resu
     Ok(())
 }
 
-/// Oldest first (UUIDv7 ids sort by creation), identical on both databases.
-pub async fn list_for_channel(db: &impl ConnectionTrait, channel: ChannelId) -> Result<Vec<read_grant::Model>, DbErr> {
-    read_grant::Entity::find()
-        .filter(read_grant::Column::ChannelId.eq(channel.as_uuid()))
-        .order_by_asc(read_grant::Column::Id)
-        .all(db)
-        .await
+/// Up to `limit` grants after `after` (exclusive), oldest first (UUIDv7 ids
+/// sort by creation), identical on both databases.
+pub async fn page_for_channel(
+    db: &impl ConnectionTrait,
+    channel: ChannelId,
+    after: Option<GrantId>,
+    limit: u64,
+) -> Result<Vec<read_grant::Model>, DbErr> {
+    use sea_orm::QuerySelect as _;
+    let mut query = read_grant::Entity::find().filter(read_grant::Column::ChannelId.eq(channel.as_uuid()));
+    if let Some(after) = after {
+        query = query.filter(read_grant::Column::Id.gt(after.as_uuid()));
+    }
+    query.order_by_asc(read_grant::Column::Id).limit(limit).all(db).await
+}
+
+/// Every grant row of the channel, whatever its state: what the per-channel cap bounds.
+pub async fn count_for_channel(db: &impl ConnectionTrait, channel: ChannelId) -> Result<u64, DbErr> {
+    read_grant::Entity::find().filter(read_grant::Column::ChannelId.eq(channel.as_uuid())).count(db).await
 }
 
 pub async fn find(

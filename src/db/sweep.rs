@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::prelude::*;
 use sea_orm::{ConnectionTrait, QueryOrder as _, QuerySelect as _};
 
-use super::entity::{channel, message};
+use super::entity::{channel, message, read_grant};
 
 /// Up to `limit` expired messages, oldest expiry first.
 pub async fn expired_messages(
@@ -77,4 +77,28 @@ pub async fn message_keys_after(
         query = query.filter(message::Column::Id.gt(after));
     }
     query.into_tuple::<(Uuid, String, DateTime<Utc>)>().all(db).await
+}
+
+/// Up to `limit` grants revoked or expired before `cutoff`, by id.
+pub async fn ended_grants(db: &impl ConnectionTrait, cutoff: DateTime<Utc>, limit: u64) -> Result<Vec<Uuid>, DbErr> {
+    use sea_orm::Condition;
+    let ended =
+        Condition::any().add(read_grant::Column::RevokedAt.lt(cutoff)).add(read_grant::Column::ExpiresAt.lt(cutoff));
+    read_grant::Entity::find()
+        .select_only()
+        .column(read_grant::Column::Id)
+        .filter(ended)
+        .order_by_asc(read_grant::Column::Id)
+        .limit(limit)
+        .into_tuple::<Uuid>()
+        .all(db)
+        .await
+}
+
+pub async fn delete_grants(db: &impl ConnectionTrait, ids: Vec<Uuid>) -> Result<u64, DbErr> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let result = read_grant::Entity::delete_many().filter(read_grant::Column::Id.is_in(ids)).exec(db).await?;
+    Ok(result.rows_affected)
 }

@@ -19,6 +19,11 @@ pub const JSON_BODY_LIMIT: usize = 16 * 1024;
 
 pub const PUBLISH_TOKEN_HEADER: &str = "x-publish-token";
 
+/// Most of a refused body the server still reads (and discards) before
+/// answering, and for how long: see `drain_refused_body`.
+const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `{channel_id}` from the path, parsed: a malformed id is 400 before anything else runs.
 pub struct ChannelPath(pub ChannelId);
 
@@ -108,7 +113,9 @@ where
         // A Content-Length over the limit is refused at once, not after the
         // client has been waited for until the request timeout.
         let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if length.is_some_and(|n| n > JSON_BODY_LIMIT as u64) {
+        if let Some(length) = length.filter(|n| *n > JSON_BODY_LIMIT as u64) {
+            let (parts, body) = req.into_parts();
+            drain_refused_body(&parts.headers, length, body).await;
             return Err(AppError::PayloadTooLarge { limit: JSON_BODY_LIMIT });
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
@@ -134,6 +141,36 @@ where
     }
 }
 
+/// Reads and discards the rest of a body the server has refused, so the
+/// answer reaches a client that sends its whole body before reading: closing
+/// with unread data makes the kernel reset the connection, and the client
+/// then loses the answer already sent (Python's http.client: BrokenPipeError).
+/// Bounded: `remaining` (what Content-Length still announces, or an unknown
+/// length) must fit `DRAIN_MAX_BYTES`, and the whole wait `DRAIN_MAX_TIME`;
+/// past either the connection is closed as before. A client that asked
+/// `Expect: 100-continue` has sent nothing yet, and is answered at once.
+pub async fn drain_refused_body(headers: &HeaderMap, remaining: u64, body: axum::body::Body) {
+    use http_body_util::BodyExt as _;
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects_continue || remaining > DRAIN_MAX_BYTES {
+        return;
+    }
+    let mut body = body;
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        let mut read = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if read > DRAIN_MAX_BYTES {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 /// Request bodies are JSON objects. serde would also fill a struct from an
 /// array in field order, which would quietly make field order part of the API.
 pub fn require_object(json: &[u8]) -> Result<(), AppError> {
@@ -147,6 +184,26 @@ pub fn require_object(json: &[u8]) -> Result<(), AppError> {
 /// The first value of a query-string parameter, percent-decoded.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// Refuses a query string naming a parameter not in `accepted` (400
+/// `unknown_query_parameter`), as unknown JSON fields are refused: a
+/// misspelt option must not quietly fall back to its default.
+pub fn reject_unknown_query(query: Option<&str>, accepted: &[&str]) -> Result<(), AppError> {
+    let Some(query) = query else { return Ok(()) };
+    let Some((name, _)) = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| !accepted.contains(&k.as_ref()))
+    else {
+        return Ok(());
+    };
+    let accepts = if accepted.is_empty() {
+        "none (options go in the JSON body or headers)".to_owned()
+    } else {
+        accepted.join(", ")
+    };
+    Err(AppError::bad_request(
+        "unknown_query_parameter",
+        format!("unknown query parameter `{name}`; this route accepts: {accepts}"),
+    ))
 }
 
 /// Whether a Content-Type value is JSON (`application/json`, `…+json`, with parameters).
@@ -182,6 +239,18 @@ mod tests {
         assert!(is_json("application/merge-patch+json"));
         assert!(!is_json("text/plain"));
         assert!(!is_json(""));
+    }
+
+    #[test]
+    fn unknown_query_parameters() {
+        assert!(reject_unknown_query(None, &[]).is_ok());
+        assert!(reject_unknown_query(Some(""), &[]).is_ok());
+        assert!(reject_unknown_query(Some("ttl=5"), &["ttl"]).is_ok());
+        let err = reject_unknown_query(Some("ttl=5&ttl%5Fseconds=5"), &["ttl"]).unwrap_err();
+        assert_eq!(err.code(), "unknown_query_parameter");
+        assert_eq!(err.to_string(), "unknown query parameter `ttl_seconds`; this route accepts: ttl");
+        let err = reject_unknown_query(Some("visibility=private"), &[]).unwrap_err();
+        assert!(err.to_string().contains("`visibility`"), "{err}");
     }
 
     #[test]

@@ -42,10 +42,12 @@ pub fn router(role: Role, state: AppState) -> Router {
         role_routes.method_not_allowed_fallback(|| async { AppError::MethodNotAllowed }).with_state(state.clone());
     let timeout = state.config.request_timeout;
     router = router.layer(middleware::from_fn(move |req: Request, next: Next| async move {
-        // Bounds the time to the response head; a stream's body may then run on.
-        match tokio::time::timeout(timeout, next.run(req)).await {
-            Ok(response) => response,
-            Err(_) => AppError::Timeout.into_response(),
+        // Bounds the time to the response head; a stream's body may then run
+        // on. A publish already handed to the writer waits for its commit
+        // instead: a 503 must mean that nothing was stored.
+        match crate::service::within_unless_committing(timeout, next.run(req)).await {
+            Some(response) => response,
+            None => AppError::Timeout.into_response(),
         }
     }));
     router = router.layer(middleware::from_fn(|req: Request, next: Next| async move {

@@ -58,7 +58,9 @@ impl Service {
         let channel = self.authorize_publisher(id, token).await?;
         let visibility = visibility_of(&channel)?;
         let now = self.clock.now();
-        let grants = db::grants::list_for_channel(&self.db, id).await?;
+        // The view is the first page of the grant list, so one response stays small.
+        let grants = db::grants::page_for_channel(&self.db, id, None, super::grants::GRANTS_IN_VIEW).await?;
+        let read_grants_total = db::grants::count_for_channel(&self.db, id).await?;
         let live_messages = db::messages::count_live(&self.db, id, now).await?;
         let last_activity = channel.last_published_at.unwrap_or(channel.created_at);
         Ok(ChannelView {
@@ -69,7 +71,9 @@ impl Service {
             last_published_at: channel.last_published_at,
             idle_deletion_at: last_activity + self.settings.channel_idle,
             live_messages,
+            read_grants_truncated: read_grants_total > grants.len() as u64,
             read_grants: grants.iter().map(|g| super::grants::view(g, now)).collect(),
+            read_grants_total,
         })
     }
 

@@ -16,15 +16,21 @@
 //! The task is independent of the requests: a client hanging up after its
 //! message was queued cannot separate the commit from the local delivery.
 //!
+//! For the same reason a request deadline stops at the hand-off
+//! ([`within_unless_committing`]): once queued, a message's fate is the
+//! commit's, and only the commit's outcome is a truthful answer.
+//!
 //! The task outlives a panic: each batch runs under `catch_unwind`, so a
 //! bug that panics fails only that batch's publishes (their senders are
 //! dropped: 500), is logged by name (`commit_writer`), and the next batch is
 //! written by the same task from the same queue.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt as _;
@@ -39,6 +45,30 @@ use crate::fanout::{Fanout, HubEvent, Notice, frame};
 
 /// The most messages written in one transaction.
 pub const MAX_BATCH: usize = 128;
+
+tokio::task_local! {
+    /// Raised by [`CommitQueue::commit`] once a message is in the writer's
+    /// hands; read by [`within_unless_committing`].
+    static HANDED_OFF: Arc<AtomicBool>;
+}
+
+/// Runs `work` for at most `limit`, unless by then it has handed a message
+/// to the writer: from that moment an abandoned request would be told
+/// "timeout" while its message is committed anyway, so `work` runs on to the
+/// commit's outcome, which the database's own lock timeouts bound (SQLite's
+/// busy timeout; a failed transaction stores nothing). `None` means the
+/// time ran out before any hand-off: nothing was stored.
+pub async fn within_unless_committing<F: Future>(limit: Duration, work: F) -> Option<F::Output> {
+    let handed_off = Arc::new(AtomicBool::new(false));
+    let work = HANDED_OFF.scope(handed_off.clone(), work);
+    tokio::pin!(work);
+    match tokio::time::timeout(limit, &mut work).await {
+        Ok(output) => Some(output),
+        // Only `work` itself raises the flag, while it is polled: no race with the deadline.
+        Err(_) if handed_off.load(Ordering::Acquire) => Some(work.await),
+        Err(_) => None,
+    }
+}
 
 /// Why a message was not written.
 pub(super) enum CommitError {
@@ -94,6 +124,8 @@ impl CommitQueue {
         if self.sender.send(pending).await.is_err() {
             return Err(CommitError::Db(DbErr::Custom("the commit task has stopped".into())));
         }
+        // Queued: the writer will commit it whether or not we are still waiting.
+        let _ = HANDED_OFF.try_with(|handed_off| handed_off.store(true, Ordering::Release));
         outcome.await.unwrap_or_else(|_| Err(CommitError::Db(DbErr::Custom("the commit task has stopped".into()))))
     }
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::views::{CreatedGrant, GrantState, GrantView};
+use super::views::{CreatedGrant, GrantPage, GrantState, GrantView};
 use sea_orm::TransactionTrait as _;
 
 use super::{Service, visibility_of};
@@ -14,6 +14,10 @@ use crate::fanout::{HubEvent, Notice};
 
 /// A grant may be given a lifetime of up to one year.
 pub const MAX_GRANT_SECONDS: i64 = 365 * 24 * 60 * 60;
+/// Grants shown in a channel's metadata; the list endpoint pages through the rest.
+pub const GRANTS_IN_VIEW: u64 = 100;
+/// Largest page of the grant list (a grant's view is about 250 bytes).
+pub const MAX_GRANT_PAGE: u64 = 500;
 
 impl Service {
     pub async fn create_grant(
@@ -46,7 +50,27 @@ impl Service {
         let row =
             db::grants::new_model(grant_id, id, self.hasher.hash_read(&read_token), label.as_ref(), now, expires_at);
         let label = row.label.clone();
-        db::grants::insert(&self.db, row).await?;
+        // Counted and inserted under the channel's lock, so concurrent
+        // creations cannot overshoot the cap. Revoked and expired grants
+        // count until the sweeper purges them: the bound is on rows.
+        let txn = self.db.begin().await?;
+        if !db::channels::lock(&txn, id).await? {
+            return Err(AppError::ChannelNotFound);
+        }
+        let held = db::grants::count_for_channel(&txn, id).await?;
+        let max = self.settings.max_grants_per_channel;
+        if held >= max {
+            return Err(AppError::Conflict {
+                code: "too_many_grants",
+                message: format!(
+                    "this channel already holds {held} read grants, the limit of {max}; revoked and expired \
+                     grants count until they are purged {} s after they end; revoke grants no longer used",
+                    self.settings.grant_purge_grace.num_seconds()
+                ),
+            });
+        }
+        db::grants::insert(&txn, row).await?;
+        txn.commit().await?;
         tracing::info!(channel = %id, grant = %grant_id, "read grant created");
         Ok(CreatedGrant {
             grant_id: grant_id.to_string(),
@@ -55,6 +79,25 @@ impl Service {
             created_at: now,
             expires_at,
         })
+    }
+
+    /// A page of the channel's grants, oldest first, after the grant `after`.
+    pub async fn list_grants(
+        &self,
+        id: ChannelId,
+        token: &PublishToken,
+        after: Option<GrantId>,
+        limit: u64,
+    ) -> Result<GrantPage, AppError> {
+        self.authorize_publisher(id, token).await?;
+        let limit = limit.clamp(1, MAX_GRANT_PAGE);
+        let now = self.clock.now();
+        // One more than asked for says whether more follow.
+        let mut rows = db::grants::page_for_channel(&self.db, id, after, limit + 1).await?;
+        let has_more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = rows.last().map(|g| g.id.hyphenated().to_string()).or_else(|| after.map(|a| a.to_string()));
+        Ok(GrantPage { read_grants: rows.iter().map(|g| view(g, now)).collect(), next_cursor, has_more })
     }
 
     /// Idempotent: revoking a revoked grant returns it unchanged.

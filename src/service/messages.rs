@@ -53,7 +53,7 @@ impl Service {
         let now = self.clock.now();
         if let Some(key) = &input.idempotency_key {
             if let Some(existing) = db::messages::find_by_idempotency_key(&self.db, id, key, now).await? {
-                return Ok(Published { message: view(&existing), replayed: true });
+                return self.replay(existing, &input).await;
             }
             // An expired message still holding the key would trip the unique index.
             for stale in db::messages::delete_expired_with_key(&self.db, id, key, now).await? {
@@ -101,17 +101,45 @@ impl Service {
         };
         match (db::classify(&err), &input.idempotency_key) {
             // Two publishes with one key raced; the other one won.
-            (Failure::UniqueViolation, Some(key)) => db::messages::find_by_idempotency_key(&self.db, id, key, now)
-                .await?
-                .map(|m| Published { message: view(&m), replayed: true })
-                .ok_or(AppError::Conflict {
-                    code: "idempotency_conflict",
-                    message: "a concurrent publish with this Idempotency-Key failed; retry".into(),
-                }),
+            (Failure::UniqueViolation, Some(key)) => {
+                match db::messages::find_by_idempotency_key(&self.db, id, key, now).await? {
+                    Some(existing) => self.replay(existing, &input).await,
+                    None => Err(AppError::Conflict {
+                        code: "idempotency_conflict",
+                        message: "a concurrent publish with this Idempotency-Key failed; retry".into(),
+                    }),
+                }
+            }
             // The channel was deleted while we were writing.
             (Failure::ForeignKeyViolation, _) => Err(AppError::ChannelNotFound),
             _ => Err(err.into()),
         }
+    }
+}
+
+impl Service {
+    /// The answer to a publish whose Idempotency-Key already made `existing`:
+    /// a replay of it if this is the same request (payload bytes, content
+    /// type and TTL), else 409 — a retry must not silently drop a different
+    /// message. The payload is compared with the stored object, read only
+    /// when size, type and TTL already match (the rare retry path).
+    async fn replay(&self, existing: message::Model, input: &PublishInput) -> Result<Published, AppError> {
+        let same_shape = existing.payload_size == input.payload.len() as i64
+            && existing.content_type == input.content_type.as_str()
+            && chrono::TimeDelta::from_std(input.ttl.as_duration()).ok()
+                == Some(existing.expires_at - existing.created_at);
+        if !same_shape || self.store.get(&existing.payload_object_key).await? != input.payload {
+            return Err(AppError::Conflict {
+                code: "idempotency_conflict",
+                message: format!(
+                    "this Idempotency-Key was already used on this channel for a different request (payload, \
+                     content type or TTL); it is remembered until that message expires at {}; use a new key \
+                     for a new message",
+                    existing.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            });
+        }
+        Ok(Published { message: view(&existing), replayed: true })
     }
 }
 

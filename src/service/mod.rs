@@ -21,6 +21,8 @@ use crate::error::AppError;
 use crate::fanout::Fanout;
 use crate::payload::PayloadStore;
 
+pub use commit::within_unless_committing;
+pub use grants::{GRANTS_IN_VIEW, MAX_GRANT_PAGE};
 pub use messages::{PublishInput, Published};
 pub use reads::{MAX_PAGE, Page, Reader, ReplayStart, message_event};
 pub use sweeper::{SweepReport, SweepSettings};
@@ -31,6 +33,10 @@ pub struct ServiceSettings {
     pub channel_base_url: String,
     pub max_payload_bytes: usize,
     pub channel_idle: chrono::Duration,
+    /// Grant rows one channel may hold, whatever their state.
+    pub max_grants_per_channel: u64,
+    /// How long a revoked or expired grant is kept before the sweeper purges it.
+    pub grant_purge_grace: chrono::Duration,
 }
 
 /// Cheap to clone: every field is a handle.

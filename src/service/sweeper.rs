@@ -1,6 +1,7 @@
 //! The lifecycle sweeper (DESIGN §7): purges expired messages, deletes idle
-//! channels, reconciles the payload store with the database, and forgets
-//! old MCP sessions.
+//! channels, purges read grants that ended (revoked or expired) longer than
+//! GRANT_PURGE_GRACE_SECS ago, reconciles the payload store with the
+//! database, and forgets old MCP sessions.
 //!
 //! Every step works in bounded batches of short statements and is
 //! idempotent — objects are deleted before their rows, and deleting what is
@@ -49,6 +50,8 @@ pub struct SweepReport {
     pub orphan_objects: u64,
     pub rows_without_object: u64,
     pub mcp_sessions: u64,
+    /// Revoked or expired read grants removed after their grace period.
+    pub purged_grants: u64,
 }
 
 impl Service {
@@ -93,6 +96,7 @@ impl Service {
         let mut report = SweepReport { ran: true, ..Default::default() };
         report.expired_messages = self.purge_expired(settings.batch).await?;
         report.idle_channels = self.delete_idle_channels(settings.batch).await?;
+        report.purged_grants = self.purge_ended_grants(settings.batch).await?;
         let (orphans, missing) = self.reconcile_store(settings).await?;
         report.orphan_objects = orphans;
         report.rows_without_object = missing;
@@ -117,6 +121,21 @@ impl Service {
             self.delete_objects(keys).await?;
             purged += db::sweep::delete_messages(&self.db, rows.iter().map(|r| r.id).collect()).await?;
             if (rows.len() as u64) < batch {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Grants revoked or expired longer than the grace ago. Until then a
+    /// reader with such a token is told why it cannot read (revoked,
+    /// expired); afterwards the token is simply unknown (invalid_token).
+    async fn purge_ended_grants(&self, batch: u64) -> Result<u64, AppError> {
+        let cutoff = self.clock.now() - self.settings.grant_purge_grace;
+        let mut purged = 0;
+        loop {
+            let ids = db::sweep::ended_grants(&self.db, cutoff, batch).await?;
+            purged += db::sweep::delete_grants(&self.db, ids.clone()).await?;
+            if (ids.len() as u64) < batch {
                 return Ok(purged);
             }
         }

@@ -36,8 +36,14 @@ pub struct ChannelView {
     pub idle_deletion_at: DateTime<Utc>,
     /// Unexpired messages currently kept.
     pub live_messages: u64,
-    /// Read grants, oldest first (never their tokens).
+    /// Read grants, oldest first (never their tokens): the first 100 at
+    /// most; `GET /v1/channels/{id}/read-grants` lists them all, page by page.
     pub read_grants: Vec<GrantView>,
+    /// How many grants the channel holds, revoked and expired ones included
+    /// until the sweeper purges them.
+    pub read_grants_total: u64,
+    /// More grants exist than `read_grants` shows.
+    pub read_grants_truncated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema, schemars::JsonSchema)]
@@ -57,6 +63,17 @@ pub struct GrantView {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A page of a channel's read grants, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema, schemars::JsonSchema)]
+pub struct GrantPage {
+    pub read_grants: Vec<GrantView>,
+    /// Pass as `after` to get the next page (the cursor given, when the page is empty).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub next_cursor: Option<String>,
+    /// Whether more grants follow.
+    pub has_more: bool,
 }
 
 /// A read grant just created; `read_token` is shown once.

@@ -204,3 +204,71 @@ async fn long_uris_are_refused(backend: Backend) {
     let fits = format!("/v1/channels/{}", "a".repeat(chantra::http::MAX_URI_BYTES - 100));
     assert_eq!(app.client.get(app.rest(&fits)).send().await.unwrap().status(), 400);
 }
+
+/// A query parameter the route does not know is refused with 400 naming it,
+/// on every REST route, as unknown JSON fields are: a misspelt option must
+/// not silently fall back to a default (a public channel, a 48 h TTL).
+#[tokio::test]
+async fn unknown_query_parameters_are_refused() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = app.create_channel("private").await;
+    let id = channel["channel_id"].as_str().unwrap();
+    let token = channel["publish_token"].as_str().unwrap();
+    let grant = uuid::Uuid::now_v7();
+    let client = &app.client;
+    let cases = [
+        ("create_channel", client.post(app.rest("/v1/channels?visibility=private")), "visibility", "none"),
+        ("get_channel", client.get(app.rest(&format!("/v1/channels/{id}?verbose=1"))), "verbose", "none"),
+        ("delete_channel", client.delete(app.rest(&format!("/v1/channels/{id}?force=true"))), "force", "none"),
+        (
+            "publish",
+            client.post(app.rest(&format!("/v1/channels/{id}/publish?ttl_seconds=5"))).body("m"),
+            "ttl_seconds",
+            "ttl",
+        ),
+        (
+            "create_grant",
+            client.post(app.rest(&format!("/v1/channels/{id}/read-grants?expires_in_seconds=5"))),
+            "expires_in_seconds",
+            "none",
+        ),
+        (
+            "list_grants",
+            client.get(app.rest(&format!("/v1/channels/{id}/read-grants?limit=5&offset=10"))),
+            "offset",
+            "after, limit",
+        ),
+        (
+            "revoke_grant",
+            client.post(app.rest(&format!("/v1/channels/{id}/read-grants/{grant}/revoke?now=1"))),
+            "now",
+            "none",
+        ),
+        ("openapi", client.get(app.rest("/openapi.json?format=yaml")), "format", "none"),
+    ];
+    for (route, request, name, accepted) in cases {
+        let response = request.header("x-publish-token", token).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{route}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unknown_query_parameter", "{route}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{name}`")), "{route}: {message}");
+        assert!(message.contains(accepted), "{route}: {message}");
+    }
+    // Nothing was done: the channel is still there with no message, and the
+    // known parameters still work.
+    let metadata: Value = app.get_channel(&channel).await.json().await.unwrap();
+    assert_eq!(metadata["live_messages"], 0);
+    assert_eq!(metadata["read_grants"].as_array().unwrap().len(), 1);
+    let published = client
+        .post(app.rest(&format!("/v1/channels/{id}/publish?ttl=60")))
+        .header("x-publish-token", token)
+        .body("m")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+    let listed =
+        client.get(app.rest(&format!("/v1/channels/{id}/read-grants?limit=5"))).header("x-publish-token", token);
+    assert_eq!(listed.send().await.unwrap().status(), 200);
+}

@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use chantra::cli::Role;
 use chantra::payload::StoreError;
 use serde_json::{Value, json};
 
@@ -17,6 +18,8 @@ on_both_backends!(
     idempotency_key_prevents_duplicates,
     store_unavailable_writes_nothing,
     concurrent_publishes_keep_order_per_channel,
+    idempotency_key_with_another_request_conflicts,
+    timed_out_publish_tells_the_truth,
 );
 
 fn publish_url(app: &crate::helpers::TestApp, channel: &Value) -> String {
@@ -351,7 +354,6 @@ async fn send_chunked_until_refused(url: &str, token: &str, chunks: usize, size:
 /// each still gets its own id, ids grow in the order readers receive them,
 /// and a channel deleted mid-batch fails only its own messages.
 async fn concurrent_publishes_keep_order_per_channel(backend: Backend) {
-    use chantra::cli::Role;
     let app =
         spawn_app_with(backend, Options { roles: Some(vec![Role::Rest, Role::Channels]), ..Default::default() }).await;
     let (a, b, doomed) =
@@ -402,4 +404,176 @@ async fn concurrent_publishes_keep_order_per_channel(backend: Backend) {
         expected.sort();
         assert_eq!(sorted, expected, "every acknowledged message, once");
     }
+}
+
+async fn idempotency_key_with_another_request_conflicts(backend: Backend) {
+    // All roles: the same rule holds for MCP's publish_message.
+    let app = spawn_app_with(backend, Options { roles: Some(vec![Role::All]), ..Default::default() }).await;
+    let channel = app.create_channel("public").await;
+    let send = |query: &'static str, content_type: &'static str, body: &'static str| {
+        app.client
+            .post(format!("{}{query}", publish_url(&app, &channel)))
+            .header("x-publish-token", token(&channel))
+            .header("idempotency-key", "order-42")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let first = send("?ttl=600", "text/plain", "first").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+
+    // Another payload of the same size, another type, another TTL: each is refused.
+    for (case, query, content_type, body) in [
+        ("payload", "?ttl=600", "text/plain", "other"),
+        ("size", "?ttl=600", "text/plain", "first, longer"),
+        ("content_type", "?ttl=600", "text/csv", "first"),
+        ("ttl", "?ttl=601", "text/plain", "first"),
+        ("default_ttl", "", "text/plain", "first"),
+    ] {
+        let response = send(query, content_type, body).await.unwrap();
+        assert_eq!(response.status(), 409, "{case}");
+        assert!(response.headers().get("idempotent-replayed").is_none(), "{case}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "idempotency_conflict", "{case}: {error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains("Idempotency-Key"), "{case}: {error}");
+    }
+    // The same request again is a replay of the first message.
+    let replay = send("?ttl=600", "text/plain", "first").await.unwrap();
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap(), first);
+    assert_eq!(stored(&app, &first).await, b"first");
+    assert_eq!(live_messages(&app, &channel).await, 1);
+
+    // MCP's publish_message calls the same rule.
+    let mut mcp = crate::mcp::McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let id = channel["channel_id"].as_str().unwrap();
+    let call = |payload: &'static str| json!({ "channel_id": id, "publish_token": token(&channel), "payload": payload, "idempotency_key": "agent-1" });
+    let (error, published) = mcp.call("publish_message", call("from an agent")).await;
+    assert!(!error, "{published}");
+    let (error, conflict) = mcp.call("publish_message", call("something else")).await;
+    assert!(error, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "idempotency_conflict");
+    let (error, replayed) = mcp.call("publish_message", call("from an agent")).await;
+    assert!(!error, "{replayed}");
+    assert_eq!(replayed["message_id"], published["message_id"]);
+    assert_eq!(live_messages(&app, &channel).await, 2);
+}
+
+/// Holds the channel's row locked (PostgreSQL) or the database's write lock
+/// (SQLite) from another connection for `hold`, like a slow transaction would.
+async fn lock_channel_for(app: &crate::helpers::TestApp, channel: &Value, hold: std::time::Duration) {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+    let txn = app.service.db().begin().await.unwrap();
+    let id = channel["channel_id"].as_str().unwrap();
+    let sql = match backend_of(app) {
+        sea_orm::DbBackend::Postgres => format!("UPDATE channels SET visibility = visibility WHERE id = '{id}'"),
+        // SQLite stores the UUID as bytes; any write takes the one write lock.
+        _ => "UPDATE channels SET visibility = visibility".to_owned(),
+    };
+    txn.execute_unprepared(&sql).await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        txn.rollback().await.unwrap();
+    });
+}
+
+fn backend_of(app: &crate::helpers::TestApp) -> sea_orm::DbBackend {
+    app.service.db().get_database_backend()
+}
+
+async fn timed_out_publish_tells_the_truth(backend: Backend) {
+    use std::time::{Duration, Instant};
+    let options = Options { extra_args: vec!["--request-timeout-secs".into(), "2".into()], ..Default::default() };
+    let app = spawn_app_with(backend, options).await;
+    let channel = app.create_channel("public").await;
+    assert_eq!(app.publish_text(&channel, "warm-up").await.status(), 201);
+
+    // The writer waits 4 s for the lock, past the 2 s request timeout: once
+    // the message is in the writer's hands the request waits for its outcome.
+    lock_channel_for(&app, &channel, Duration::from_secs(4)).await;
+    let started = Instant::now();
+    let response = app.publish_text(&channel, "slow").await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_500).saturating_sub(started.elapsed())).await;
+    let stored = live_messages(&app, &channel).await;
+    assert!(status != 503 || stored == 1, "a 503 ({body}) but the message was stored");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(stored, 2);
+    assert!(started.elapsed() >= Duration::from_secs(3), "it waited for the lock");
+
+    // SQLite gives up on a lock after its 5 s busy timeout: a truthful 503.
+    if backend == Backend::Sqlite {
+        lock_channel_for(&app, &channel, Duration::from_secs(7)).await;
+        let response = app.publish_text(&channel, "refused").await;
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(live_messages(&app, &channel).await, 2, "a 503 ({body}) stores nothing");
+    }
+}
+
+/// A client that sends its whole body before reading (Python's http.client,
+/// most simple clients) reads the early 413, every time: the server reads
+/// the rest of the body (bounded) before answering, rather than closing on
+/// unread data, which resets the connection and loses the answer.
+#[tokio::test]
+async fn early_413_reaches_a_client_that_sends_everything() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = app.create_channel("public").await;
+    let addr = app.rest("").trim_start_matches("http://").to_owned();
+    let path = format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap());
+    let body = vec![b'x'; 2 * 1024 * 1024];
+    for attempt in 0..20 {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Publish-Token: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            token(&channel),
+            body.len()
+        );
+        let sent = async {
+            socket.write_all(head.as_bytes()).await?;
+            socket.write_all(&body).await?;
+            let mut answer = Vec::new();
+            // The server may close after answering: read until then (or until the JSON ends).
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = socket.read(&mut buf).await?;
+                answer.extend_from_slice(&buf[..n]);
+                if n == 0 || answer.ends_with(b"}}") {
+                    return Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned());
+                }
+            }
+        };
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), sent)
+            .await
+            .unwrap_or_else(|_| panic!("attempt {attempt}: no answer within 10 s"))
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        assert!(answer.starts_with("HTTP/1.1 413"), "attempt {attempt}: {answer}");
+        assert!(answer.contains("payload_too_large"), "attempt {attempt}: {answer}");
+    }
+    assert_eq!(live_messages(&app, &channel).await, 0);
+}
+
+/// A raw Content-Type must be printable ASCII, as in the JSON envelope.
+#[tokio::test]
+async fn raw_content_type_with_non_ascii_bytes_is_refused() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = app.create_channel("public").await;
+    let response = app
+        .client
+        .post(publish_url(&app, &channel))
+        .header("x-publish-token", token(&channel))
+        .header("content-type", reqwest::header::HeaderValue::from_bytes(b"text/pl\xe4in").unwrap())
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_content_type", "{body}");
+    assert_eq!(live_messages(&app, &channel).await, 0);
 }

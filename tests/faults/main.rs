@@ -21,6 +21,7 @@ mod traffic;
 mod channels_killed;
 mod durability;
 mod graceful_shutdown;
+mod grants_bounded;
 mod postgres_restart;
 mod reconnect_storm;
 mod s3_outage;

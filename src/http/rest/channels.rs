@@ -42,7 +42,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Channel metadata: URL, activity, idle-deletion date and read grants.
+/// Channel metadata: URL, activity, idle-deletion date and the first 100
+/// read grants with their total (`GET …/read-grants` pages through all).
 #[utoipa::path(
     get, path = "/v1/channels/{channel_id}", tag = "channels", operation_id = "get_channel",
     params(

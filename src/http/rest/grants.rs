@@ -1,15 +1,16 @@
-//! Read grants of private channels: create and revoke.
+//! Read grants of private channels: create, list and revoke.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::domain::Label;
+use crate::domain::{GrantId, Label};
 use crate::error::{AppError, ErrorBody};
-use crate::http::extract::{ChannelPath, GrantPath, OptionalJson, PublishAuth};
-use crate::service::views::{CreatedGrant, GrantView};
+use crate::http::extract::{ChannelPath, GrantPath, OptionalJson, PublishAuth, query_param};
+use crate::service::views::{CreatedGrant, GrantPage, GrantView};
+use crate::service::{GRANTS_IN_VIEW, MAX_GRANT_PAGE};
 use crate::state::AppState;
 
 /// Body of a grant creation; may be omitted entirely.
@@ -38,7 +39,7 @@ pub struct CreateGrantRequest {
         (status = 400, description = "Malformed id or body", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such channel", body = ErrorBody),
-        (status = 409, description = "The channel is public", body = ErrorBody),
+        (status = 409, description = "The channel is public (`channel_is_public`), or already holds MAX_GRANTS_PER_CHANNEL grants, revoked and expired ones included until they are purged (`too_many_grants`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
@@ -54,6 +55,52 @@ pub async fn create(
     let label = body.label.as_deref().map(Label::parse).transpose()?;
     let created = state.service.create_grant(id, &token, label, body.expires_in_seconds).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// List a channel's read grants, oldest first, a page at a time (never their tokens).
+///
+/// Revoked and expired grants are listed until the sweeper purges them
+/// (GRANT_PURGE_GRACE_SECS after they end). Follow `next_cursor` while `has_more`.
+#[utoipa::path(
+    get, path = "/v1/channels/{channel_id}/read-grants", tag = "read grants", operation_id = "list_read_grants",
+    params(
+        ("channel_id" = String, Path, format = Uuid, description = "Channel id (UUID)"),
+        ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
+        ("after" = Option<String>, Query, format = Uuid, description = "Grants after this grant id (a page's `next_cursor`); none: from the oldest"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 500, description = "Grants per page (1 to 500, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of grants", body = GrantPage),
+        (status = 400, description = "Malformed id, cursor or limit", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Backend unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    ChannelPath(id): ChannelPath,
+    PublishAuth(token): PublishAuth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<GrantPage>, AppError> {
+    let after = query_param(query.as_deref(), "after")
+        .map(|raw| {
+            GrantId::parse(&raw).map_err(|_| {
+                AppError::InvalidCursor(format!("after must be a grant id (a page's next_cursor), got `{raw}`"))
+            })
+        })
+        .transpose()?;
+    let limit = match query_param(query.as_deref(), "limit") {
+        None => GRANTS_IN_VIEW,
+        Some(raw) => raw.parse::<u64>().ok().filter(|n| (1..=MAX_GRANT_PAGE).contains(n)).ok_or_else(|| {
+            AppError::bad_request(
+                "invalid_limit",
+                format!("limit must be a whole number from 1 to {MAX_GRANT_PAGE}, got `{raw}`"),
+            )
+        })?,
+    };
+    Ok(Json(state.service.list_grants(id, &token, after, limit).await?))
 }
 
 /// Revoke a read grant; streams opened with it are closed. Idempotent.

@@ -21,6 +21,7 @@ use super::{channels, grants, publish};
         channels::delete,
         publish::publish,
         grants::create,
+        grants::list,
         grants::revoke,
     ),
     tags(

@@ -18,7 +18,9 @@ use utoipa::ToSchema;
 
 use crate::domain::{ContentType, IdempotencyKey, Ttl, decode_base64};
 use crate::error::{AppError, ErrorBody};
-use crate::http::extract::{ChannelPath, PublishAuth, is_json, query_param, require_object, whole_number};
+use crate::http::extract::{
+    ChannelPath, PublishAuth, drain_refused_body, is_json, query_param, require_object, whole_number,
+};
 use crate::service::PublishInput;
 use crate::service::views::PublishedMessage;
 use crate::state::AppState;
@@ -80,7 +82,7 @@ impl ToSchema for RawText {}
     params(
         ("channel_id" = String, Path, format = Uuid, description = "Channel id (UUID)"),
         ("X-Publish-Token" = String, Header, description = "The channel's publish token"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key return the first message instead of a duplicate (1-255 visible ASCII characters)"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key and the same request (payload, content type, TTL) return the first message instead of a duplicate; the same key with a different request is 409 `idempotency_conflict`. A key is remembered as long as its message exists (its TTL). 1-255 visible ASCII characters"),
         ("ttl" = Option<i64>, Query, minimum = 1, maximum = 172800, description = "TTL in seconds for a raw body (1 to 172800, default 172800)"),
     ),
     request_body(
@@ -92,13 +94,14 @@ impl ToSchema for RawText {}
         )
     ),
     responses(
-        (status = 201, description = "Message accepted (or replayed for a repeated Idempotency-Key)", body = PublishedMessage),
-        (status = 400, description = "Malformed id, body, TTL or key", body = ErrorBody),
+        (status = 201, description = "Message stored (or replayed for a repeated Idempotency-Key)", body = PublishedMessage),
+        (status = 400, description = "Malformed id, body, TTL, content type, key or query parameter", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for a different request (`idempotency_conflict`)", body = ErrorBody),
         (status = 413, description = "Payload over the limit", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 503, description = "Backend unavailable; nothing was stored", body = ErrorBody),
+        (status = 503, description = "Backend unavailable or timed out; nothing was stored", body = ErrorBody),
     )
 )]
 pub async fn publish(
@@ -110,7 +113,17 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, AppError> {
     let max_payload = state.config.max_payload_bytes;
-    let declared = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or_default().to_owned());
+    // Not ASCII is not a MIME type: refused as the envelope's content_type would be.
+    let declared = match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(value)) => Some(value.to_owned()),
+        Some(Err(_)) => {
+            return Err(AppError::bad_request(
+                "invalid_content_type",
+                "the Content-Type header must be a MIME type such as text/plain, in printable ASCII",
+            ));
+        }
+    };
     let envelope = declared.as_deref().is_some_and(is_json);
     let body_limit = if envelope { base64_len(max_payload) + ENVELOPE_SLACK } else { max_payload };
     let bytes = read_limited(&headers, body, body_limit, max_payload).await?;
@@ -156,17 +169,24 @@ fn parse_envelope(bytes: &[u8], query_ttl: Option<Ttl>) -> Result<PublishInput, 
     Ok(PublishInput { payload: Bytes::from(payload), content_type, ttl, idempotency_key: None })
 }
 
-/// Reads at most `limit` bytes; more is 413 naming the payload limit.
+/// Reads at most `limit` bytes; more is 413 naming the payload limit, sent
+/// once the rest of the body is drained (bounded) so the client reads it.
 async fn read_limited(headers: &HeaderMap, body: Body, limit: usize, max_payload: usize) -> Result<Bytes, AppError> {
     let too_large = AppError::PayloadTooLarge { limit: max_payload };
     let declared_len =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared_len.is_some_and(|len| len > limit as u64) {
+    if let Some(len) = declared_len.filter(|len| *len > limit as u64) {
+        drain_refused_body(headers, len, body).await;
         return Err(too_large);
     }
-    match Limited::new(body, limit).collect().await {
+    let mut body = body;
+    match Limited::new(&mut body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            // Chunked: how much follows is unknown; the drain's own bounds apply.
+            drain_refused_body(headers, 0, body).await;
+            Err(too_large)
+        }
         Err(err) => Err(AppError::bad_request("invalid_body", format!("could not read the request body: {err}"))),
     }
 }
