@@ -59,7 +59,7 @@ impl Application {
             listeners.insert(*role, listener);
         }
 
-        let hub = Hub::new(config.sse.buffer);
+        let hub = Hub::with_limits(config.sse.buffer, config.sse.live_frame_max, config.sse.replay_memory);
         let fanout = match config.database.kind() {
             DatabaseKind::Sqlite => Fanout::local(hub),
             DatabaseKind::Postgres => Fanout::postgres(hub),
@@ -67,6 +67,7 @@ impl Application {
         let settings = ServiceSettings {
             channel_base_url: config.channel_base_url.clone(),
             max_payload_bytes: config.max_payload_bytes,
+            page_max_bytes: config.page_max_bytes,
             channel_idle: config.channel_idle,
         };
         let service = Service::new(db, store, TokenHasher::new(&config.token_secret), clock, fanout, settings);

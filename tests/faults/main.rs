@@ -22,5 +22,6 @@ mod channels_killed;
 mod graceful_shutdown;
 mod postgres_restart;
 mod reconnect_storm;
+mod replay_memory;
 mod s3_outage;
 mod slow_clients;
