@@ -61,7 +61,7 @@ impl Application {
             listeners.insert(*role, listener);
         }
 
-        let hub = Hub::new(config.sse.buffer);
+        let hub = Hub::with_limits(config.sse.buffer, config.sse.live_frame_max, config.sse.replay_memory);
         let fanout = match config.database.kind() {
             DatabaseKind::Sqlite => Fanout::local(hub),
             DatabaseKind::Postgres => Fanout::postgres(hub),
@@ -71,6 +71,7 @@ impl Application {
             max_payload_bytes: config.max_payload_bytes,
             max_grants_per_channel: config.max_grants_per_channel,
             grant_purge_grace: config.grant_purge_grace,
+            page_max_bytes: config.page_max_bytes,
             channel_idle: config.channel_idle,
         };
         let service = Service::new(db, store, TokenHasher::new(&config.token_secret), clock, fanout, settings);

@@ -273,6 +273,27 @@ pub struct ServeArgs {
     #[arg(long, env = "SSE_BUFFER", default_value_t = 128)]
     pub sse_buffer: usize,
 
+    /// Live frames larger than this (bytes) are not kept in the per-channel
+    /// buffer: readers load such a message from the store themselves, through
+    /// the replay path and its memory cap.
+    #[arg(long, env = "SSE_LIVE_FRAME_MAX_BYTES", default_value_t = 64 * 1024)]
+    pub sse_live_frame_max_bytes: usize,
+
+    /// Bytes of replay frames all readers of this process may hold at once;
+    /// a resuming reader that finds no room within seconds is ended (it resumes).
+    #[arg(long, env = "SSE_REPLAY_MEMORY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub sse_replay_memory_bytes: u64,
+
+    /// Slowest read rate (bytes/s) a stream may keep: a frame not taken within
+    /// max(WRITE_TIMEOUT_SECS, its size / this) ends the stream (it resumes).
+    #[arg(long, env = "SSE_MIN_READ_RATE", default_value_t = 16 * 1024)]
+    pub sse_min_read_rate: u64,
+
+    /// Payload bytes one page of the internal read API (and MCP
+    /// read_channel_messages) may carry; a longer page is cut (`truncated`).
+    #[arg(long, env = "PAGE_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub page_max_bytes: u64,
+
     /// Most concurrent event streams this process serves (503 beyond).
     #[arg(long, env = "MAX_STREAMS", default_value_t = 50_000)]
     pub max_streams: usize,

@@ -32,6 +32,8 @@ pub struct Config {
     pub max_payload_bytes: usize,
     pub max_grants_per_channel: u64,
     pub grant_purge_grace: chrono::Duration,
+    /// Payload bytes one read page may carry (PAGE_MAX_BYTES).
+    pub page_max_bytes: u64,
     pub channel_idle: chrono::Duration,
     /// `None` when rate limiting is off.
     pub rate_limit: Option<RateLimit>,
@@ -95,6 +97,12 @@ pub struct SseConfig {
     pub retry_ms: u64,
     pub replay_max: u64,
     pub buffer: usize,
+    /// Live frames above this many bytes travel through the hub as ids only.
+    pub live_frame_max: usize,
+    /// Bytes of replay frames held at once by all readers of the process.
+    pub replay_memory: u64,
+    /// Bytes per second a reader must take at least (slower: disconnected to resume).
+    pub min_read_rate: u64,
     pub max_streams: usize,
     pub max_streams_per_ip: usize,
 }
@@ -261,6 +269,9 @@ impl Config {
         if args.sse_keepalive_secs == 0 || args.sse_buffer == 0 || args.sse_replay_max == 0 {
             bail!("SSE_KEEPALIVE_SECS, SSE_BUFFER and SSE_REPLAY_MAX must be at least 1");
         }
+        if args.sse_replay_memory_bytes == 0 || args.sse_min_read_rate == 0 || args.page_max_bytes == 0 {
+            bail!("SSE_REPLAY_MEMORY_BYTES, SSE_MIN_READ_RATE and PAGE_MAX_BYTES must be at least 1");
+        }
         let cors_allowed_origins = cors_origins(&args.cors_allowed_origins)?;
         if let Some(url) = &args.channels_internal_url {
             url::Url::parse(url)
@@ -281,6 +292,7 @@ impl Config {
             max_payload_bytes: args.max_payload_bytes,
             max_grants_per_channel: args.max_grants_per_channel,
             grant_purge_grace: chrono::Duration::seconds(args.grant_purge_grace_secs as i64),
+            page_max_bytes: args.page_max_bytes,
             channel_idle: chrono::Duration::days(i64::from(args.channel_idle_days)),
             rate_limit,
             trusted_proxies: trusted_proxies(&args.trusted_proxies)?,
@@ -297,6 +309,9 @@ impl Config {
                 retry_ms: args.sse_retry_ms,
                 replay_max: args.sse_replay_max,
                 buffer: args.sse_buffer,
+                live_frame_max: args.sse_live_frame_max_bytes,
+                replay_memory: args.sse_replay_memory_bytes,
+                min_read_rate: args.sse_min_read_rate,
                 max_streams: args.max_streams,
                 max_streams_per_ip: args.max_streams_per_ip,
             },

@@ -15,6 +15,8 @@
 //! | `chantra_replay_pages_total` | counter | |
 //! | `chantra_lag_catch_ups_total` | counter | |
 //! | `chantra_lag_disconnects_total` | counter | |
+//! | `chantra_replay_memory_ends_total` | counter | |
+//! | `chantra_slow_reader_disconnects_total` | counter | |
 //! | `chantra_rate_limited_total` | counter | |
 //! | `chantra_http_request_duration_seconds` | histogram | role, status |
 //! | `chantra_db_query_duration_seconds` | histogram | outcome |
@@ -58,6 +60,10 @@ pub struct Metrics {
     pub replay_pages: Counter,
     pub lag_catch_ups: Counter,
     pub lag_disconnects: Counter,
+    /// Streams ended (to resume later) because the replay memory budget had no room.
+    pub replay_memory_ends: Counter,
+    /// Streams cut for reading slower than SSE_MIN_READ_RATE.
+    pub slow_reader_disconnects: Counter,
     pub rate_limited: Counter,
 }
 
@@ -71,6 +77,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         replay_pages: metrics::counter!("chantra_replay_pages_total"),
         lag_catch_ups: metrics::counter!("chantra_lag_catch_ups_total"),
         lag_disconnects: metrics::counter!("chantra_lag_disconnects_total"),
+        replay_memory_ends: metrics::counter!("chantra_replay_memory_ends_total"),
+        slow_reader_disconnects: metrics::counter!("chantra_slow_reader_disconnects_total"),
         rate_limited: metrics::counter!("chantra_rate_limited_total"),
     }
 });

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_create_tables;
 mod m20261125_000002_mcp_sessions;
 mod m20261125_000003_payload_key_index;
+mod m20261130_000004_channel_purged_through;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_tables::Migration),
             Box::new(m20261125_000002_mcp_sessions::Migration),
             Box::new(m20261125_000003_payload_key_index::Migration),
+            Box::new(m20261130_000004_channel_purged_through::Migration),
         ]
     }
 }

@@ -55,6 +55,7 @@ pub fn new_model(id: ChannelId, visibility: &str, publish_token_hash: String, no
         publish_token_hash,
         created_at: now,
         last_published_at: None,
+        purged_through: None,
     }
 }
 

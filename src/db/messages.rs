@@ -45,6 +45,9 @@ pub async fn delete_expired_with_key(
         .filter(message::Column::ExpiresAt.lte(now))
         .all(db)
         .await?;
+    if let Some(newest) = stale.iter().map(|row| row.id).max() {
+        super::sweep::mark_purged(db, channel.as_uuid(), newest).await?;
+    }
     for row in &stale {
         message::Entity::delete_by_id(row.id).exec(db).await?;
     }
@@ -139,4 +142,26 @@ pub async fn find(
     id: uuid::Uuid,
 ) -> Result<Option<message::Model>, DbErr> {
     message::Entity::find_by_id(id).filter(message::Column::ChannelId.eq(channel.as_uuid())).one(db).await
+}
+
+/// Whether an expired message (not yet purged) follows `after`: a reader
+/// resuming there will not be given it.
+pub async fn expired_after(
+    db: &impl ConnectionTrait,
+    channel: ChannelId,
+    after: uuid::Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    use sea_orm::QuerySelect as _;
+    let found = message::Entity::find()
+        .select_only()
+        .column(message::Column::Id)
+        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::Id.gt(after))
+        .filter(message::Column::ExpiresAt.lte(now))
+        .limit(1)
+        .into_tuple::<uuid::Uuid>()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
 }

@@ -21,6 +21,23 @@ pub async fn expired_messages(
         .await
 }
 
+/// Raises a channel's purge high-water mark to `through` (never lowers it).
+/// Called before the rows go, so no reader can see them gone but unmarked.
+pub async fn mark_purged(db: &impl ConnectionTrait, channel: Uuid, through: Uuid) -> Result<(), DbErr> {
+    use sea_orm::Condition;
+    channel::Entity::update_many()
+        .col_expr(channel::Column::PurgedThrough, Expr::value(through))
+        .filter(channel::Column::Id.eq(channel))
+        .filter(
+            Condition::any()
+                .add(channel::Column::PurgedThrough.is_null())
+                .add(channel::Column::PurgedThrough.lt(through)),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn delete_messages(db: &impl ConnectionTrait, ids: Vec<Uuid>) -> Result<u64, DbErr> {
     if ids.is_empty() {
         return Ok(0);

@@ -19,18 +19,54 @@ pub fn message(event: &MessageEvent) -> Bytes {
     Bytes::from(format!("id: {}\nevent: message\ndata: {data}\n\n", event.id))
 }
 
+/// The frame of a message whose `payload` field is left empty in `meta`,
+/// with `payload` base64-encoded straight into the frame: a replay holds the
+/// payload and its frame, never the intermediate base64 and JSON strings too.
+/// Byte for byte what [`message`] gives for the full event.
+pub fn message_with_payload(meta: &MessageEvent, payload: &[u8]) -> Bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    const EMPTY_PAYLOAD: &str = "\"payload\":\"\"";
+    let data = serde_json::to_string(meta).unwrap_or_default();
+    // Ids and the field names before it cannot contain this text, so the first match is the field.
+    let Some(at) = data.find(EMPTY_PAYLOAD).map(|at| at + EMPTY_PAYLOAD.len() - 1) else {
+        return message(&MessageEvent { payload: STANDARD.encode(payload), ..meta.clone() });
+    };
+    let head = format!("id: {}\nevent: message\ndata: ", meta.id);
+    let encoded = base64::encoded_len(payload.len(), true).unwrap_or_default();
+    let mut out = Vec::with_capacity(head.len() + data.len() + encoded + 2);
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(&data.as_bytes()[..at]);
+    let start = out.len();
+    out.resize(start + encoded, 0);
+    let written = STANDARD.encode_slice(payload, &mut out[start..]).unwrap_or_default();
+    out.truncate(start + written);
+    out.extend_from_slice(&data.as_bytes()[at..]);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 #[derive(Serialize)]
 struct GapData<'a> {
-    /// The oldest message still kept; the replay starts there.
-    oldest_available_id: &'a str,
+    /// The oldest message still kept after the cursor; the replay starts
+    /// there (`null`: none is left, the replay is empty).
+    oldest_available_id: Option<&'a str>,
     /// The cursor the reader asked to resume after.
     requested_after: &'a str,
 }
 
 /// Said before a replay when messages after the reader's cursor are gone.
 pub fn gap(oldest_available: &str, requested_after: &str) -> Bytes {
-    let data =
-        serde_json::to_string(&GapData { oldest_available_id: oldest_available, requested_after }).unwrap_or_default();
+    gap_from(Some(oldest_available), requested_after)
+}
+
+/// A gap after which nothing is left to replay (`oldest_available_id: null`).
+pub fn gap_to_nothing(requested_after: &str) -> Bytes {
+    gap_from(None, requested_after)
+}
+
+fn gap_from(oldest_available_id: Option<&str>, requested_after: &str) -> Bytes {
+    let data = serde_json::to_string(&GapData { oldest_available_id, requested_after }).unwrap_or_default();
     Bytes::from(format!("event: gap\ndata: {data}\n\n"))
 }
 
@@ -63,5 +99,29 @@ mod tests {
         assert!(frame.starts_with("id: 0193a0e8-0000-7000-8000-000000000001\nevent: message\ndata: {"));
         assert!(frame.ends_with("}\n\n"));
         assert_eq!(frame.matches('\n').count(), 4, "{frame}");
+    }
+
+    #[test]
+    fn message_with_payload_is_the_same_frame() {
+        for payload in [&b""[..], b"x", b"line\nbreak", &[0xff; 1000]] {
+            let meta = MessageEvent {
+                id: "0193a0e8-0000-7000-8000-000000000001".into(),
+                channel_id: "0193a0e8-0000-7000-8000-000000000002".into(),
+                payload: String::new(),
+                content_type: "text/plain; charset=\"utf-8\"".into(),
+                created_at: chrono::DateTime::from_timestamp(0, 5_000).unwrap(),
+                expires_at: chrono::DateTime::from_timestamp(60, 0).unwrap(),
+            };
+            use base64::Engine as _;
+            let full =
+                MessageEvent { payload: base64::engine::general_purpose::STANDARD.encode(payload), ..meta.clone() };
+            assert_eq!(message_with_payload(&meta, payload), message(&full));
+        }
+    }
+
+    #[test]
+    fn a_gap_to_nothing_says_null() {
+        let frame = String::from_utf8(gap_to_nothing("a").to_vec()).unwrap();
+        assert_eq!(frame, "event: gap\ndata: {\"oldest_available_id\":null,\"requested_after\":\"a\"}\n\n");
     }
 }

@@ -5,13 +5,18 @@
 //! slots per followed channel) is the only buffer. A slow subscriber keeps
 //! at most the ring's frames alive; one that falls further behind is told it
 //! lagged and catches up from the database.
+//!
+//! Both are bounded in bytes: a frame larger than SSE_LIVE_FRAME_MAX_BYTES
+//! crosses the ring as its id only ([`HubEvent::Stored`]), and each reader
+//! loads it through the replay path, whose frames all draw on one
+//! process-wide budget ([`Hub::replay_memory`], SSE_REPLAY_MEMORY_BYTES).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -20,6 +25,12 @@ pub enum HubEvent {
         id: Uuid,
         expires_at: DateTime<Utc>,
         frame: Bytes,
+    },
+    /// A committed message too large to keep in the ring: each reader loads
+    /// it from the store (the catch-up path, within the replay memory budget).
+    Stored {
+        id: Uuid,
+        expires_at: DateTime<Utc>,
     },
     /// The channel is gone: end every stream with `event: deleted`.
     Deleted,
@@ -46,6 +57,12 @@ struct Feed {
 pub struct Hub {
     feeds: Mutex<HashMap<Uuid, Feed>>,
     capacity: usize,
+    /// Larger frames travel as [`HubEvent::Stored`].
+    live_frame_max: usize,
+    /// Bytes of replay frames (and the payloads they are encoded from) all
+    /// readers here may hold at once; one permit per byte.
+    replay_memory: Arc<Semaphore>,
+    replay_memory_bytes: u32,
 }
 
 /// Keeps a channel's feed alive; when the last one drops, the feed goes.
@@ -71,8 +88,26 @@ impl Drop for FeedGuard {
 }
 
 impl Hub {
+    /// A hub with the default byte limits (64 KiB live frames, 64 MiB of replays).
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self { feeds: Mutex::new(HashMap::new()), capacity: capacity.max(1) })
+        Self::with_limits(capacity, 64 * 1024, 64 * 1024 * 1024)
+    }
+
+    pub fn with_limits(capacity: usize, live_frame_max: usize, replay_memory: u64) -> Arc<Self> {
+        // A semaphore's permits are acquired in u32 amounts: 4 GiB is the most it can meter.
+        let replay_memory_bytes = u32::try_from(replay_memory).unwrap_or(u32::MAX).max(1);
+        Arc::new(Self {
+            feeds: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            live_frame_max,
+            replay_memory: Arc::new(Semaphore::new(replay_memory_bytes as usize)),
+            replay_memory_bytes,
+        })
+    }
+
+    /// The process-wide budget of replay bytes, and its size.
+    pub fn replay_memory(&self) -> (&Arc<Semaphore>, u32) {
+        (&self.replay_memory, self.replay_memory_bytes)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Feed>> {
@@ -101,10 +136,17 @@ impl Hub {
     /// channel does not hold up the others; callers send one channel's
     /// events from one task at a time, which keeps their order.
     pub fn send(&self, channel: Uuid, event: HubEvent) {
+        let event = match event {
+            // The ring would pin up to SSE_BUFFER such frames per channel.
+            HubEvent::Message { id, expires_at, frame } if frame.len() > self.live_frame_max => {
+                HubEvent::Stored { id, expires_at }
+            }
+            other => other,
+        };
         let sender = {
             let mut feeds = self.lock();
             let Some(feed) = feeds.get_mut(&channel) else { return };
-            if let HubEvent::Message { id, .. } = &event {
+            if let HubEvent::Message { id, .. } | HubEvent::Stored { id, .. } = &event {
                 feed.last_message = feed.last_message.max(*id);
             }
             feed.sender.clone()
@@ -153,5 +195,22 @@ mod tests {
             hub.send(channel, HubEvent::Message { id: Uuid::now_v7(), expires_at: Utc::now(), frame: Bytes::new() });
         }
         assert!(matches!(slow.receiver.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
+    }
+
+    #[tokio::test]
+    async fn large_frames_cross_the_ring_as_ids() {
+        let hub = Hub::with_limits(4, 8, 1024);
+        let channel = Uuid::now_v7();
+        let mut reader = hub.subscribe(channel);
+        let (small, large) = (Uuid::now_v7(), Uuid::now_v7());
+        let at = Utc::now();
+        hub.send(channel, HubEvent::Message { id: small, expires_at: at, frame: Bytes::from_static(b"12345678") });
+        hub.send(channel, HubEvent::Message { id: large, expires_at: at, frame: Bytes::from_static(b"123456789") });
+        assert!(
+            matches!(reader.receiver.recv().await, Ok(HubEvent::Message { id, frame, .. }) if id == small && frame.len() == 8)
+        );
+        assert!(matches!(reader.receiver.recv().await, Ok(HubEvent::Stored { id, .. }) if id == large));
+        assert_eq!(hub.active_channels(), vec![(channel, large)]);
+        assert_eq!(hub.replay_memory().1, 1024);
     }
 }

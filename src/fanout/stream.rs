@@ -7,6 +7,14 @@
 //! carries its id: anything both replayed and broadcast is sent once (ids at
 //! or below the last one sent are dropped), and nothing committed after the
 //! join can be missed.
+//!
+//! A replay (a resume, a catch-up, a message too large for the hub's ring)
+//! holds at most one payload and its frame at a time: it pages through rows
+//! (metadata only) and loads and encodes a payload only when the consumer
+//! asks for the next frame — i.e. once the previous one was written. Those
+//! bytes are drawn from the process-wide replay budget (SSE_REPLAY_MEMORY_BYTES,
+//! a byte-weighted semaphore); a reader that gets no room within
+//! [`REPLAY_ROOM_WAIT`] ends its stream so it resumes later with Last-Event-ID.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -16,17 +24,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use uuid::Uuid;
 
 use super::hub::{HubEvent, Subscription};
 use super::{frame, stopping};
+use crate::db::entity::message;
 use crate::error::AppError;
 use crate::service::{Reader, Service};
 
-/// Messages read from the database per replay page (bounds memory per reader).
+/// Rows (metadata, no payloads) read from the database per replay page.
 const REPLAY_PAGE: u64 = 32;
+/// How long a replaying reader waits for room in the replay memory budget
+/// before its stream ends (a resumable end: the client comes back with Last-Event-ID).
+pub const REPLAY_ROOM_WAIT: Duration = Duration::from_secs(5);
+/// Bytes of a message frame besides its base64 payload and content type
+/// (field names, two ids, two times).
+const FRAME_OVERHEAD: u64 = 320;
 /// Pause before retrying a replay page that failed (store or database down).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -44,11 +59,24 @@ pub struct StreamPlan {
     pub max_lag: u64,
 }
 
+/// A replay under way.
+struct Replay {
+    /// The last row read from the database: the next page starts after it.
+    after: Uuid,
+    /// Rows read and not yet sent.
+    rows: VecDeque<message::Model>,
+    /// Whether the database may hold more after `after`.
+    more: bool,
+}
+
 struct State<G> {
     service: Service,
     subscription: Subscription,
     reader: Reader,
-    replay_after: Option<Uuid>,
+    replay: Option<Replay>,
+    /// Room in the replay budget for the frame last sent (until the consumer
+    /// asks for the next) — kept, resized, for the next replayed frame.
+    held: Option<OwnedSemaphorePermit>,
     last_sent: Uuid,
     pending: VecDeque<Bytes>,
     keepalive: Interval,
@@ -84,7 +112,8 @@ pub fn event_stream<G: Send + 'static>(
         service,
         subscription,
         reader: plan.reader,
-        replay_after: plan.replay_after,
+        replay: plan.replay_after.map(|after| Replay { after, rows: VecDeque::new(), more: true }),
+        held: None,
         last_sent: plan.baseline,
         pending: plan.preamble.into(),
         keepalive,
@@ -104,20 +133,24 @@ pub fn event_stream<G: Send + 'static>(
 impl<G> State<G> {
     async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
+            if self.replay.is_none() {
+                // The consumer asked for this frame: the last replayed one is written.
+                self.held = None;
+            }
             if let Some(frame) = self.pending.pop_front() {
                 return Some(frame);
             }
-            if self.finished {
+            if self.finished || *self.shutdown.borrow() {
+                self.held = None;
                 return None;
             }
-            if let Some(after) = self.replay_after {
-                // Boxed: the (large) database future exists only while a page
-                // is read, not in every idle stream.
-                Box::pin(self.replay_page(after)).await;
+            if self.replay.is_some() {
+                // Boxed: the (large) database and store futures exist only
+                // while a replay step runs, not in every idle stream.
+                if let Some(frame) = Box::pin(self.replay_step()).await {
+                    return Some(frame);
+                }
                 continue;
-            }
-            if *self.shutdown.borrow() {
-                return None;
             }
             let woke = tokio::select! {
                 biased;
@@ -150,6 +183,11 @@ impl<G> State<G> {
                     self.pending.push_back(frame);
                 }
             }
+            Ok(HubEvent::Stored { id, expires_at }) => {
+                if id > self.last_sent && expires_at > self.service.clock().now() {
+                    self.catch_up();
+                }
+            }
             Ok(HubEvent::Deleted) => self.end(frame::deleted(&self.reader.channel.to_string())),
             Ok(HubEvent::GrantRevoked(grant)) => {
                 if self.reader.grant.is_some_and(|g| g.as_uuid() == grant) {
@@ -157,7 +195,7 @@ impl<G> State<G> {
                 }
             }
             Ok(HubEvent::Recheck { channel }) => Box::pin(self.recheck(channel)).await,
-            Ok(HubEvent::CatchUp) => self.replay_after = Some(self.last_sent),
+            Ok(HubEvent::CatchUp) => self.catch_up(),
             Err(RecvError::Lagged(missed)) => {
                 if missed > self.max_lag {
                     tracing::debug!(channel = %self.reader.channel, missed, "reader too slow; disconnecting so it resumes");
@@ -165,7 +203,7 @@ impl<G> State<G> {
                     self.finished = true;
                 } else {
                     crate::metrics::get().lag_catch_ups.increment(1);
-                    self.replay_after = Some(self.last_sent);
+                    self.catch_up();
                 }
             }
             Err(RecvError::Closed) => self.finished = true,
@@ -186,28 +224,124 @@ impl<G> State<G> {
         }
     }
 
-    /// Queues one page of the replay; an error is retried after a pause
-    /// (never skipped), unless the server shuts down meanwhile.
-    async fn replay_page(&mut self, after: Uuid) {
-        match self.service.messages_after(self.reader.channel, Some(after), REPLAY_PAGE).await {
-            Ok(page) => {
-                crate::metrics::get().replay_pages.increment(1);
-                for (row, event) in &page.events {
-                    if row.id > self.last_sent {
-                        self.last_sent = row.id;
-                        crate::metrics::get().deliveries.increment(1);
-                        self.pending.push_back(frame::message(event));
-                    }
-                }
-                self.replay_after = page.continues_after(REPLAY_PAGE);
+    /// Replays what the database holds after the last id sent (or, while a
+    /// replay runs, after its last page).
+    fn catch_up(&mut self) {
+        match &mut self.replay {
+            Some(replay) => replay.more = true,
+            None => self.replay = Some(Replay { after: self.last_sent, rows: VecDeque::new(), more: true }),
+        }
+    }
+
+    /// One step of the replay: reads a page of rows, or loads and encodes
+    /// the next message (its frame is returned), or skips one that is gone.
+    /// An error is retried after a pause (never skipped).
+    async fn replay_step(&mut self) -> Option<Bytes> {
+        let replay = self.replay.as_mut()?;
+        let Some(row) = replay.rows.pop_front() else {
+            if !replay.more {
+                self.replay = None;
+                self.held = None;
+                return None;
             }
+            let after = replay.after;
+            match self.service.replay_rows(self.reader.channel, after, REPLAY_PAGE).await {
+                Ok(rows) => {
+                    crate::metrics::get().replay_pages.increment(1);
+                    let replay = self.replay.as_mut()?;
+                    replay.more = rows.len() as u64 == REPLAY_PAGE;
+                    replay.after = rows.last().map_or(after, |row| row.id);
+                    replay.rows.extend(rows);
+                }
+                Err(err) => {
+                    tracing::warn!(channel = %self.reader.channel, error = %err, "replay page failed; retrying");
+                    self.pause().await;
+                }
+            }
+            return None;
+        };
+        if row.id <= self.last_sent || row.expires_at <= self.service.clock().now() {
+            return None;
+        }
+        // Room for the payload and its frame while one is encoded from the other.
+        let (payload, frame_len) = costs(&row);
+        if !self.reserve(payload + frame_len).await {
+            return None;
+        }
+        match self.service.replay_frame(&row).await {
+            Ok(Some(frame)) => {
+                // Only the frame is held from here until it is written.
+                self.shrink_held(frame.len() as u64);
+                self.last_sent = row.id;
+                crate::metrics::get().deliveries.increment(1);
+                Some(frame)
+            }
+            Ok(None) => None,
             Err(err) => {
-                tracing::warn!(channel = %self.reader.channel, error = %err, "replay page failed; retrying");
-                tokio::select! {
-                    () = stopping(self.shutdown.clone()) => self.finished = true,
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                tracing::warn!(channel = %self.reader.channel, message = %row.id, error = %err, "replay payload failed; retrying");
+                if let Some(replay) = self.replay.as_mut() {
+                    replay.rows.push_front(row);
                 }
+                self.held = None;
+                self.pause().await;
+                None
             }
+        }
+    }
+
+    /// Makes `bytes` of the replay budget this reader's (capped at the whole
+    /// budget, so one large message can still be sent). What it already
+    /// holds is reused, and grown at once when there is room: a reader that
+    /// keeps reading keeps its turn. Otherwise it waits in line, at most
+    /// [`REPLAY_ROOM_WAIT`]; then (or on shutdown) the stream ends and false
+    /// is returned.
+    async fn reserve(&mut self, bytes: u64) -> bool {
+        let (budget, total) = self.service.fanout().hub().replay_memory();
+        let budget = budget.clone();
+        let want = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, total);
+        let have = self.held.as_ref().map_or(0, |held| held.num_permits() as u32);
+        if have >= want {
+            self.shrink_held(u64::from(want));
+            return true;
+        }
+        if let Ok(more) = budget.clone().try_acquire_many_owned(want - have) {
+            match &mut self.held {
+                Some(held) => held.merge(more),
+                None => self.held = Some(more),
+            }
+            return true;
+        }
+        self.held = None;
+        tokio::select! {
+            () = stopping(self.shutdown.clone()) => {}
+            room = tokio::time::timeout(REPLAY_ROOM_WAIT, budget.acquire_many_owned(want)) => {
+                if let Ok(Ok(permit)) = room {
+                    self.held = Some(permit);
+                    return true;
+                }
+                tracing::debug!(channel = %self.reader.channel, bytes, "no room in the replay memory budget; ending the stream so it resumes");
+                crate::metrics::get().replay_memory_ends.increment(1);
+            }
+        }
+        self.finished = true;
+        false
+    }
+
+    /// Gives back what is held beyond `bytes`.
+    fn shrink_held(&mut self, bytes: u64) {
+        if let Some(held) = self.held.as_mut() {
+            let keep = usize::try_from(bytes).unwrap_or(usize::MAX).max(1);
+            if held.num_permits() > keep {
+                drop(held.split(held.num_permits() - keep));
+            }
+        }
+    }
+
+    /// Waits before retrying a failed step, unless the server shuts down meanwhile.
+    async fn pause(&mut self) {
+        tokio::select! {
+            () = stopping(self.shutdown.clone()) => self.finished = true,
+            () = tokio::time::sleep(RETRY_PAUSE) => {}
         }
     }
 
@@ -223,6 +357,14 @@ enum Wake {
     Recheck,
     Event(Result<HubEvent, RecvError>),
     KeepAlive,
+}
+
+/// Bytes a replayed message takes: its payload, and its frame (base64 of
+/// the payload, plus the rest of the event).
+fn costs(row: &message::Model) -> (u64, u64) {
+    let payload = u64::try_from(row.payload_size).unwrap_or(0);
+    let frame_len = payload.div_ceil(3) * 4 + row.content_type.len() as u64 * 2 + FRAME_OVERHEAD;
+    (payload, frame_len)
 }
 
 /// Resolves when the timer is set and due; never when it is unset.

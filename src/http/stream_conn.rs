@@ -23,6 +23,9 @@
 //! write that makes no progress for the write timeout closes the
 //! connection, and a client that hangs up ends its stream at once (its
 //! socket is watched for end-of-file while the body waits for events).
+//! An event stream also has a minimum read rate ([`MinReadRate`]): a frame
+//! not taken within max(write timeout, its size / rate) closes it, so a
+//! reader trickling a few bytes at a time cannot hold a frame for ever.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -42,6 +45,11 @@ use tower::ServiceExt as _;
 
 use super::channels::is_stream_path;
 use super::serve::{ConnectionLimits, MAX_HEAD_BYTES, MAX_HEADERS};
+
+/// The slowest a reader may take a response's frames, in bytes per second:
+/// set by the event-stream handler as a response extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinReadRate(pub u64);
 
 /// What reading the first request head of a connection gave.
 pub enum FirstRequest {
@@ -144,6 +152,7 @@ pub async fn answer(
 
 async fn write_response(stream: &mut TcpStream, response: Response<Body>, write_timeout: Duration) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
+    let min_rate = parts.extensions.get::<MinReadRate>().map(|rate| rate.0);
     // A body of known size (an error answer) goes with Content-Length, a stream chunked.
     let length = HttpBody::size_hint(&body).exact();
     let mut head = Vec::with_capacity(256);
@@ -166,7 +175,7 @@ async fn write_response(stream: &mut TcpStream, response: Response<Body>, write_
         Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
         None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
     }
-    write_all(stream, &mut [IoSlice::new(&head)], write_timeout).await?;
+    write_all(stream, &mut [IoSlice::new(&head)], write_timeout, None).await?;
     drop(head);
 
     loop {
@@ -183,17 +192,21 @@ async fn write_response(stream: &mut TcpStream, response: Response<Body>, write_
         if data.is_empty() {
             continue;
         }
+        let deadline =
+            min_rate.map(|rate| tokio::time::Instant::now() + frame_allowance(data.len(), write_timeout, rate));
         if length.is_some() {
-            write_all(stream, &mut [IoSlice::new(&data)], write_timeout).await?;
+            write_all(stream, &mut [IoSlice::new(&data)], write_timeout, deadline).await?;
         } else {
             // One chunk per frame, in one write; the frame is the shared, encoded-once `Bytes`.
             let (size, size_len) = chunk_size_line(data.len());
             let mut chunk = [IoSlice::new(&size[..size_len]), IoSlice::new(&data), IoSlice::new(b"\r\n")];
-            write_all(stream, &mut chunk, write_timeout).await?;
+            write_all(stream, &mut chunk, write_timeout, deadline).await?;
         }
+        // The frame is dropped here, before the body is asked for the next:
+        // a replay's memory permit is released only then.
     }
     if length.is_none() {
-        write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")], write_timeout).await?;
+        write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")], write_timeout, None).await?;
     }
     Ok(())
 }
@@ -235,16 +248,35 @@ async fn client_gone(stream: &TcpStream) -> bool {
     }
 }
 
-/// Writes every slice, or fails when a write makes no progress for `timeout`.
-async fn write_all(stream: &mut TcpStream, mut bufs: &mut [IoSlice<'_>], timeout: Duration) -> io::Result<()> {
+/// How long a frame of `len` bytes may take to be written: the write
+/// timeout, or longer for a frame that takes longer at `rate` bytes/s.
+fn frame_allowance(len: usize, write_timeout: Duration, rate: u64) -> Duration {
+    write_timeout.max(Duration::from_secs_f64(len as f64 / rate.max(1) as f64))
+}
+
+/// Writes every slice, or fails when a write makes no progress for
+/// `timeout`, or when `deadline` (the minimum read rate) passes first.
+async fn write_all(
+    stream: &mut TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+    timeout: Duration,
+    deadline: Option<tokio::time::Instant>,
+) -> io::Result<()> {
     while !bufs.is_empty() {
         // Usually the socket has room: write at once, with no future and no
         // timer; only a full socket buffer waits, and at most `timeout`.
         let written = match stream.try_write_vectored(bufs) {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::timeout(timeout, stream.write_vectored(bufs))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??
+                let left = deadline.map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
+                let wait = left.map_or(timeout, |left| left.min(timeout));
+                match tokio::time::timeout(wait, stream.write_vectored(bufs)).await {
+                    Ok(written) => written?,
+                    Err(_) if left.is_some_and(|left| left <= timeout) => {
+                        crate::metrics::get().slow_reader_disconnects.increment(1);
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "reader below the minimum read rate"));
+                    }
+                    Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+                }
             }
             other => other?,
         };
@@ -329,6 +361,14 @@ mod tests {
         ] {
             assert!(event_stream_request(hyper).is_none(), "{}", String::from_utf8_lossy(hyper));
         }
+    }
+
+    #[test]
+    fn a_frame_may_take_the_write_timeout_or_its_size_at_the_minimum_rate() {
+        let timeout = Duration::from_secs(2);
+        assert_eq!(frame_allowance(100, timeout, 16 * 1024), timeout);
+        assert_eq!(frame_allowance(1 << 20, timeout, 16 * 1024), Duration::from_secs(64));
+        assert_eq!(frame_allowance(10, timeout, 0), Duration::from_secs(10));
     }
 
     #[test]

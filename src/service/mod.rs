@@ -32,6 +32,8 @@ pub use sweeper::{SweepReport, SweepSettings};
 pub struct ServiceSettings {
     pub channel_base_url: String,
     pub max_payload_bytes: usize,
+    /// Payload bytes one read page may carry (at least one message always).
+    pub page_max_bytes: u64,
     pub channel_idle: chrono::Duration,
     /// Grant rows one channel may hold, whatever their state.
     pub max_grants_per_channel: u64,

@@ -108,9 +108,12 @@ impl Service {
         Ok(())
     }
 
-    /// Plans the replay of a reader resuming after `cursor`: a gap event when
-    /// the cursor is older than the oldest message still kept, or when more
-    /// than `cap` messages follow it (then only the newest `cap` are replayed).
+    /// Plans the replay of a reader resuming after `cursor` (a message id,
+    /// or the floor of a `since` time): a gap event when more than `cap`
+    /// messages follow it (then only the newest `cap` are replayed), or when
+    /// a message after it existed and cannot be delivered — expired but not
+    /// yet purged, or purged (the channel's `purged_through` is past the
+    /// cursor). A cursor older than the channel, with nothing lost, is no gap.
     pub async fn plan_replay(&self, channel: ChannelId, cursor: Uuid, cap: u64) -> Result<ReplayStart, AppError> {
         let now = self.clock.now();
         let cursor_text = cursor.hyphenated().to_string();
@@ -121,11 +124,17 @@ impl Service {
             let gap = frame::gap(&first.id.hyphenated().to_string(), &cursor_text);
             return Ok(ReplayStart { after: Uuid::from_u128(first.id.as_u128() - 1), gap: Some(gap) });
         }
-        let gap = match db::messages::oldest(&self.db, channel, now).await? {
-            Some(oldest) if oldest.id > cursor => Some(frame::gap(&oldest.id.hyphenated().to_string(), &cursor_text)),
-            _ => None,
+        let row = db::channels::find(&self.db, channel).await?.ok_or(AppError::ChannelNotFound)?;
+        let lost = row.purged_through.is_some_and(|through| through > cursor)
+            || db::messages::expired_after(&self.db, channel, cursor, now).await?;
+        if !lost {
+            return Ok(ReplayStart { after: cursor, gap: None });
+        }
+        let gap = match db::messages::page_after(&self.db, channel, Some(cursor), now, 1).await?.pop() {
+            Some(first) => frame::gap(&first.id.hyphenated().to_string(), &cursor_text),
+            None => frame::gap_to_nothing(&cursor_text),
         };
-        Ok(ReplayStart { after: cursor, gap })
+        Ok(ReplayStart { after: cursor, gap: Some(gap) })
     }
 
     /// Up to `limit` unexpired messages after `after`, with payloads, in id
@@ -136,37 +145,78 @@ impl Service {
     pub async fn messages_after(&self, channel: ChannelId, after: Option<Uuid>, limit: u64) -> Result<Page, AppError> {
         let rows = db::messages::page_after(&self.db, channel, after, self.clock.now(), limit).await?;
         let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        Ok(Page { rows: ids, events: self.load_events(rows).await? })
+    }
+
+    /// The events of `rows` whose payloads can be loaded whole, in order.
+    async fn load_events(&self, rows: Vec<message::Model>) -> Result<Vec<(message::Model, MessageEvent)>, AppError> {
         let loaded: Vec<Option<(message::Model, MessageEvent)>> = futures::stream::iter(rows)
             .map(|row| async move {
-                match self.store.get(&row.payload_object_key).await {
-                    Ok(payload) => {
-                        let event = message_event(&row, &payload);
-                        Ok(Some((row, event)))
-                    }
-                    Err(StoreError::NotFound) => {
-                        tracing::warn!(message = %row.id, "payload object missing; skipping the message");
-                        Ok(None)
-                    }
-                    Err(err) => Err(AppError::from(err)),
-                }
+                let payload = self.load_payload(&row).await?;
+                Ok::<_, AppError>(payload.map(|payload| {
+                    let event = message_event(&row, &payload);
+                    (row, event)
+                }))
             })
             .buffered(FETCH_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(Page { rows: ids, events: loaded.into_iter().flatten().collect() })
+        Ok(loaded.into_iter().flatten().collect())
     }
 
-    /// One message, loaded for broadcast; `None` if it is gone or expired.
+    /// A message's payload, checked whole: `None` (logged) when its object
+    /// is missing or its length is not the row's `payload_size` — a torn or
+    /// truncated object is treated as missing, never delivered as data. An
+    /// unreachable store is an error (the caller retries).
+    async fn load_payload(&self, row: &message::Model) -> Result<Option<Bytes>, AppError> {
+        match self.store.get(&row.payload_object_key).await {
+            Ok(payload) if i64::try_from(payload.len()).ok() == Some(row.payload_size) => Ok(Some(payload)),
+            Ok(payload) => {
+                tracing::warn!(
+                    message = %row.id,
+                    stored = payload.len(),
+                    expected = row.payload_size,
+                    "payload object is not whole; skipping the message"
+                );
+                Ok(None)
+            }
+            Err(StoreError::NotFound) => {
+                tracing::warn!(message = %row.id, "payload object missing; skipping the message");
+                Ok(None)
+            }
+            Err(err) => Err(AppError::from(err)),
+        }
+    }
+
+    /// Up to `limit` unexpired messages after `after`, rows only (no
+    /// payloads): what a replay walks through, loading one payload at a time.
+    pub async fn replay_rows(
+        &self,
+        channel: ChannelId,
+        after: Uuid,
+        limit: u64,
+    ) -> Result<Vec<message::Model>, AppError> {
+        Ok(db::messages::page_after(&self.db, channel, Some(after), self.clock.now(), limit).await?)
+    }
+
+    /// The SSE frame of one replayed message, its payload loaded now and
+    /// encoded straight into the frame; `None` if it expired meanwhile or
+    /// its payload is gone or not whole.
+    pub async fn replay_frame(&self, row: &message::Model) -> Result<Option<Bytes>, AppError> {
+        if row.expires_at <= self.clock.now() {
+            return Ok(None);
+        }
+        let Some(payload) = self.load_payload(row).await? else { return Ok(None) };
+        Ok(Some(frame::message_with_payload(&message_event(row, &[]), &payload)))
+    }
+
+    /// One message, loaded for broadcast; `None` if it is gone, expired or not whole.
     pub async fn message_for_broadcast(&self, channel: ChannelId, id: Uuid) -> Result<Option<MessageEvent>, AppError> {
         let Some(row) = db::messages::find(&self.db, channel, id).await? else { return Ok(None) };
         if row.expires_at <= self.clock.now() {
             return Ok(None);
         }
-        match self.store.get(&row.payload_object_key).await {
-            Ok(payload) => Ok(Some(message_event(&row, &payload))),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(err) => Err(err.into()),
-        }
+        Ok(self.load_payload(&row).await?.map(|payload| message_event(&row, &payload)))
     }
 
     /// The newest message id of a channel, if any: where a live-only reader starts.
@@ -188,16 +238,35 @@ impl Service {
         limit: u64,
     ) -> Result<MessagePage, AppError> {
         self.authorize_reader(id, None, token).await?;
-        let limit = limit.clamp(1, MAX_PAGE);
-        // One extra row says whether more follow.
-        let page = self.messages_after(id, after.map(|a| a.as_uuid()), limit + 1).await?;
-        let has_more = page.rows.len() as u64 > limit;
-        let last = page.rows.get(..page.rows.len().min(limit as usize)).and_then(|rows| rows.last()).copied();
-        let messages =
-            page.events.into_iter().filter(|(row, _)| Some(row.id) <= last).map(|(_, event)| event).collect();
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        // One extra row says whether more follow. Rows carry sizes, not
+        // payloads: the page is cut to the byte budget before anything is loaded.
+        let rows =
+            db::messages::page_after(&self.db, id, after.map(|a| a.as_uuid()), self.clock.now(), limit as u64 + 1)
+                .await?;
+        let fits = fitting(&rows[..rows.len().min(limit)], self.settings.page_max_bytes);
+        let truncated = fits < rows.len().min(limit);
+        let has_more = rows.len() > fits;
+        let mut rows = rows;
+        rows.truncate(fits);
+        let last = rows.last().map(|row| row.id);
+        let messages = self.load_events(rows).await?.into_iter().map(|(_, event)| event).collect();
         let next_cursor = last.map(|id| id.hyphenated().to_string()).or_else(|| after.map(|a| a.to_string()));
-        Ok(MessagePage { messages, next_cursor, has_more, truncated: false })
+        Ok(MessagePage { messages, next_cursor, has_more, truncated })
     }
+}
+
+/// How many of `rows`, from the first, fit `budget` payload bytes; at least
+/// one (a single message is bounded by MAX_PAYLOAD_BYTES).
+fn fitting(rows: &[message::Model], budget: u64) -> usize {
+    let mut used = 0u64;
+    for (n, row) in rows.iter().enumerate() {
+        used = used.saturating_add(u64::try_from(row.payload_size).unwrap_or(0));
+        if n > 0 && used > budget {
+            return n;
+        }
+    }
+    rows.len()
 }
 
 /// The reader-facing form of a stored message.

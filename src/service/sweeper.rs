@@ -117,6 +117,16 @@ impl Service {
             if rows.is_empty() {
                 return Ok(purged);
             }
+            // Each channel's high-water mark first: a reader resuming before
+            // a purged message is told of the gap (item 9 of issue 13).
+            let mut newest = std::collections::BTreeMap::new();
+            for row in &rows {
+                let id = newest.entry(row.channel_id).or_insert(row.id);
+                *id = (*id).max(row.id);
+            }
+            for (channel, through) in newest {
+                db::sweep::mark_purged(&self.db, channel, through).await?;
+            }
             let keys: Vec<String> = rows.iter().map(|r| r.payload_object_key.clone()).collect();
             self.delete_objects(keys).await?;
             purged += db::sweep::delete_messages(&self.db, rows.iter().map(|r| r.id).collect()).await?;

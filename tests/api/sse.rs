@@ -32,6 +32,11 @@ on_both_backends!(
     shutdown_ends_streams,
     replay_pages_past_a_missing_payload,
     future_cursors_and_stray_tokens_do_not_block_live_messages,
+    since_honours_the_replay_cap,
+    gap_when_a_middle_message_expired,
+    no_gap_for_a_cursor_older_than_the_channel,
+    torn_payloads_are_skipped,
+    pages_are_cut_at_the_byte_budget,
 );
 
 async fn app_with(backend: Backend, extra: &[&str]) -> TestApp {
@@ -522,4 +527,189 @@ async fn future_cursors_and_stray_tokens_do_not_block_live_messages(backend: Bac
     let live = publish(&app, &channel, "now").await;
     assert_eq!(ids(&ahead.messages(1, WAIT).await), [live.as_str()]);
     assert_eq!(ids(&later.messages(1, WAIT).await), [live.as_str()]);
+}
+
+/// Events of a stream until `count` messages arrived, gaps included.
+async fn events_until(stream: &mut SseStream, count: usize) -> Vec<sse_client::Event> {
+    let mut events = Vec::new();
+    while events.iter().filter(|e: &&sse_client::Event| e.event == "message").count() < count {
+        match stream.next(WAIT).await {
+            Some(event) if event.event == "message" || event.event == "gap" => events.push(event),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    events
+}
+
+async fn publish_with_ttl(app: &TestApp, channel: &Value, text: &str, ttl: u64) -> String {
+    let url = app.rest(&format!("/v1/channels/{}/publish?ttl={ttl}", channel["channel_id"].as_str().unwrap()));
+    let token = channel["publish_token"].as_str().unwrap();
+    let response = app.client.post(url).header("x-publish-token", token).body(text.to_owned()).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["message_id"].as_str().unwrap().to_owned()
+}
+
+async fn since_honours_the_replay_cap(backend: Backend) {
+    // ?since= goes through the same replay planner as Last-Event-ID.
+    let app = app_with(backend, &["--sse-replay-max", "2"]).await;
+    let channel = app.create_channel("public").await;
+    let before = chrono::Utc::now().timestamp() - 1;
+    let mut published = Vec::new();
+    for i in 0..5 {
+        published.push(publish(&app, &channel, &i.to_string()).await);
+    }
+    let url = stream_url(&app, &channel);
+    let mut since = sse_client::connect(app.client.get(format!("{url}?since={before}"))).await;
+    let events = events_until(&mut since, 2).await;
+    assert_eq!(events[0].event, "gap", "{events:?}");
+    assert_eq!(events[0].json()["oldest_available_id"], published[3]);
+    assert_eq!(ids(&events[1..]), published[3..]);
+    assert!(since.next(Duration::from_millis(300)).await.is_none(), "nothing older follows");
+}
+
+async fn gap_when_a_middle_message_expired(backend: Backend) {
+    let app = app_with(backend, &[]).await;
+    let channel = app.create_channel("public").await;
+    let m1 = publish(&app, &channel, "m1").await;
+    let m2 = publish_with_ttl(&app, &channel, "m2", 60).await;
+    app.clock.advance(chrono::Duration::seconds(61));
+    let m3 = publish(&app, &channel, "m3").await;
+    let url = stream_url(&app, &channel);
+
+    // m2 expired but is not purged yet, then purged by the sweeper: a gap either way.
+    for state in ["expired", "purged"] {
+        let mut resumed = sse_client::connect(app.client.get(&url).header("last-event-id", &m1)).await;
+        let events = events_until(&mut resumed, 1).await;
+        assert_eq!(events.len(), 2, "{state}: a gap, then m3: {events:?}");
+        assert_eq!(events[0].event, "gap", "{state}");
+        assert_eq!(events[0].json()["requested_after"], m1.as_str());
+        assert_eq!(events[0].json()["oldest_available_id"], m3.as_str());
+        assert_eq!(ids(&events[1..]), [m3.as_str()]);
+        let settings = chantra::service::SweepSettings {
+            interval: Duration::from_secs(60),
+            batch: 10,
+            orphan_grace: chrono::Duration::hours(1),
+        };
+        app.service.sweep_once(&settings).await.unwrap();
+    }
+    // Resuming after m2 itself, or after m3: nothing after the cursor is lost.
+    for (cursor, expected) in [(&m2, vec![m3.clone()]), (&m3, vec![])] {
+        let mut resumed = sse_client::connect(app.client.get(&url).header("last-event-id", cursor)).await;
+        let mut seen = Vec::new();
+        while let Some(event) = resumed.next(Duration::from_millis(500)).await {
+            assert_eq!(event.event, "message", "after {cursor}: {event:?}");
+            seen.push(event.id.unwrap());
+        }
+        assert_eq!(seen, expected);
+    }
+}
+
+async fn no_gap_for_a_cursor_older_than_the_channel(backend: Backend) {
+    let app = app_with(backend, &[]).await;
+    let channel = app.create_channel("public").await;
+    let published = [publish(&app, &channel, "a").await, publish(&app, &channel, "b").await];
+    let url = stream_url(&app, &channel);
+    let origin = "00000000-0000-0000-0000-000000000000";
+    for request in [app.client.get(&url).header("last-event-id", origin), app.client.get(format!("{url}?since=0"))] {
+        let mut stream = sse_client::connect(request).await;
+        let events = events_until(&mut stream, 2).await;
+        assert!(events.iter().all(|e| e.event == "message"), "no gap: {events:?}");
+        assert_eq!(ids(&events), published);
+    }
+    // A normal resume, nothing lost: no gap either.
+    let mut resumed = sse_client::connect(app.client.get(&url).header("last-event-id", &published[0])).await;
+    let events = events_until(&mut resumed, 1).await;
+    assert_eq!(events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), ["message"]);
+}
+
+async fn torn_payloads_are_skipped(backend: Backend) {
+    // A payload whose stored length is not the row's payload_size is never
+    // delivered as data: not in a replay, not in a page.
+    let secret = "internal-secret-0123456789";
+    let app = app_with(backend, &["--internal-api-token", secret]).await;
+    let channel = app.create_channel("public").await;
+    let cursor = publish(&app, &channel, "cursor").await;
+    // Larger than the payload cache keeps, so reads go to the store.
+    let big = "x".repeat(300 * 1024);
+    let torn = publish(&app, &channel, &big).await;
+    let kept = publish(&app, &channel, "kept").await;
+    let key = app.object_key(&torn).await;
+    match backend {
+        Backend::Sqlite => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(app.data_dir.path().join("payloads").join(&key))
+                .expect("the payload file");
+            file.set_len(1000).unwrap();
+        }
+        Backend::Postgres => {
+            let short = bytes::Bytes::from(big[..1000].to_owned());
+            app.service.store().put(&key, short, "text/plain").await.unwrap();
+        }
+    }
+    let mut resumed =
+        sse_client::connect(app.client.get(stream_url(&app, &channel)).header("last-event-id", &cursor)).await;
+    assert_eq!(ids(&resumed.messages(1, WAIT).await), [kept.as_str()], "the torn message is skipped");
+
+    let page: Value = app
+        .client
+        .get(app.url(
+            Role::Channels,
+            &format!("/internal/v1/channels/{}/messages?after={cursor}", channel["channel_id"].as_str().unwrap()),
+        ))
+        .header("x-internal-token", secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page_ids: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(page_ids, [kept.as_str()]);
+}
+
+async fn pages_are_cut_at_the_byte_budget(backend: Backend) {
+    let secret = "internal-secret-0123456789";
+    let app = app_with(backend, &["--internal-api-token", secret, "--page-max-bytes", "2500"]).await;
+    let channel = app.create_channel("public").await;
+    let mut published = Vec::new();
+    for i in 0..5 {
+        published.push(publish(&app, &channel, &format!("{i}").repeat(1000)).await);
+    }
+    // One message larger than the whole budget still makes a page of its own.
+    published.push(publish(&app, &channel, &"L".repeat(3000)).await);
+    published.push(publish(&app, &channel, "last").await);
+    let page = |after: Option<String>| {
+        let query = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        app.client
+            .get(app.url(
+                Role::Channels,
+                &format!("/internal/v1/channels/{}/messages?limit=50{query}", channel["channel_id"].as_str().unwrap()),
+            ))
+            .header("x-internal-token", secret)
+            .send()
+    };
+    let mut seen = Vec::new();
+    let mut shapes = Vec::new();
+    let mut after = None;
+    loop {
+        let body: Value = page(after.clone()).await.unwrap().json().await.unwrap();
+        let messages = body["messages"].as_array().unwrap();
+        let bytes: usize =
+            messages.iter().map(|m| STANDARD.decode(m["payload"].as_str().unwrap()).unwrap().len()).sum();
+        shapes.push((messages.len(), body["truncated"].as_bool().unwrap(), body["has_more"].as_bool().unwrap()));
+        assert!(bytes <= 2500 || messages.len() == 1, "a page of {bytes} payload bytes: {body}");
+        seen.extend(messages.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
+        if messages.last().is_some() {
+            assert_eq!(body["next_cursor"], *messages.last().unwrap().get("id").unwrap());
+        }
+        if !body["has_more"].as_bool().unwrap() {
+            break;
+        }
+        after = Some(body["next_cursor"].as_str().unwrap().to_owned());
+        assert!(shapes.len() < 10, "paging does not end: {shapes:?}");
+    }
+    assert_eq!(seen, published, "every message exactly once, in order");
+    assert_eq!(shapes, [(2, true, true), (2, true, true), (1, true, true), (1, true, true), (1, false, false)]);
 }

@@ -24,5 +24,6 @@ mod graceful_shutdown;
 mod grants_bounded;
 mod postgres_restart;
 mod reconnect_storm;
+mod replay_memory;
 mod s3_outage;
 mod slow_clients;

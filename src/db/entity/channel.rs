@@ -11,6 +11,10 @@ pub struct Model {
     pub publish_token_hash: String,
     pub created_at: DateTimeUtc,
     pub last_published_at: Option<DateTimeUtc>,
+    /// The newest id among this channel's messages removed once expired
+    /// (the sweeper, a reused idempotency key): a reader resuming before it
+    /// missed something, and is told so with `event: gap`.
+    pub purged_through: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,7 @@ use crate::fanout::frame;
 use crate::fanout::stream::{StreamPlan, event_stream};
 use crate::http::extract::{ChannelPath, query_param, token_from_headers};
 use crate::http::rate_limit::ClientIpKey;
+use crate::http::stream_conn::MinReadRate;
 use crate::state::AppState;
 
 pub const READ_TOKEN_HEADER: &str = "x-read-token";
@@ -43,9 +44,9 @@ pub async fn private(
 enum Cursor {
     /// Live only, from now.
     Now,
-    /// After a message id (Last-Event-ID or ?last_event_id=): gaps are announced.
+    /// After a message id (Last-Event-ID or ?last_event_id=).
     AfterId(Uuid),
-    /// From a point in time (?since=unix seconds).
+    /// From a point in time (?since=unix seconds), as the floor id of that time.
     Since(Uuid),
 }
 
@@ -113,9 +114,9 @@ async fn open(
     let newest = service.newest_message_id(channel).await?.unwrap_or(Uuid::nil());
     let (replay_after, baseline) = match cursor {
         Cursor::Now => (None, newest),
-        Cursor::Since(floor) => (Some(floor), floor.min(newest)),
-        Cursor::AfterId(id) => {
-            let plan = service.plan_replay(channel, id, sse.replay_max).await?;
+        // A time resumes like an id (its floor): the same cap and gap rules.
+        Cursor::Since(after) | Cursor::AfterId(after) => {
+            let plan = service.plan_replay(channel, after, sse.replay_max).await?;
             preamble.extend(plan.gap);
             (Some(plan.after), plan.after.min(newest))
         }
@@ -125,6 +126,8 @@ async fn open(
     let body = Body::from_stream(event_stream(service.clone(), subscription, plan, state.shutdown.clone(), slot));
 
     let mut response = Response::new(body);
+    // The lean connection path cuts a reader slower than this (so it resumes).
+    response.extensions_mut().insert(MinReadRate(sse.min_read_rate));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
