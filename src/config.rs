@@ -27,6 +27,8 @@ pub struct Config {
     pub token_secret: Vec<u8>,
     pub auto_migrate: bool,
     pub max_payload_bytes: usize,
+    /// Byte budget of one page of messages (PAGE_MAX_BYTES).
+    pub page_max_bytes: usize,
     pub channel_idle: chrono::Duration,
     /// `None` when rate limiting is off.
     pub rate_limit: Option<RateLimit>,
@@ -55,6 +57,11 @@ pub struct McpConfig {
     pub public_url: String,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
+    /// Sessions held in memory by this process, and per client IP.
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    /// Inactivity after which a session is closed (its slot freed).
+    pub session_idle: Duration,
 }
 
 impl McpConfig {
@@ -79,7 +86,17 @@ impl McpConfig {
             }
             allowed_origins.push(origin.trim_end_matches('/').to_owned());
         }
-        Ok(Self { public_url, allowed_hosts, allowed_origins })
+        if args.mcp_max_sessions == 0 || args.mcp_max_sessions_per_ip == 0 || args.mcp_session_idle_secs == 0 {
+            bail!("MCP_MAX_SESSIONS, MCP_MAX_SESSIONS_PER_IP and MCP_SESSION_IDLE_SECS must be at least 1");
+        }
+        Ok(Self {
+            public_url,
+            allowed_hosts,
+            allowed_origins,
+            max_sessions: args.mcp_max_sessions,
+            max_sessions_per_ip: args.mcp_max_sessions_per_ip,
+            session_idle: Duration::from_secs(args.mcp_session_idle_secs),
+        })
     }
 }
 
@@ -239,6 +256,9 @@ impl Config {
         if args.max_payload_bytes == 0 {
             bail!("MAX_PAYLOAD_BYTES must be at least 1");
         }
+        if args.page_max_bytes == 0 {
+            bail!("PAGE_MAX_BYTES must be at least 1");
+        }
         if args.channel_idle_days == 0 {
             bail!("CHANNEL_IDLE_DAYS must be at least 1");
         }
@@ -268,6 +288,7 @@ impl Config {
             token_secret,
             auto_migrate: args.auto_migrate,
             max_payload_bytes: args.max_payload_bytes,
+            page_max_bytes: args.page_max_bytes,
             channel_idle: chrono::Duration::days(i64::from(args.channel_idle_days)),
             rate_limit,
             trusted_proxies: trusted_proxies(&args.trusted_proxies)?,

@@ -1,7 +1,8 @@
 //! Fault injection: the built `chantra` binary as real processes on
 //! loopback, on PostgreSQL and garage, while things go wrong — a channels
 //! process killed, PostgreSQL restarted, the S3 store hung and killed, a
-//! SIGTERM under load, a reconnect storm, slow and never-reading clients.
+//! SIGTERM under load, a reconnect storm, slow and never-reading clients,
+//! an MCP initialize storm.
 //! Each case prints what it measured (run with `--no-capture`); see
 //! docs/RELIABILITY.md for the figures of a run.
 //!
@@ -20,6 +21,7 @@ mod traffic;
 
 mod channels_killed;
 mod graceful_shutdown;
+mod mcp_sessions;
 mod postgres_restart;
 mod reconnect_storm;
 mod s3_outage;
