@@ -328,6 +328,18 @@ pub struct ServeArgs {
     #[arg(long, env = "MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub mcp_allowed_origins: Vec<String>,
 
+    /// Most MCP sessions this process holds in memory (initialize beyond: 503 too_many_sessions).
+    #[arg(long, env = "MCP_MAX_SESSIONS", default_value_t = 1000)]
+    pub mcp_max_sessions: usize,
+
+    /// Most MCP sessions one client IP holds in this process (initialize beyond: 429 too_many_sessions).
+    #[arg(long, env = "MCP_MAX_SESSIONS_PER_IP", default_value_t = 20)]
+    pub mcp_max_sessions_per_ip: usize,
+
+    /// Seconds without a request after which an MCP session is closed and its slot freed.
+    #[arg(long, env = "MCP_SESSION_IDLE_SECS", default_value_t = 300)]
+    pub mcp_session_idle_secs: u64,
+
     /// Do not run the lifecycle sweeper in this process (run `chantra sweep` elsewhere).
     #[arg(long, env = "NO_SWEEPER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub no_sweeper: bool,

@@ -62,6 +62,11 @@ pub struct McpConfig {
     pub public_url: String,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
+    /// Sessions held in memory by this process, and per client IP.
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    /// Inactivity after which a session is closed (its slot freed).
+    pub session_idle: Duration,
 }
 
 impl McpConfig {
@@ -86,7 +91,17 @@ impl McpConfig {
             }
             allowed_origins.push(origin.trim_end_matches('/').to_owned());
         }
-        Ok(Self { public_url, allowed_hosts, allowed_origins })
+        if args.mcp_max_sessions == 0 || args.mcp_max_sessions_per_ip == 0 || args.mcp_session_idle_secs == 0 {
+            bail!("MCP_MAX_SESSIONS, MCP_MAX_SESSIONS_PER_IP and MCP_SESSION_IDLE_SECS must be at least 1");
+        }
+        Ok(Self {
+            public_url,
+            allowed_hosts,
+            allowed_origins,
+            max_sessions: args.mcp_max_sessions,
+            max_sessions_per_ip: args.mcp_max_sessions_per_ip,
+            session_idle: Duration::from_secs(args.mcp_session_idle_secs),
+        })
     }
 }
 

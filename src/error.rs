@@ -52,6 +52,10 @@ pub enum AppError {
     TooManyStreams { limit: usize },
     #[error("this server has no room for more streams; retry shortly or elsewhere")]
     ServerBusy,
+    #[error("too many MCP sessions from this client (limit {limit}); close one (HTTP DELETE) or let one idle out")]
+    TooManySessionsFromClient { limit: usize },
+    #[error("this server has no room for more MCP sessions (limit {limit}); retry shortly or elsewhere")]
+    TooManySessions { limit: usize },
     #[error("{0}")]
     InvalidCursor(String),
     #[error("the channels role is unavailable; retry shortly")]
@@ -87,6 +91,7 @@ impl AppError {
             AppError::Timeout => "timeout",
             AppError::TooManyStreams { .. } => "too_many_streams",
             AppError::ServerBusy => "server_busy",
+            AppError::TooManySessionsFromClient { .. } | AppError::TooManySessions { .. } => "too_many_sessions",
             AppError::InvalidCursor(_) => "invalid_cursor",
             AppError::ChannelsUnavailable => "channels_unavailable",
             AppError::InvalidInternalToken => "invalid_internal_token",
@@ -108,11 +113,14 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            AppError::RateLimited { .. } | AppError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. }
+            | AppError::TooManyStreams { .. }
+            | AppError::TooManySessionsFromClient { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::DatabaseUnavailable
             | AppError::StorageUnavailable
             | AppError::Timeout
             | AppError::ServerBusy
+            | AppError::TooManySessions { .. }
             | AppError::ChannelsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,7 +133,9 @@ impl AppError {
             | AppError::StorageUnavailable
             | AppError::Timeout
             | AppError::ChannelsUnavailable => Some(2),
-            AppError::TooManyStreams { .. } | AppError::ServerBusy => Some(5),
+            AppError::TooManyStreams { .. } | AppError::ServerBusy | AppError::TooManySessions { .. } => Some(5),
+            // A slot frees when a session is deleted or idles out.
+            AppError::TooManySessionsFromClient { .. } => Some(30),
             _ => None,
         }
     }

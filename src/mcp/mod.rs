@@ -3,11 +3,14 @@
 //! plus `/.well-known/mcp-server`, a description of this server.
 //!
 //! Sessions are stored in the database (session_store.rs), so several mcp
-//! replicas behind one address serve one client without sticky sessions.
+//! replicas behind one address serve one client without sticky sessions;
+//! the ones held in memory are capped per process and per client IP
+//! (sessions.rs).
 
 mod failure;
 mod params;
 mod session_store;
+mod sessions;
 mod source;
 mod tools;
 
@@ -16,18 +19,20 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::middleware;
 use axum::routing::get;
 use rmcp::model::ProtocolVersion;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use session_store::DbSessionStore;
-pub use source::MessageSource;
+pub use sessions::{CappedSessions, SessionSlots};
+pub use source::{MessageSource, max_remote_page_bytes};
 pub use tools::ChantraMcp;
 
 use crate::cli::Role;
+use crate::http::rate_limit::ClientIpKey;
 use crate::state::AppState;
 
 /// Room in a request for a base64 payload at the limit, plus the envelope.
@@ -41,8 +46,11 @@ pub fn max_request_bytes(max_payload_bytes: usize) -> usize {
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let config = &state.config;
+    let page_max_bytes = usize::try_from(config.page_max_bytes).unwrap_or(usize::MAX);
     let source = match (&config.channels_internal_url, &config.internal_api_token) {
-        (Some(url), Some(token)) if !config.roles.contains(&Role::Channels) => MessageSource::internal(url, token),
+        (Some(url), Some(token)) if !config.roles.contains(&Role::Channels) => {
+            MessageSource::internal(url, token, max_remote_page_bytes(page_max_bytes, config.max_payload_bytes))
+        }
         _ => MessageSource::InProcess,
     };
 
@@ -62,15 +70,20 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .with_cancellation_token(stop);
     http_config.session_store = Some(DbSessionStore::new(state.service.db().clone(), state.service.clock().clone()));
 
+    let slots = SessionSlots::new(config.mcp.max_sessions, config.mcp.max_sessions_per_ip);
+    let sessions = Arc::new(CappedSessions::new(slots.clone(), config.mcp.session_idle));
+    let guard = sessions::SessionGuard::new(slots, sessions.clone(), ClientIpKey::new(&config.trusted_proxies));
+
     let service = state.service.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(ChantraMcp::new(service.clone(), source.clone())),
-        Arc::new(LocalSessionManager::default()),
+        move || Ok(ChantraMcp::new(service.clone(), source.clone(), page_max_bytes)),
+        sessions,
         http_config,
     );
     Router::new()
         .nest_service("/mcp", mcp.clone())
         .nest_service("/sse", mcp)
+        .layer(middleware::from_fn_with_state(guard, sessions::limit_sessions))
         .route("/.well-known/mcp-server", get(discovery))
 }
 

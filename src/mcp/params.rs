@@ -79,17 +79,20 @@ pub struct ReadParams {
     pub limit: Option<u64>,
 }
 
-/// One message as an agent reads it.
+/// One message as an agent reads it. Its payload appears once: as
+/// `payload_text` or as `payload_base64`, never both.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ReadMessage {
     /// Message id (UUIDv7); also a cursor.
     pub id: String,
     pub channel_id: String,
-    /// The payload as text, when it is valid UTF-8.
+    /// The payload as text: given when the content type is textual (text/*, JSON, XML, YAML,
+    /// JavaScript, form data) and the bytes are valid UTF-8. Otherwise `payload_base64` is given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_text: Option<String>,
-    /// The payload bytes, base64 (always present).
-    pub payload_base64: String,
+    /// The payload bytes in base64 (standard alphabet, padded): given when `payload_text` is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
     pub content_type: String,
     pub created_at: String,
     pub expires_at: String,
@@ -103,6 +106,9 @@ pub struct ReadResult {
     pub next_cursor: Option<String>,
     /// Whether more messages are waiting right now.
     pub has_more: bool,
+    /// The page stopped before `limit` because its messages reached the server's byte budget
+    /// for one page; more follow: call again with `after` = `next_cursor`.
+    pub truncated: bool,
 }
 
 /// The result of delete_channel.

@@ -2,6 +2,11 @@
 //! also runs the channels role (`--role all`) or no channels role URL is
 //! configured, otherwise the channels role's internal API
 //! (CHANNELS_INTERNAL_URL + INTERNAL_API_TOKEN).
+//!
+//! A page is bounded in bytes (PAGE_MAX_BYTES) by the service that builds
+//! it; the internal API's answer is read with a byte cap on top, so a
+//! channels role configured with a larger budget (or none) cannot make this
+//! process buffer an arbitrarily large body.
 
 use std::time::Duration;
 
@@ -10,10 +15,27 @@ use crate::error::AppError;
 use crate::service::Service;
 use crate::service::views::MessagePage;
 
+/// Room per message for everything but its payload (ids, content type,
+/// timestamps, JSON punctuation) in an internal API page.
+const ENVELOPE_PER_MESSAGE: usize = 1024;
+/// Room for the page's own fields.
+const PAGE_SLACK: usize = 64 * 1024;
+/// The largest error body read from the channels role.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The largest internal API page body accepted: the page budget plus one
+/// payload at the limit (a page always carries at least one message, however
+/// large), in base64, plus each message's envelope.
+pub fn max_remote_page_bytes(page_max_bytes: usize, max_payload_bytes: usize) -> usize {
+    page_max_bytes.saturating_add(max_payload_bytes).div_ceil(3).saturating_mul(4)
+        + crate::service::MAX_PAGE as usize * ENVELOPE_PER_MESSAGE
+        + PAGE_SLACK
+}
+
 #[derive(Clone)]
 pub enum MessageSource {
     InProcess,
-    Internal { client: reqwest::Client, base_url: String, token: String },
+    Internal { client: reqwest::Client, base_url: String, token: String, max_body: usize },
 }
 
 #[derive(serde::Deserialize)]
@@ -33,6 +55,9 @@ pub struct RemotePage {
     pub messages: Vec<RemoteMessage>,
     pub next_cursor: Option<String>,
     pub has_more: bool,
+    /// Absent from a channels role older than the page budget.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -46,9 +71,15 @@ pub struct RemoteMessage {
 }
 
 impl MessageSource {
-    pub fn internal(base_url: &str, token: &str) -> Self {
+    /// Reads through the internal API at `base_url`, refusing page bodies over `max_body` bytes.
+    pub fn internal(base_url: &str, token: &str, max_body: usize) -> Self {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap_or_default();
-        MessageSource::Internal { client, base_url: base_url.trim_end_matches('/').to_owned(), token: token.to_owned() }
+        MessageSource::Internal {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            max_body,
+        }
     }
 
     pub async fn read(
@@ -61,7 +92,7 @@ impl MessageSource {
     ) -> Result<RemotePage, AppError> {
         match self {
             MessageSource::InProcess => Ok(from_local(service.read_page(channel, token, after, limit).await?)),
-            MessageSource::Internal { client, base_url, token: internal } => {
+            MessageSource::Internal { client, base_url, token: internal, max_body } => {
                 let mut request = client
                     .get(format!("{base_url}/internal/v1/channels/{channel}/messages"))
                     .header("x-internal-token", internal)
@@ -78,15 +109,47 @@ impl MessageSource {
                 })?;
                 let status = response.status();
                 if status.is_success() {
-                    return response.json::<RemotePage>().await.map_err(|err| {
+                    let Some(body) = read_bounded(response, *max_body).await? else {
+                        tracing::error!(
+                            max_body,
+                            "a page from the channels role exceeds the cap: is its PAGE_MAX_BYTES larger than this role's?"
+                        );
+                        return Err(AppError::bad_request(
+                            "page_too_large",
+                            format!("this page is larger than {max_body} bytes; read again with a smaller limit"),
+                        ));
+                    };
+                    return serde_json::from_slice::<RemotePage>(&body).map_err(|err| {
                         tracing::error!(error = %err, "unreadable page from the channels role");
                         AppError::Internal
                     });
                 }
-                let body: ErrorBody = response.json().await.map_err(|_| AppError::Internal)?;
+                let body = read_bounded(response, MAX_ERROR_BODY).await?.ok_or(AppError::Internal)?;
+                let body: ErrorBody = serde_json::from_slice(&body).map_err(|_| AppError::Internal)?;
                 Err(remote_error(status.as_u16(), body.error))
             }
         }
+    }
+}
+
+/// The response body, read chunk by chunk; `None` as soon as it would pass
+/// `cap` bytes (nothing more is read or kept).
+async fn read_bounded(mut response: reqwest::Response, cap: usize) -> Result<Option<Vec<u8>>, AppError> {
+    let declared = response.content_length().unwrap_or(0);
+    if declared > cap as u64 {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(declared as usize);
+    loop {
+        let chunk = response.chunk().await.map_err(|err| {
+            tracing::warn!(error = %err, "reading a page from the channels role failed");
+            AppError::ChannelsUnavailable
+        })?;
+        let Some(chunk) = chunk else { return Ok(Some(body)) };
+        if body.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
     }
 }
 
@@ -131,5 +194,6 @@ fn from_local(page: MessagePage) -> RemotePage {
             .collect(),
         next_cursor: page.next_cursor,
         has_more: page.has_more,
+        truncated: page.truncated,
     }
 }

@@ -13,7 +13,7 @@ use super::params::{
     ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadMessage, ReadParams,
     ReadResult, RevokeGrantParams,
 };
-use super::source::MessageSource;
+use super::source::{MessageSource, RemoteMessage, RemotePage};
 use crate::domain::{
     ChannelId, ContentType, GrantId, IdempotencyKey, Label, MessageId, PublishToken, ReadToken, Ttl, decode_base64,
 };
@@ -29,6 +29,8 @@ const DEFAULT_LIMIT: u64 = 50;
 pub struct ChantraMcp {
     service: Service,
     source: MessageSource,
+    /// PAGE_MAX_BYTES: the most bytes of messages (as JSON) one read returns.
+    page_max_bytes: usize,
     tool_router: ToolRouter<Self>,
 }
 
@@ -38,8 +40,8 @@ fn publish_token(raw: &str) -> Result<PublishToken, AppError> {
 
 #[tool_router]
 impl ChantraMcp {
-    pub fn new(service: Service, source: MessageSource) -> Self {
-        Self { service, source, tool_router: Self::tool_router() }
+    pub fn new(service: Service, source: MessageSource, page_max_bytes: usize) -> Self {
+        Self { service, source, page_max_bytes, tool_router: Self::tool_router() }
     }
 
     /// Names of every tool, in the order tools/list gives them.
@@ -174,8 +176,12 @@ impl ChantraMcp {
     }
 
     /// Read a channel's messages after a cursor, oldest first. Call again
-    /// with `after` = `next_cursor` to continue. Private channels need a
-    /// read token. Text payloads come back as `payload_text` too.
+    /// with `after` = `next_cursor` to continue while `has_more` is true. A
+    /// page also stops early, with `truncated: true`, when its messages reach
+    /// the server's byte budget (a few MiB): then continue from `next_cursor`
+    /// too. Each payload comes once: `payload_text` for UTF-8 text with a
+    /// textual content type (text/*, JSON, XML, ...), otherwise
+    /// `payload_base64`. Private channels need a read token.
     #[tool(annotations(
         title = "Read channel messages",
         read_only_hint = true,
@@ -199,24 +205,87 @@ impl ChantraMcp {
             return Err(AppError::bad_request("invalid_limit", "limit must be from 1 to 500").into());
         }
         let page = self.source.read(&self.service, id, token.as_ref(), after, limit).await?;
-        let messages = page
-            .messages
-            .into_iter()
-            .map(|m| {
-                let payload_text = STANDARD.decode(&m.payload).ok().and_then(|bytes| String::from_utf8(bytes).ok());
-                ReadMessage {
-                    id: m.id,
-                    channel_id: m.channel_id,
-                    payload_text,
-                    payload_base64: m.payload,
-                    content_type: m.content_type,
-                    created_at: m.created_at,
-                    expires_at: m.expires_at,
-                }
-            })
-            .collect();
-        Ok(Json(ReadResult { messages, next_cursor: page.next_cursor, has_more: page.has_more }))
+        Ok(Json(bounded_result(page, self.page_max_bytes)))
     }
+}
+
+/// The tool result of a page, itself bounded: messages are added while
+/// their JSON fits in `budget` bytes (always at least one, so a reader
+/// moves on past a message larger than the budget). A page cut here is
+/// `truncated` and continues after its last message.
+fn bounded_result(page: RemotePage, budget: usize) -> ReadResult {
+    let mut messages = Vec::new();
+    let mut used = 0usize;
+    let mut cut = false;
+    for remote in page.messages {
+        let message = read_message(remote);
+        let size = json_len(&message);
+        if !messages.is_empty() && used.saturating_add(size) > budget {
+            cut = true;
+            break;
+        }
+        used = used.saturating_add(size);
+        messages.push(message);
+    }
+    if cut {
+        let next_cursor = messages.last().map(|m: &ReadMessage| m.id.clone());
+        return ReadResult { messages, next_cursor, has_more: true, truncated: true };
+    }
+    ReadResult { messages, next_cursor: page.next_cursor, has_more: page.has_more, truncated: page.truncated }
+}
+
+/// The payload once: as text when it is textual and UTF-8, else as base64.
+fn read_message(m: RemoteMessage) -> ReadMessage {
+    let text = if is_textual(&m.content_type) {
+        STANDARD.decode(&m.payload).ok().and_then(|bytes| String::from_utf8(bytes).ok())
+    } else {
+        None
+    };
+    let (payload_text, payload_base64) = match text {
+        Some(text) => (Some(text), None),
+        None => (None, Some(m.payload)),
+    };
+    ReadMessage {
+        id: m.id,
+        channel_id: m.channel_id,
+        payload_text,
+        payload_base64,
+        content_type: m.content_type,
+        created_at: m.created_at,
+        expires_at: m.expires_at,
+    }
+}
+
+/// Whether a content type names text an agent can read as is.
+fn is_textual(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind == "text"
+        || matches!(
+            subtype,
+            "json" | "xml" | "yaml" | "x-yaml" | "javascript" | "ecmascript" | "x-ndjson" | "x-www-form-urlencoded"
+        )
+        || ["+json", "+xml", "+yaml"].iter().any(|suffix| subtype.ends_with(suffix))
+}
+
+/// The length of a value's JSON, counted without building it.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and these structs always serialize.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 #[tool_handler(

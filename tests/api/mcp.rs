@@ -17,24 +17,66 @@ pub struct McpClient {
     pub url: String,
     pub session: Option<String>,
     next_id: u64,
+    /// Sent as X-Forwarded-For (a client behind a trusted proxy).
+    forwarded_for: Option<String>,
+    /// Bytes of the last HTTP response body.
+    pub last_response_bytes: usize,
+}
+
+fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": { "name": "chantra-tests", "version": "1" }
+    })
 }
 
 impl McpClient {
     pub async fn connect(url: String) -> Self {
-        let mut client = Self { http: reqwest::Client::new(), url, session: None, next_id: 1 };
-        let init = client
-            .request(
-                "initialize",
-                json!({
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": { "name": "chantra-tests", "version": "1" }
-                }),
-            )
-            .await;
+        Self::connect_from(url, None).await
+    }
+
+    /// A client whose requests come through a trusted proxy for `forwarded_for`.
+    pub async fn connect_from(url: String, forwarded_for: Option<&str>) -> Self {
+        let mut client = Self { forwarded_for: forwarded_for.map(str::to_owned), ..Self::detached(url) };
+        let init = client.request("initialize", initialize_params()).await;
         assert_eq!(init["result"]["serverInfo"]["name"], "chantra", "{init}");
         client.notify("notifications/initialized").await;
         client
+    }
+
+    /// A client with no session yet.
+    pub fn detached(url: String) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url,
+            session: None,
+            next_id: 1,
+            forwarded_for: None,
+            last_response_bytes: 0,
+        }
+    }
+
+    /// An `initialize` without a session, for its raw HTTP answer.
+    pub async fn try_initialize(&self) -> reqwest::Response {
+        let body = json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": initialize_params() });
+        let mut request = self.http.post(&self.url).header("accept", "application/json, text/event-stream").json(&body);
+        if let Some(ip) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", ip);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Ends the session (HTTP DELETE).
+    pub async fn close(&mut self) {
+        let session = self.session.take().expect("a session");
+        let mut request =
+            self.http.delete(&self.url).header("mcp-session-id", session).header("mcp-protocol-version", "2025-06-18");
+        if let Some(ip) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", ip);
+        }
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success(), "DELETE: {}", response.status());
     }
 
     fn post(&self, url: &str, body: &Value) -> reqwest::RequestBuilder {
@@ -46,6 +88,9 @@ impl McpClient {
             .json(body);
         if let Some(session) = &self.session {
             request = request.header("mcp-session-id", session);
+        }
+        if let Some(ip) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", ip);
         }
         request
     }
@@ -67,6 +112,7 @@ impl McpClient {
         }
         let is_sse = response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream");
         let text = response.text().await.unwrap();
+        self.last_response_bytes = text.len();
         let messages: Vec<Value> = if is_sse {
             text.lines()
                 .filter_map(|l| l.strip_prefix("data:"))
@@ -117,7 +163,13 @@ async fn mcp_app(backend: Backend, extra: &[&str]) -> TestApp {
     spawn_app_with(backend, options).await
 }
 
-on_both_backends!(tools_work_end_to_end, tool_errors_match_the_rest_api);
+on_both_backends!(
+    tools_work_end_to_end,
+    tool_errors_match_the_rest_api,
+    each_payload_appears_once,
+    pages_are_bounded_in_bytes,
+    sessions_are_capped_per_client_and_process
+);
 
 #[tokio::test]
 async fn tools_list_is_stable() {
@@ -185,6 +237,7 @@ async fn tools_work_end_to_end(backend: Backend) {
     assert!(rest["messages"][0].get("payload_text").is_none(), "not UTF-8: no text");
     assert_eq!(STANDARD.decode(rest["messages"][0]["payload_base64"].as_str().unwrap()).unwrap(), binary);
     assert_eq!(rest["has_more"], false);
+    assert_eq!(rest["truncated"], false);
 
     let (_, private) = client.call("create_channel", json!({ "visibility": "private" })).await;
     let pid = private["channel_id"].as_str().unwrap();
@@ -411,4 +464,208 @@ async fn dns_rebinding_and_rate_limits_are_enforced() {
         statuses.push(send(None, None).await.unwrap().status().as_u16());
     }
     assert!(statuses.contains(&429), "rate limiting covers /mcp: {statuses:?}");
+}
+
+/// Publishes `payload` through REST with a content type; returns the message id.
+async fn publish_raw(app: &TestApp, channel: &Value, content_type: &str, payload: Vec<u8>) -> String {
+    let response = app
+        .client
+        .post(app.rest(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap())))
+        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
+        .header("content-type", content_type)
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["message_id"].as_str().unwrap().to_owned()
+}
+
+async fn each_payload_appears_once(backend: Backend) {
+    let app = mcp_app(backend, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let channel = app.create_channel("public").await;
+    let text = "a text payload that must not be sent twice";
+    publish_raw(&app, &channel, "text/plain; charset=utf-8", text.into()).await;
+    // (application/json on the REST route is the JSON envelope, so XML here.)
+    publish_raw(&app, &channel, "application/xml", b"<k>v</k>".to_vec()).await;
+    // Valid UTF-8, but the publisher said these are bytes: they stay bytes.
+    publish_raw(&app, &channel, "application/octet-stream", b"plain ascii bytes".to_vec()).await;
+    // A textual type whose bytes are not UTF-8.
+    publish_raw(&app, &channel, "text/plain; charset=iso-8859-1", vec![0x63, 0x61, 0x66, 0xe9]).await;
+
+    let (error, page) = client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"] })).await;
+    assert!(!error, "{page}");
+    let messages = page["messages"].as_array().unwrap();
+    let forms: Vec<(bool, bool)> =
+        messages.iter().map(|m| (m.get("payload_text").is_some(), m.get("payload_base64").is_some())).collect();
+    assert_eq!(forms, [(true, false), (true, false), (false, true), (false, true)], "{page}");
+    assert_eq!(messages[0]["payload_text"], text);
+    assert_eq!(messages[1]["payload_text"], "<k>v</k>");
+    assert_eq!(STANDARD.decode(messages[2]["payload_base64"].as_str().unwrap()).unwrap(), b"plain ascii bytes");
+    assert_eq!(STANDARD.decode(messages[3]["payload_base64"].as_str().unwrap()).unwrap(), [0x63, 0x61, 0x66, 0xe9]);
+    assert_eq!(page["truncated"], false);
+    // Nowhere else in the structured result either (the text content block is its JSON copy).
+    assert_eq!(page.to_string().matches(text).count(), 1, "{page}");
+}
+
+/// 12 messages of 16 KiB against a 64 KiB page budget: every page stops at
+/// the budget, says `truncated`, and the cursor walks through all of them.
+async fn pages_are_bounded_in_bytes(backend: Backend) {
+    const BUDGET: usize = 64 * 1024;
+    let app = mcp_app(backend, &["--page-max-bytes", &BUDGET.to_string()]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let channel = app.create_channel("public").await;
+    let mut published = Vec::new();
+    for i in 0..12u8 {
+        let text = format!("{i:02}").repeat(8 * 1024);
+        published.push(publish_raw(&app, &channel, "text/plain", text.into_bytes()).await);
+    }
+
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    let mut truncated_pages = 0;
+    loop {
+        let (error, page) = client
+            .call("read_channel_messages", json!({ "channel_id": channel["channel_id"], "after": after, "limit": 100 }))
+            .await;
+        assert!(!error, "{page}");
+        let messages = page["messages"].as_array().unwrap();
+        let payload_bytes: usize = messages.iter().map(|m| m["payload_text"].as_str().unwrap().len()).sum();
+        assert!(payload_bytes <= BUDGET, "a page of {payload_bytes} payload bytes passes the budget");
+        // The whole HTTP answer carries the result twice (structured + text), so about 2 × the budget.
+        assert!(client.last_response_bytes < 3 * BUDGET, "{} bytes answered", client.last_response_bytes);
+        seen.extend(messages.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
+        assert_eq!(page["next_cursor"].as_str(), seen.last().map(String::as_str));
+        if page["truncated"] == true {
+            truncated_pages += 1;
+            assert!(messages.len() < 12 && !messages.is_empty());
+            assert_eq!(page["has_more"], true, "a truncated page has more");
+        }
+        if page["has_more"] == false {
+            break;
+        }
+        after = page["next_cursor"].clone();
+        assert!(seen.len() <= published.len(), "the cursor goes round");
+    }
+    assert_eq!(seen, published, "every message once, in order");
+    assert!(truncated_pages >= 2, "{truncated_pages} truncated pages");
+}
+
+/// An `initialize` refused for lack of a slot: status and the JSON error.
+async fn refused(response: reqwest::Response, status: u16) {
+    assert_eq!(response.status(), status);
+    assert!(response.headers().get("mcp-session-id").is_none(), "no session is made");
+    assert!(response.headers().get("retry-after").is_some());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_sessions", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("sessions"), "{body}");
+}
+
+async fn sessions_are_capped_per_client_and_process(backend: Backend) {
+    // Clients told apart by X-Forwarded-For from a trusted proxy (the test itself).
+    let app = mcp_app(
+        backend,
+        &["--trusted-proxies", "127.0.0.1", "--mcp-max-sessions-per-ip", "3", "--mcp-max-sessions", "5"],
+    )
+    .await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let a = Some("198.51.100.1");
+    let mut first = McpClient::connect_from(url.clone(), a).await;
+    let _second = McpClient::connect_from(url.clone(), a).await;
+    let _third = McpClient::connect_from(url.clone(), a).await;
+    refused(first.try_initialize().await, 429).await;
+
+    // The sessions already open keep working.
+    let (error, _) = first.call("create_channel", json!({})).await;
+    assert!(!error);
+    // Another client is not affected.
+    let mut other = McpClient::connect_from(url.clone(), Some("198.51.100.2")).await;
+    let (error, _) = other.call("create_channel", json!({})).await;
+    assert!(!error);
+
+    // A deleted session frees its slot.
+    first.close().await;
+    let _fourth = McpClient::connect_from(url.clone(), a).await;
+    refused(first.try_initialize().await, 429).await;
+
+    // 3 + 2 = 5 sessions: the process is full for everyone.
+    let _other2 = McpClient::connect_from(url.clone(), Some("198.51.100.2")).await;
+    let third_client = McpClient { forwarded_for: Some("198.51.100.3".into()), ..McpClient::detached(url.clone()) };
+    refused(third_client.try_initialize().await, 503).await;
+    other.close().await;
+    let _fits = McpClient::connect_from(url, Some("198.51.100.3")).await;
+}
+
+#[tokio::test]
+async fn idle_sessions_free_their_slot() {
+    let app = mcp_app(Backend::Sqlite, &["--mcp-max-sessions-per-ip", "1", "--mcp-session-idle-secs", "1"]).await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let client = McpClient::connect(url.clone()).await;
+    refused(client.try_initialize().await, 429).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let mut again = McpClient::connect(url).await;
+    let (error, _) = again.call("create_channel", json!({})).await;
+    assert!(!error, "the new session works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_pages_are_bounded_in_bytes() {
+    // The channels role and two mcp roles apart: one with the same page budget,
+    // one whose cap is far below what the channels role sends.
+    let database = TestDatabase::create().await;
+    let secret = "internal-secret-0123456789";
+    let shared = |roles: Vec<Role>, extra: &[&str]| Options {
+        roles: Some(roles),
+        extra_args: [
+            vec!["--database-url".into(), database.url.clone(), "--internal-api-token".into(), secret.into()],
+            extra.iter().map(|s| s.to_string()).collect(),
+        ]
+        .concat(),
+        ..Default::default()
+    };
+    let channels =
+        spawn_app_with(Backend::Postgres, shared(vec![Role::Rest, Role::Channels], &["--page-max-bytes", "67108864"]))
+            .await;
+    let internal_url = channels.url(Role::Channels, "");
+    let mcp = spawn_app_with(
+        Backend::Postgres,
+        shared(vec![Role::Mcp], &["--channels-internal-url", &internal_url, "--page-max-bytes", "65536"]),
+    )
+    .await;
+    let channel = channels.create_channel("public").await;
+    for i in 0..40u8 {
+        publish_raw(&channels, &channel, "text/plain", format!("{i:02}").repeat(8 * 1024).into_bytes()).await;
+    }
+
+    let mut client = McpClient::connect(mcp.url(Role::Mcp, "/mcp")).await;
+    let (error, page) = client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"] })).await;
+    assert!(!error, "{page}");
+    assert_eq!(page["truncated"], true);
+    assert_eq!(page["has_more"], true);
+    let count = page["messages"].as_array().unwrap().len();
+    assert!((1..40).contains(&count), "{count} messages");
+    assert!(client.last_response_bytes < 3 * 65536, "{} bytes answered", client.last_response_bytes);
+
+    // This mcp role accepts internal pages of at most ~600 KB: the channels role's
+    // 40 × 16 KiB page (~880 KB in base64) is refused, not buffered.
+    let small = spawn_app_with(
+        Backend::Postgres,
+        shared(
+            vec![Role::Mcp],
+            &["--channels-internal-url", &internal_url, "--page-max-bytes", "16384", "--max-payload-bytes", "16384"],
+        ),
+    )
+    .await;
+    let cap = chantra::mcp::max_remote_page_bytes(16384, 16384);
+    assert!(cap < 40 * 16384 * 4 / 3, "the test page must pass the cap ({cap})");
+    let mut client = McpClient::connect(small.url(Role::Mcp, "/mcp")).await;
+    let refused = client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"] })).await;
+    assert_eq!(error_code(&refused), "page_too_large", "{}", refused.1);
+    // A smaller limit, as the message says, reads.
+    let (error, page) =
+        client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"], "limit": 5 })).await;
+    assert!(!error, "{page}");
+    assert!(!page["messages"].as_array().unwrap().is_empty());
 }

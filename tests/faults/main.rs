@@ -1,7 +1,8 @@
 //! Fault injection: the built `chantra` binary as real processes on
 //! loopback, on PostgreSQL and garage, while things go wrong — a channels
 //! process killed, PostgreSQL restarted, the S3 store hung and killed, a
-//! SIGTERM under load, a reconnect storm, slow and never-reading clients.
+//! SIGTERM under load, a reconnect storm, slow and never-reading clients,
+//! an MCP initialize storm.
 //! Each case prints what it measured (run with `--no-capture`); see
 //! docs/RELIABILITY.md for the figures of a run.
 //!
@@ -22,6 +23,7 @@ mod channels_killed;
 mod durability;
 mod graceful_shutdown;
 mod grants_bounded;
+mod mcp_sessions;
 mod postgres_restart;
 mod reconnect_storm;
 mod replay_memory;
