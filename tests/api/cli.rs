@@ -224,8 +224,17 @@ async fn zero_configuration_default_and_no_tokens_in_logs() {
     let id = channel["channel_id"].as_str().unwrap();
     assert_eq!(channel["url"], format!("http://localhost:8070/channel/v1/private/{id}"));
     let publish_token = channel["publish_token"].as_str().unwrap();
-    let published = client
+    // A token in the query string is refused (publish takes only ?ttl=) and must not be logged.
+    let refused = client
         .post(format!("{rest}/v1/channels/{id}/publish?token={publish_token}"))
+        .header("x-publish-token", publish_token)
+        .body("secret-free payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let published = client
+        .post(format!("{rest}/v1/channels/{id}/publish"))
         .header("x-publish-token", publish_token)
         .body("secret-free payload")
         .send()

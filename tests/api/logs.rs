@@ -1,8 +1,8 @@
 //! Tokens never reach the logs. The built binary runs as a child process
 //! with `RUST_LOG=trace`, its stdout and stderr captured, through a scenario
 //! that hands it every kind of secret every way it is accepted: publish
-//! tokens in `X-Publish-Token`, `Authorization: Bearer` and (ignored, but
-//! sent) `?token=`; read tokens in `X-Read-Token`, Bearer and `?token=`;
+//! tokens in `X-Publish-Token`, `Authorization: Bearer` and (refused with
+//! 400, but sent) `?token=`; read tokens in `X-Read-Token`, Bearer and `?token=`;
 //! grant creation and revocation; the internal API with its token; channel
 //! deletion; and an MCP session (plain JSON-RPC over HTTP) whose tool calls
 //! carry the tokens as arguments and return new ones in results. Then no
@@ -146,7 +146,8 @@ async fn no_secret_reaches_the_trace_log(backend: Backend) {
     publish_tokens.extend([public_token.to_owned(), private_token.to_owned()]);
     read_tokens.push(first_read.to_owned());
 
-    // Publish: header token, Bearer token with the token also in the query string, and a wrong token.
+    // Publish: header token, Bearer token, a token in the query string (refused:
+    // publish takes only ?ttl=, and the refusal must not log it either), and a wrong token.
     let published = http
         .post(format!("{rest}/v1/channels/{public_id}/publish?ttl=600"))
         .header("x-publish-token", public_token)
@@ -155,8 +156,16 @@ async fn no_secret_reaches_the_trace_log(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(published.status(), 201);
-    let published = http
+    let refused = http
         .post(format!("{rest}/v1/channels/{private_id}/publish?token={private_token}"))
+        .bearer_auth(private_token)
+        .body("query token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let published = http
+        .post(format!("{rest}/v1/channels/{private_id}/publish"))
         .bearer_auth(private_token)
         .json(&json!({ "payload": "cHJpdmF0ZSBoZWxsbw==", "content_type": "text/plain" }))
         .header("idempotency-key", "log-test-1")
