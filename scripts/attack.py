@@ -194,6 +194,21 @@ class Server:
         return f"exit {self.proc.returncode}"
 
 
+def tcp_buffer_bytes():
+    """Kernel memory in TCP socket buffers, system-wide (/proc/net/sockstat
+    `TCP: ... mem N`, in pages). Not part of any process's RSS: the frames a
+    server has written but a slow reader has not taken sit here."""
+    try:
+        with open("/proc/net/sockstat") as f:
+            for line in f:
+                if line.startswith("TCP:"):
+                    parts = line.split()
+                    return int(parts[parts.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class Sampler(threading.Thread):
     """VmRSS / VmHWM every 100 ms, with named marks."""
 
@@ -202,6 +217,7 @@ class Sampler(threading.Thread):
         self.server = server
         self.interval = interval
         self.samples = []  # (t, rss, hwm, threads)
+        self.tcp_mem = []  # (t, bytes of TCP socket buffers, system-wide)
         self.stop_event = threading.Event()
         self.t0 = time.monotonic()
 
@@ -210,6 +226,7 @@ class Sampler(threading.Thread):
             m = self.server.memory()
             if m is not None:
                 self.samples.append((time.monotonic() - self.t0, *m))
+            self.tcp_mem.append((time.monotonic() - self.t0, tcp_buffer_bytes()))
             self.stop_event.wait(self.interval)
 
     def now(self):
@@ -238,7 +255,17 @@ def paced(port, method, path, headers=None, body=None, deadline=None, counter=No
     """A request retried while the per-IP rate limit says 429 rate_limited
     (a token comes back every 50 ms at the default 20/s). Bounded by `deadline`."""
     while True:
-        status, hdrs, data = request(port, method, path, headers, body)
+        try:
+            status, hdrs, data = request(port, method, path, headers, body)
+        except (OSError, http.client.HTTPException) as e:
+            # Seen: a 1 MiB publish refused with an early 429 is answered and
+            # closed while its body is still being sent (BrokenPipeError).
+            if counter is not None:
+                counter.add(f"{label}{method} error {type(e).__name__} (retried)")
+            if deadline is not None and time.monotonic() > deadline:
+                raise
+            time.sleep(0.06)
+            continue
         if status == 429 and error_code(data) == "rate_limited":
             if counter is not None:
                 counter.add(f"{label}429 rate_limited (retried)")
@@ -285,12 +312,18 @@ def setup(server, cfg, stats):
                 if next_msg[0] >= cfg.messages:
                     return
                 next_msg[0] += 1
+                key = f"attack-{next_msg[0]}"
             body = os.urandom(cfg.message_bytes)
             status, _, data = paced(
                 rest,
                 "POST",
                 f"/v1/channels/{public['channel_id']}/publish",
-                {"X-Publish-Token": public["publish_token"], "Content-Type": "application/octet-stream"},
+                {
+                    "X-Publish-Token": public["publish_token"],
+                    "Content-Type": "application/octet-stream",
+                    # A retry after a broken pipe cannot store the message twice.
+                    "Idempotency-Key": key,
+                },
                 body,
                 deadline=deadline,
                 counter=stats,
@@ -542,6 +575,8 @@ class Streams(threading.Thread):
         self.socks = []
         self.most_open = 0
         self.cap_hit = False
+        self.per_stream = {}  # socket -> bytes received (head included)
+        self.finished = []  # bytes received by each stream, once it is over
 
     def open_one(self):
         """Open one stream; True when it is open. Retries rate_limited."""
@@ -574,8 +609,20 @@ class Streams(threading.Thread):
                 self.stats.add("(c) streams opened")
                 s.setblocking(False)
                 self.socks.append(s)
+                self.per_stream[s] = len(head)
                 self.most_open = max(self.most_open, len(self.socks))
                 return True
+            # An error answer ends with the connection (connection: close):
+            # read the rest of it (bounded) for its JSON code.
+            try:
+                s.settimeout(5)
+                while len(head) < 65536:
+                    more = s.recv(4096)
+                    if not more:
+                        break
+                    head += more
+            except OSError:
+                pass
             body = head.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in head else b""
             code = error_code(body)
             s.close()
@@ -610,8 +657,10 @@ class Streams(threading.Thread):
                     chunk = b""
                 if chunk:
                     self.stats.add("(c) bytes received", len(chunk))
+                    self.per_stream[s] += len(chunk)
                     continue
                 self.stats.add("(c) streams ended by the server")
+                self.finished.append(self.per_stream.pop(s, 0))
                 s.close()
                 self.socks.remove(s)
                 ended += 1
@@ -624,7 +673,16 @@ class Streams(threading.Thread):
         self.stats.max("(c) most open at once", self.most_open)
         self.stats.add("(c) still open at the end", len(self.socks))
         for s in self.socks:
+            self.finished.append(self.per_stream.pop(s, 0))
             s.close()
+        got = sorted(self.finished)
+        if got:
+            # Head + keep-alives is a few hundred bytes; a stream that got
+            # frames reads 512 B at every turn.
+            self.stats.add("(c) streams that got more than 2 KiB", sum(1 for b in got if b > 2048))
+            self.stats.max("(c) bytes per stream: min", got[0])
+            self.stats.max("(c) bytes per stream: median", got[len(got) // 2])
+            self.stats.max("(c) bytes per stream: max", got[-1])
 
 
 # --------------------------------------------------------------------------
@@ -683,6 +741,7 @@ def main():
     ap.add_argument("--rate-limit-off", action="store_true", help="start the server with RATE_LIMIT_PER_SECOND=0")
     ap.add_argument("--duration", type=float, help="seconds of attack after setup (default 60, quick 12)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary DATA_DIR and server log")
+    ap.add_argument("--only", default="bcde", help="attacks to run, e.g. 'c' (streams alone) for attribution; default all: bcde")
     args = ap.parse_args()
 
     q = args.quick
@@ -744,7 +803,7 @@ def main():
 
         # (b) the three reader sessions first, so (d) cannot take their slots.
         readers = []
-        for i in range(cfg.mcp_callers):
+        for i in range(cfg.mcp_callers if "b" in args.only else 0):
             m = Mcp(server.ports["mcp"])
             for _ in range(100):
                 status, headers, data = m.initialize()
@@ -767,14 +826,15 @@ def main():
         for i, m in enumerate(readers):
             threads.append(threading.Thread(target=mcp_reader, args=(i, m, public["channel_id"], cfg, deadline, stats), daemon=True))
         streams = Streams(server.ports["channels"], public["channel_id"], cfg, deadline, stats)
-        threads.append(streams)
+        if "c" in args.only:
+            threads.append(streams)
         todo, lock, sessions = [cfg.initializes], threading.Lock(), []
-        for _ in range(cfg.init_concurrency):
+        for _ in range(cfg.init_concurrency if "d" in args.only else 0):
             threads.append(
                 threading.Thread(target=mcp_initializer, args=(server.ports["mcp"], todo, lock, deadline, stats, sessions, attack_started), daemon=True)
             )
         get_deadline = min(deadline, time.monotonic() + cfg.get_seconds)
-        for _ in range(cfg.getters):
+        for _ in range(cfg.getters if "e" in args.only else 0):
             threads.append(threading.Thread(target=channel_getter, args=(server.ports["rest"], private, get_deadline, stats), daemon=True))
         for th in threads:
             th.start()
@@ -819,7 +879,7 @@ def main():
     print("chantra attack summary (one client IP: 127.0.0.1, loopback)")
     print("=" * 72)
     print(f"binary:          {binary}")
-    print(f"mode:            {'QUICK (tiny sizes) ' if q else ''}rate limit {'OFF (RATE_LIMIT_PER_SECOND=0)' if args.rate_limit_off else 'default (20/s, burst 100, paced setup)'}")
+    print(f"mode:            {'QUICK (tiny sizes) ' if q else ''}{'ONLY attacks ' + args.only + ', ' if args.only != 'bcde' else ''}rate limit {'OFF (RATE_LIMIT_PER_SECOND=0)' if args.rate_limit_off else 'default (20/s, burst 100, paced setup)'}")
     if env_extra:
         print(f"server env:      {env_extra}")
     print(f"setup:           {published} x {cfg.message_bytes} B messages (octet-stream, random), "
@@ -831,6 +891,10 @@ def main():
           f"VmHWM at end {mb(final_hwm)}, RSS 3 s after {mb(end_mem[0]) if end_mem else '?'}")
     print(f"                 peak attack RSS - start RSS = {mb(peak_rss_attack - start_mem[0])}; "
           f"{len(sampler.samples)} samples at 100 ms")
+    tcp_start = next((b for t, b in sampler.tcp_mem if t >= t_attack), 0)
+    tcp_peak = max((b for t, b in sampler.tcp_mem if t_attack <= t <= t_end), default=0)
+    print(f"kernel TCP:      socket buffer memory (system-wide, NOT in RSS) {mb(tcp_start)} at start, "
+          f"peak {mb(tcp_peak)} during the attack")
     # A coarse timeline: max RSS per 5 s of the attack.
     buckets = collections.OrderedDict()
     for s in attack:

@@ -34,12 +34,16 @@ start_chantra() {
   mkdir -p "$WORK/server"
   log "starting $BIN serve --role all (rest :$rest, channels :$channels, mcp :$mcp, landing :$landing)"
   # A clean environment: nothing from the caller (DATABASE_URL, S3_*, ...) leaks in.
+  # Every test client comes from 127.0.0.1: the per-client rate limit is off, and
+  # the per-client MCP session cap (20) is raised because the conformance suite
+  # opens a session per scenario and never closes them (the caps have their own
+  # tests in tests/api/mcp.rs and tests/faults/mcp_sessions.rs).
   (cd "$WORK/server" && exec env -i PATH="$PATH" HOME="$HOME" RUST_LOG="${RUST_LOG:-info}" \
     REST_ADDR="127.0.0.1:$rest" CHANNELS_ADDR="127.0.0.1:$channels" \
     MCP_ADDR="127.0.0.1:$mcp" LANDING_ADDR="127.0.0.1:$landing" \
     LANDING_REST_URL="$REST_URL" CHANNEL_BASE_URL="$CHANNELS_URL" MCP_PUBLIC_URL="$MCP_URL" \
     DATABASE_URL="sqlite://$WORK/server/data/chantra.db?mode=rwc" DATA_DIR="$WORK/server/data" \
-    RATE_LIMIT_PER_SECOND=0 \
+    RATE_LIMIT_PER_SECOND=0 MCP_MAX_SESSIONS_PER_IP=1000 \
     "$BIN" serve --role all) >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   local deadline=$((SECONDS + 60)) url
