@@ -25,9 +25,13 @@ Phases:
          (d) 5,000 MCP initialize calls, 16 at a time;
          (e) 16 concurrent GET /v1/channels/<private id> (publish token),
              repeated for 20 s.
-The server's VmRSS / VmHWM (from /proc/<pid>/status) is sampled every 100 ms.
+The server's VmRSS / VmHWM (from /proc/<pid>/status) is sampled every 100 ms,
+and so is the kernel's TCP buffer memory (/proc/net/sockstat, system-wide):
+frames written to a slow reader's socket but not yet read sit there, outside
+the server's RSS.
 
 Usage: python3 scripts/attack.py [--bin target/debug/chantra] [--quick]
+           [--duration SECS] [--only bcde] [--rate-limit-off] [--keep]
 """
 
 import argparse
