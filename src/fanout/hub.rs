@@ -127,6 +127,15 @@ impl Hub {
         Subscription { receiver, _guard: FeedGuard { hub: self.clone(), channel } }
     }
 
+    /// Whether a message of `payload_size` bytes crosses the ring as its
+    /// frame; otherwise it travels as [`HubEvent::Stored`]. Producers ask
+    /// first, so a payload `send` would not keep is never loaded or encoded
+    /// (its base64 alone is already over the limit).
+    pub fn carries_frame(&self, payload_size: i64) -> bool {
+        let size = usize::try_from(payload_size).unwrap_or(usize::MAX);
+        size.div_ceil(3).saturating_mul(4) <= self.live_frame_max
+    }
+
     pub fn has_subscribers(&self, channel: Uuid) -> bool {
         self.lock().contains_key(&channel)
     }
@@ -212,5 +221,8 @@ mod tests {
         assert!(matches!(reader.receiver.recv().await, Ok(HubEvent::Stored { id, .. }) if id == large));
         assert_eq!(hub.active_channels(), vec![(channel, large)]);
         assert_eq!(hub.replay_memory().1, 1024);
+        // 6 payload bytes are 8 of base64: the most an 8-byte limit carries.
+        assert!(hub.carries_frame(6));
+        assert!(!hub.carries_frame(7));
     }
 }

@@ -15,7 +15,7 @@ use sea_orm::sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::{HubEvent, NOTIFY_CHANNEL, Notice, frame, stopping};
+use super::{HubEvent, NOTIFY_CHANNEL, Notice, stopping};
 use crate::domain::ChannelId;
 use crate::service::Service;
 use crate::supervisor::Job;
@@ -146,16 +146,7 @@ async fn load(service: Service, work: Work) -> Ready {
             let mut delay = Duration::from_millis(50);
             for attempt in 1..=LOAD_ATTEMPTS {
                 match service.message_for_broadcast(ChannelId::from_uuid(channel), message).await {
-                    Ok(Some(event)) => {
-                        return Ready::Event(
-                            channel,
-                            HubEvent::Message {
-                                id: message,
-                                expires_at: event.expires_at,
-                                frame: frame::message(&event),
-                            },
-                        );
-                    }
+                    Ok(Some(event)) => return Ready::Event(channel, event),
                     Ok(None) => return Ready::Nothing,
                     Err(err) => {
                         tracing::warn!(%channel, %message, attempt, error = %err, "cannot load a message for broadcast");
@@ -207,18 +198,19 @@ async fn resync_channel(service: &Service, channel: Uuid, last: Uuid) -> Result<
         hub.send(channel, HubEvent::Deleted);
         return Ok(());
     }
-    let mut after = Some(last);
+    // Row by row, like a replay: a page of rows holds no payloads, and each
+    // message is loaded only if the ring carries its frame.
+    let mut after = last;
     loop {
-        let page = service.messages_after(id, after, CATCH_UP_PAGE).await?;
-        for (row, event) in &page.events {
-            hub.send(
-                channel,
-                HubEvent::Message { id: row.id, expires_at: row.expires_at, frame: frame::message(event) },
-            );
+        let rows = service.replay_rows(id, after, CATCH_UP_PAGE).await?;
+        for row in &rows {
+            if let Some(event) = service.hub_event(row).await? {
+                hub.send(channel, event);
+            }
         }
-        match page.continues_after(CATCH_UP_PAGE) {
-            Some(last) => after = Some(last),
-            None => break,
+        match rows.last() {
+            Some(row) if rows.len() as u64 == CATCH_UP_PAGE => after = row.id,
+            _ => break,
         }
     }
     // The channel's existence was just checked here, once for all its readers.

@@ -190,10 +190,14 @@ async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pendin
 /// Delivers a committed message to local readers and answers its publisher.
 fn finish(fanout: &Fanout, pending: Pending, outcome: Result<message::Model, CommitError>) {
     if let Ok(row) = &outcome {
-        fanout.deliver_local(row.channel_id, || HubEvent::Message {
-            id: row.id,
-            expires_at: row.expires_at,
-            frame: frame::message(&message_event(row, &pending.payload)),
+        // A message too large for the live ring is not encoded: it travels as its id.
+        fanout.deliver_local(row.channel_id, || match fanout.hub().carries_frame(row.payload_size) {
+            true => HubEvent::Message {
+                id: row.id,
+                expires_at: row.expires_at,
+                frame: frame::message(&message_event(row, &pending.payload)),
+            },
+            false => HubEvent::Stored { id: row.id, expires_at: row.expires_at },
         });
     }
     let _ = pending.done.send(outcome);

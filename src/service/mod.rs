@@ -24,7 +24,7 @@ use crate::payload::PayloadStore;
 pub use commit::within_unless_committing;
 pub use grants::{GRANTS_IN_VIEW, MAX_GRANT_PAGE};
 pub use messages::{PublishInput, Published};
-pub use reads::{MAX_PAGE, Page, Reader, ReplayStart, message_event};
+pub use reads::{MAX_PAGE, Reader, ReplayStart, message_event};
 pub use sweeper::{SweepReport, SweepSettings};
 
 /// Settings the service layer needs from the configuration.

@@ -13,7 +13,7 @@ use super::{Service, visibility_of};
 use crate::db::{self, entity::message};
 use crate::domain::{ChannelId, GrantId, MessageId, ReadToken, Visibility};
 use crate::error::AppError;
-use crate::fanout::frame;
+use crate::fanout::{HubEvent, frame};
 use crate::payload::StoreError;
 
 /// Payloads fetched concurrently while building a page.
@@ -27,21 +27,6 @@ pub struct Reader {
     pub channel: ChannelId,
     pub grant: Option<GrantId>,
     pub grant_expires_at: Option<DateTime<Utc>>,
-}
-
-/// A page of messages: every row the query returned (by id), and the events
-/// of those whose payload could be loaded.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub rows: Vec<Uuid>,
-    pub events: Vec<(message::Model, MessageEvent)>,
-}
-
-impl Page {
-    /// Whether the query filled the page (so another may follow), and where it ended.
-    pub fn continues_after(&self, limit: u64) -> Option<Uuid> {
-        (self.rows.len() as u64 == limit).then(|| self.rows.last().copied()).flatten()
-    }
 }
 
 /// Where a resuming reader's replay starts, and the gap to announce first.
@@ -124,6 +109,8 @@ impl Service {
             let gap = frame::gap(&first.id.hyphenated().to_string(), &cursor_text);
             return Ok(ReplayStart { after: Uuid::from_u128(first.id.as_u128() - 1), gap: Some(gap) });
         }
+        // Read now, not when the reader was let in: the sweeper raises the
+        // mark before it deletes, so a purge in between is never missed.
         let row = db::channels::find(&self.db, channel).await?.ok_or(AppError::ChannelNotFound)?;
         let lost = row.purged_through.is_some_and(|through| through > cursor)
             || db::messages::expired_after(&self.db, channel, cursor, now).await?;
@@ -135,17 +122,6 @@ impl Service {
             None => frame::gap_to_nothing(&cursor_text),
         };
         Ok(ReplayStart { after: cursor, gap: Some(gap) })
-    }
-
-    /// Up to `limit` unexpired messages after `after`, with payloads, in id
-    /// order. A payload that vanished (purged meanwhile) drops its message
-    /// from `events` but not from `rows`, so callers page by rows and never
-    /// mistake a page with a hole for the last page; an unreachable store
-    /// fails the page so the caller retries it whole.
-    pub async fn messages_after(&self, channel: ChannelId, after: Option<Uuid>, limit: u64) -> Result<Page, AppError> {
-        let rows = db::messages::page_after(&self.db, channel, after, self.clock.now(), limit).await?;
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        Ok(Page { rows: ids, events: self.load_events(rows).await? })
     }
 
     /// The events of `rows` whose payloads can be loaded whole, in order.
@@ -210,13 +186,29 @@ impl Service {
         Ok(Some(frame::message_with_payload(&message_event(row, &[]), &payload)))
     }
 
-    /// One message, loaded for broadcast; `None` if it is gone, expired or not whole.
-    pub async fn message_for_broadcast(&self, channel: ChannelId, id: Uuid) -> Result<Option<MessageEvent>, AppError> {
+    /// One committed message as the hub carries it ([`Service::hub_event`]);
+    /// `None` if it is gone.
+    pub async fn message_for_broadcast(&self, channel: ChannelId, id: Uuid) -> Result<Option<HubEvent>, AppError> {
         let Some(row) = db::messages::find(&self.db, channel, id).await? else { return Ok(None) };
+        self.hub_event(&row).await
+    }
+
+    /// A committed message as the hub carries it: its encoded frame, or only
+    /// its id when it is too large for the live ring — then its payload is
+    /// not loaded here at all; each reader loads it within the replay memory
+    /// budget. `None` if it expired or its payload is gone or not whole.
+    pub async fn hub_event(&self, row: &message::Model) -> Result<Option<HubEvent>, AppError> {
         if row.expires_at <= self.clock.now() {
             return Ok(None);
         }
-        Ok(self.load_payload(&row).await?.map(|payload| message_event(&row, &payload)))
+        if !self.fanout.hub().carries_frame(row.payload_size) {
+            return Ok(Some(HubEvent::Stored { id: row.id, expires_at: row.expires_at }));
+        }
+        Ok(self.load_payload(row).await?.map(|payload| HubEvent::Message {
+            id: row.id,
+            expires_at: row.expires_at,
+            frame: frame::message(&message_event(row, &payload)),
+        }))
     }
 
     /// The newest message id of a channel, if any: where a live-only reader starts.
