@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use chantra::domain::{PublishToken, TokenHasher};
+use chantra_core::domain::{PublishToken, TokenHasher};
 
 const ROUNDS: usize = 5;
 const HASHES_PER_ROUND: usize = 2_000;

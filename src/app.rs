@@ -14,15 +14,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::Role;
-use crate::clock::Clock;
-use crate::config::{Config, DatabaseKind};
-use crate::domain::TokenHasher;
-use crate::fanout::{self, Fanout, Hub};
+use crate::config::Config;
+use crate::http;
 use crate::http::channels::StreamSlots;
-use crate::service::{Service, ServiceSettings};
 use crate::state::AppState;
-use crate::supervisor::{Job, Tasks};
-use crate::{db, http, payload};
+use chantra_core::clock::Clock;
+use chantra_core::db::DatabaseKind;
+use chantra_core::domain::TokenHasher;
+use chantra_core::fanout::{Fanout, Hub};
+use chantra_core::service::{Service, ServiceSettings};
+use chantra_core::supervisor::{Job, Tasks};
+use chantra_core::{db, payload};
 
 pub struct Application {
     state: AppState,
@@ -36,6 +38,8 @@ impl Application {
     }
 
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        // Before anything records: chantra-core's counters bind to the recorder present then.
+        crate::metrics::install();
         let db = db::connect(&config.database).await?;
         db::prepare_schema(&db, config.auto_migrate).await?;
         let store = payload::open(&config.storage).await?;
@@ -80,7 +84,9 @@ impl Application {
         let tasks = Tasks::new();
         if config.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
             let (service, stopping) = (service.clone(), shutdown.clone());
-            tasks.supervise(shutdown.clone(), move || fanout::pg::jobs(service.clone(), stopping.clone()));
+            tasks.supervise(shutdown.clone(), move || {
+                chantra_core::service::listener::jobs(service.clone(), stopping.clone())
+            });
         }
         if let Some(settings) = config.sweeper.clone() {
             let (service, stopping) = (service.clone(), shutdown.clone());

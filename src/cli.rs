@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::domain::{DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES};
+use chantra_core::domain::{DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES};
 
 /// Default bind address of each role (the seed's ports).
 pub const DEFAULT_REST_ADDR: &str = "0.0.0.0:8081";

@@ -7,8 +7,8 @@ use crate::app::{Application, shutdown_signal};
 use std::net::SocketAddr;
 
 use crate::cli::{Command, HealthcheckArgs, MigrateAction, MigrateArgs, Role, ServeArgs, SweepArgs};
-use crate::config::{Config, DatabaseConfig};
-use crate::db;
+use crate::config::Config;
+use chantra_core::db;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -66,7 +66,7 @@ async fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
     serve.roles = vec![];
     serve.no_sweeper = true;
     let config = Config::from_args_without_roles(&serve)?;
-    let settings = crate::config::sweep_settings(&serve);
+    let settings = crate::config::sweep_settings(&serve)?;
     let app = Application::build(config).await?;
     let service = app.service().clone();
     if args.once {
@@ -84,7 +84,7 @@ async fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: &MigrateArgs) -> anyhow::Result<()> {
-    let config = DatabaseConfig::from_args(&args.database)?;
+    let config = crate::config::database_config(&args.database)?;
     let db = db::connect(&config).await?;
     match args.action {
         MigrateAction::Up => {

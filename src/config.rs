@@ -5,11 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rand::RngCore as _;
+
+use chantra_core::db::{DatabaseConfig, DatabaseKind};
+use chantra_core::domain::Secret;
+use chantra_core::payload::{S3Config, StorageConfig};
 
 use crate::cli::{DatabaseArgs, Role, ServeArgs, StorageArgs};
 
@@ -49,7 +53,7 @@ pub struct Config {
     /// Public base URL of the rest role, as the landing pages show it.
     pub landing_rest_url: String,
     /// `None` when this process runs no sweeper.
-    pub sweeper: Option<crate::service::SweepSettings>,
+    pub sweeper: Option<chantra_core::service::SweepSettings>,
     pub s3_expiry_days: u32,
     /// `None` allows every origin.
     pub cors_allowed_origins: Option<Vec<String>>,
@@ -128,120 +132,49 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    pub url: String,
-    pub acquire_timeout: Duration,
-    pub max_connections: u32,
-}
-
-impl DatabaseConfig {
-    pub fn from_args(args: &DatabaseArgs) -> anyhow::Result<Self> {
-        let url = args.database_url.trim().to_owned();
-        let kind = DatabaseKind::of(&url)?;
-        if kind == DatabaseKind::Sqlite {
-            ensure_sqlite_dir(&url)?;
-        }
-        if args.db_acquire_timeout_secs == 0 {
-            bail!("DB_ACQUIRE_TIMEOUT_SECS must be at least 1");
-        }
-        if args.db_max_connections == 0 {
-            bail!("DB_MAX_CONNECTIONS must be at least 1");
-        }
-        Ok(Self {
-            url,
-            acquire_timeout: Duration::from_secs(args.db_acquire_timeout_secs),
-            max_connections: args.db_max_connections,
-        })
+/// DATABASE_URL and DB_* as the database layer takes them.
+pub fn database_config(args: &DatabaseArgs) -> anyhow::Result<DatabaseConfig> {
+    let url = args.database_url.trim().to_owned();
+    let kind = DatabaseKind::of(&url)?;
+    if kind == DatabaseKind::Sqlite {
+        ensure_sqlite_dir(&url)?;
     }
+    Ok(DatabaseConfig {
+        url,
+        acquire_timeout: Duration::from_secs(at_least_one("DB_ACQUIRE_TIMEOUT_SECS", args.db_acquire_timeout_secs)?),
+        max_connections: at_least_one("DB_MAX_CONNECTIONS", args.db_max_connections)?,
+    })
+}
 
-    pub fn kind(&self) -> DatabaseKind {
-        // Checked in from_args; the url cannot change afterwards.
-        DatabaseKind::of(&self.url).unwrap_or(DatabaseKind::Sqlite)
+/// DATA_DIR and S3_* as the payload layer takes them.
+pub fn storage_config(args: &StorageArgs) -> anyhow::Result<StorageConfig> {
+    let Some(endpoint) = args.s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) else {
+        return Ok(StorageConfig::Filesystem { root: args.data_dir.join("payloads") });
+    };
+    let parsed =
+        url::Url::parse(endpoint).map_err(|e| anyhow::anyhow!("S3_ENDPOINT is not a valid URL ({e}): {endpoint}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("S3_ENDPOINT must be an http:// or https:// URL (got `{endpoint}`)");
     }
-
-    /// The URL with any password replaced, safe for logs and error messages.
-    pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
+    let access_key = args.s3_access_key.clone().filter(|k| !k.is_empty());
+    let secret_key = args.s3_secret_key.clone().filter(|k| !k.is_empty());
+    let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
+        bail!("S3_ACCESS_KEY and S3_SECRET_KEY are required when S3_ENDPOINT is set");
+    };
+    if !valid_bucket_name(&args.s3_bucket) {
+        bail!(
+            "S3_BUCKET `{}` is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)",
+            args.s3_bucket
+        );
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatabaseKind {
-    Sqlite,
-    Postgres,
-}
-
-impl DatabaseKind {
-    fn of(url: &str) -> anyhow::Result<Self> {
-        if url.starts_with("sqlite:") {
-            Ok(DatabaseKind::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url::Url::parse(url)
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid URL ({e}): {}", redact_url(url)))?;
-            Ok(DatabaseKind::Postgres)
-        } else {
-            bail!("DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)", redact_url(url))
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum StorageConfig {
-    Filesystem { root: PathBuf },
-    S3(S3Config),
-}
-
-#[derive(Clone)]
-pub struct S3Config {
-    pub endpoint: String,
-    pub bucket: String,
-    pub region: String,
-    pub access_key: String,
-    pub secret_key: String,
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Config")
-            .field("endpoint", &self.endpoint)
-            .field("bucket", &self.bucket)
-            .field("region", &self.region)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StorageConfig {
-    pub fn from_args(args: &StorageArgs) -> anyhow::Result<Self> {
-        let Some(endpoint) = args.s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) else {
-            return Ok(StorageConfig::Filesystem { root: args.data_dir.join("payloads") });
-        };
-        let parsed = url::Url::parse(endpoint)
-            .map_err(|e| anyhow::anyhow!("S3_ENDPOINT is not a valid URL ({e}): {endpoint}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            bail!("S3_ENDPOINT must be an http:// or https:// URL (got `{endpoint}`)");
-        }
-        let access_key = args.s3_access_key.clone().filter(|k| !k.is_empty());
-        let secret_key = args.s3_secret_key.clone().filter(|k| !k.is_empty());
-        let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
-            bail!("S3_ACCESS_KEY and S3_SECRET_KEY are required when S3_ENDPOINT is set");
-        };
-        if !valid_bucket_name(&args.s3_bucket) {
-            bail!(
-                "S3_BUCKET `{}` is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)",
-                args.s3_bucket
-            );
-        }
-        Ok(StorageConfig::S3(S3Config {
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
-            bucket: args.s3_bucket.clone(),
-            region: args.s3_region.clone(),
-            access_key,
-            secret_key,
-            timeout: Duration::from_secs(args.s3_timeout_secs.max(1)),
-        }))
-    }
+    Ok(StorageConfig::S3(S3Config {
+        endpoint: endpoint.trim_end_matches('/').to_owned(),
+        bucket: args.s3_bucket.clone(),
+        region: args.s3_region.clone(),
+        access_key,
+        secret_key: Secret::new(secret_key),
+        timeout: Duration::from_secs(at_least_one("S3_TIMEOUT_SECS", args.s3_timeout_secs)?),
+    }))
 }
 
 impl Config {
@@ -255,8 +188,8 @@ impl Config {
     }
 
     fn build(args: &ServeArgs, need_roles: bool) -> anyhow::Result<Self> {
-        let database = DatabaseConfig::from_args(&args.database)?;
-        let storage = StorageConfig::from_args(&args.storage)?;
+        let database = database_config(&args.database)?;
+        let storage = storage_config(&args.storage)?;
         let roles = Role::expand(&args.roles);
         if need_roles && roles.is_empty() {
             bail!("--role (CHANTRA_ROLES) names no role; use rest, mcp, channels, landing or all");
@@ -311,10 +244,13 @@ impl Config {
             channel_idle: chrono::Duration::days(i64::from(args.channel_idle_days)),
             rate_limit,
             trusted_proxies: trusted_proxies(&args.trusted_proxies)?,
-            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(at_least_one("REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?),
             connection: crate::http::serve::ConnectionLimits {
-                header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
-                write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
+                header_read_timeout: Duration::from_secs(at_least_one(
+                    "HEADER_READ_TIMEOUT_SECS",
+                    args.header_read_timeout_secs,
+                )?),
+                write_timeout: Duration::from_secs(at_least_one("WRITE_TIMEOUT_SECS", args.write_timeout_secs)?),
             },
             metrics: args.metrics_enabled,
             internal_api_token: args.internal_api_token.clone().filter(|t| !t.is_empty()),
@@ -333,8 +269,8 @@ impl Config {
             cors_allowed_origins,
             mcp: McpConfig::from_args(args)?,
             landing_rest_url: public_url("LANDING_REST_URL", &args.landing_rest_url)?,
-            sweeper: (!args.no_sweeper).then(|| sweep_settings(args)),
-            s3_expiry_days: args.s3_expiry_days.max(1),
+            sweeper: if args.no_sweeper { None } else { Some(sweep_settings(args)?) },
+            s3_expiry_days: at_least_one("S3_EXPIRY_DAYS", args.s3_expiry_days)?,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         })
     }
@@ -363,12 +299,23 @@ fn public_url(setting: &str, value: &str) -> anyhow::Result<String> {
     Ok(value.to_owned())
 }
 
-pub fn sweep_settings(args: &ServeArgs) -> crate::service::SweepSettings {
-    crate::service::SweepSettings {
-        interval: Duration::from_secs(args.sweep_interval_secs.max(1)),
-        batch: args.sweep_batch.max(1),
+pub fn sweep_settings(args: &ServeArgs) -> anyhow::Result<chantra_core::service::SweepSettings> {
+    Ok(chantra_core::service::SweepSettings {
+        interval: Duration::from_secs(at_least_one("SWEEP_INTERVAL_SECS", args.sweep_interval_secs)?),
+        batch: at_least_one("SWEEP_BATCH", args.sweep_batch)?,
         orphan_grace: chrono::Duration::seconds(args.orphan_grace_secs as i64),
+    })
+}
+
+/// The one rule for count, size and duration settings where zero would
+/// mean nothing works (a 0 s timeout, a 0-byte budget): zero is refused at
+/// startup with the setting's name, never silently raised. Settings where
+/// 0 has a meaning say so in their --help (RATE_LIMIT_PER_SECOND=0: off).
+fn at_least_one<T: PartialEq + Default>(setting: &str, value: T) -> anyhow::Result<T> {
+    if value == T::default() {
+        bail!("{setting} must be at least 1");
     }
+    Ok(value)
 }
 
 /// `*` (or nothing) allows any origin; otherwise each entry must be an origin URL.
@@ -472,16 +419,6 @@ fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
 fn valid_bucket_name(name: &str) -> bool {
     (3..=63).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
@@ -491,12 +428,6 @@ fn valid_bucket_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:hunter2@db/x"), "postgres://u:***@db/x");
-        assert_eq!(redact_url("sqlite://./data/c.db"), "sqlite://./data/c.db");
-    }
 
     #[test]
     fn rejects_unknown_database_schemes() {

@@ -23,9 +23,8 @@
 //! | `chantra_store_call_duration_seconds` | histogram | op, outcome |
 //! | `chantra_task_failures_total` | counter | task |
 
-use std::sync::{LazyLock, OnceLock};
+use std::sync::OnceLock;
 
-use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Histogram buckets, in seconds: 100 µs to 10 s.
@@ -33,7 +32,10 @@ const BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-fn install() -> &'static PrometheusHandle {
+/// Installs the Prometheus recorder (once per process). Called first thing
+/// when the app is built: chantra-core's counters bind to whatever recorder
+/// is installed when they are first touched.
+pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder =
             PrometheusBuilder::new().set_buckets(BUCKETS).expect("the bucket list is not empty").build_recorder();
@@ -51,66 +53,11 @@ pub fn render() -> String {
     install().render()
 }
 
-/// Handles for the counters and gauges touched per event.
-pub struct Metrics {
-    pub publishes: Counter,
-    pub deliveries: Counter,
-    pub streams_active: Gauge,
-    pub streams_opened: Counter,
-    pub replay_pages: Counter,
-    pub lag_catch_ups: Counter,
-    pub lag_disconnects: Counter,
-    /// Streams ended (to resume later) because the replay memory budget had no room.
-    pub replay_memory_ends: Counter,
-    /// Streams cut for reading slower than SSE_MIN_READ_RATE.
-    pub slow_reader_disconnects: Counter,
-    pub rate_limited: Counter,
-}
-
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    install();
-    Metrics {
-        publishes: metrics::counter!("chantra_publishes_total"),
-        deliveries: metrics::counter!("chantra_deliveries_total"),
-        streams_active: metrics::gauge!("chantra_streams_active"),
-        streams_opened: metrics::counter!("chantra_streams_opened_total"),
-        replay_pages: metrics::counter!("chantra_replay_pages_total"),
-        lag_catch_ups: metrics::counter!("chantra_lag_catch_ups_total"),
-        lag_disconnects: metrics::counter!("chantra_lag_disconnects_total"),
-        replay_memory_ends: metrics::counter!("chantra_replay_memory_ends_total"),
-        slow_reader_disconnects: metrics::counter!("chantra_slow_reader_disconnects_total"),
-        rate_limited: metrics::counter!("chantra_rate_limited_total"),
-    }
-});
-
-pub fn get() -> &'static Metrics {
-    &METRICS
-}
+pub use chantra_core::metrics::{Metrics, get, record_task_failure};
 
 /// Records one HTTP request's time to its response head.
 pub fn record_request(role: &'static str, status: u16, elapsed: std::time::Duration) {
     install();
     metrics::histogram!("chantra_http_request_duration_seconds", "role" => role, "status" => status.to_string())
         .record(elapsed.as_secs_f64());
-}
-
-/// Records one database statement.
-pub fn record_query(elapsed: std::time::Duration, failed: bool) {
-    install();
-    let outcome = if failed { "error" } else { "ok" };
-    metrics::histogram!("chantra_db_query_duration_seconds", "outcome" => outcome).record(elapsed.as_secs_f64());
-}
-
-/// Records one payload-store call.
-pub fn record_store_call(op: &'static str, ok: bool, elapsed: std::time::Duration) {
-    install();
-    let outcome = if ok { "ok" } else { "error" };
-    metrics::histogram!("chantra_store_call_duration_seconds", "op" => op, "outcome" => outcome)
-        .record(elapsed.as_secs_f64());
-}
-
-/// Records a background task that panicked or stopped (it is restarted).
-pub fn record_task_failure(task: &'static str) {
-    install();
-    metrics::counter!("chantra_task_failures_total", "task" => task).increment(1);
 }

@@ -7,8 +7,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::channels::StreamSlots;
-use crate::service::Service;
-use crate::supervisor::Tasks;
+use chantra_core::service::Service;
+use chantra_core::supervisor::Tasks;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -11,8 +11,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::domain::{ChannelId, GrantId, PublishToken};
-use crate::error::AppError;
+use crate::http::error::ApiError;
+use chantra_core::domain::{ChannelId, GrantId, PublishToken};
+use chantra_core::error::AppError;
 
 /// Largest JSON body of the small management endpoints (create, grants).
 pub const JSON_BODY_LIMIT: usize = 16 * 1024;
@@ -45,18 +46,18 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ChannelPath {
-    type Rejection = AppError;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = path_params(parts, state).await?;
         Ok(ChannelPath(ChannelId::parse(param(&params, "channel_id")?)?))
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for GrantPath {
-    type Rejection = AppError;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = path_params(parts, state).await?;
         let channel = ChannelId::parse(param(&params, "channel_id")?)?;
         let grant = GrantId::parse(param(&params, "grant_id")?)?;
@@ -69,9 +70,9 @@ impl<S: Send + Sync> FromRequestParts<S> for GrantPath {
 pub struct PublishAuth(pub PublishToken);
 
 impl<S: Send + Sync> FromRequestParts<S> for PublishAuth {
-    type Rejection = AppError;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let raw = token_from_headers(&parts.headers, PUBLISH_TOKEN_HEADER)?
             .ok_or(AppError::MissingToken("X-Publish-Token"))?;
         Ok(PublishAuth(PublishToken::parse(raw)?))
@@ -106,9 +107,9 @@ where
     S: Send + Sync,
     T: DeserializeOwned + Default,
 {
-    type Rejection = AppError;
+    type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let declared = req.headers().get(header::CONTENT_TYPE).cloned();
         // A Content-Length over the limit is refused at once, not after the
         // client has been waited for until the request timeout.
@@ -116,7 +117,7 @@ where
         if let Some(length) = length.filter(|n| *n > JSON_BODY_LIMIT as u64) {
             let (parts, body) = req.into_parts();
             drain_refused_body(&parts.headers, length, body).await;
-            return Err(AppError::PayloadTooLarge { limit: JSON_BODY_LIMIT });
+            return Err(AppError::PayloadTooLarge { limit: JSON_BODY_LIMIT }.into());
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -132,11 +133,14 @@ where
         if let Some(declared) = declared
             && !is_json(declared.to_str().unwrap_or_default())
         {
-            return Err(AppError::UnsupportedMediaType("send the body as application/json".into()));
+            return Err(AppError::UnsupportedMediaType("send the body as application/json".into()).into());
         }
         require_object(&bytes)?;
         serde_json::from_slice(&bytes).map(OptionalJson).map_err(|e| {
-            AppError::bad_request("invalid_json", format!("the body is not valid JSON for this endpoint: {e}"))
+            ApiError(AppError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON for this endpoint: {e}"),
+            ))
         })
     }
 }

@@ -3,6 +3,7 @@
 //! limiting, JSON 404/405 — and `/healthz` + `/readyz`.
 
 pub mod channels;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod landing;
@@ -14,13 +15,12 @@ pub mod stream_conn;
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::IntoResponse as _;
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 
 use crate::cli::Role;
-use crate::error::AppError;
 use crate::state::AppState;
+use chantra_core::error::AppError;
 
 /// The longest request URI (path + query) answered; 414 `uri_too_long` above.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -36,24 +36,25 @@ pub fn router(role: Role, state: AppState) -> Router {
     let mut role_routes = role_routes.route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
     // The landing role answers unknown paths with its own HTML page; the APIs with JSON.
     if role != Role::Landing {
-        role_routes = role_routes.fallback(|| async { AppError::RouteNotFound });
+        role_routes = role_routes.fallback(|| async { crate::http::error::ApiError(AppError::RouteNotFound) });
     }
-    let mut router =
-        role_routes.method_not_allowed_fallback(|| async { AppError::MethodNotAllowed }).with_state(state.clone());
+    let mut router = role_routes
+        .method_not_allowed_fallback(|| async { crate::http::error::ApiError(AppError::MethodNotAllowed) })
+        .with_state(state.clone());
     let timeout = state.config.request_timeout;
     router = router.layer(middleware::from_fn(move |req: Request, next: Next| async move {
         // Bounds the time to the response head; a stream's body may then run
         // on. A publish already handed to the writer waits for its commit
         // instead: a 503 must mean that nothing was stored.
-        match crate::service::within_unless_committing(timeout, next.run(req)).await {
+        match chantra_core::service::within_unless_committing(timeout, next.run(req)).await {
             Some(response) => response,
-            None => AppError::Timeout.into_response(),
+            None => crate::http::error::respond(AppError::Timeout),
         }
     }));
     router = router.layer(middleware::from_fn(|req: Request, next: Next| async move {
         // Checked before anything parses the URI further (the head itself is capped by serve.rs).
         if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI_BYTES {
-            return AppError::UriTooLong { limit: MAX_URI_BYTES }.into_response();
+            return crate::http::error::respond(AppError::UriTooLong { limit: MAX_URI_BYTES });
         }
         next.run(req).await
     }));

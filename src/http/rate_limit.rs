@@ -20,7 +20,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, Response};
-use axum::response::IntoResponse as _;
 use governor::middleware::NoOpMiddleware;
 use ipnet::IpNet;
 use tower_governor::GovernorLayer;
@@ -29,7 +28,7 @@ use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
 use crate::config::RateLimit;
-use crate::error::AppError;
+use chantra_core::error::AppError;
 
 /// Keys requests by client IP, honouring trusted proxies.
 #[derive(Debug, Clone)]
@@ -126,10 +125,10 @@ pub fn layer(limit: RateLimit, trusted: &[IpNet]) -> Limiter {
         match err {
             GovernorError::TooManyRequests { wait_time, .. } => {
                 crate::metrics::get().rate_limited.increment(1);
-                AppError::RateLimited { retry_after_secs: wait_time }.into_response()
+                crate::http::error::respond(AppError::RateLimited { retry_after_secs: wait_time })
             }
-            GovernorError::UnableToExtractKey => AppError::Internal.into_response(),
-            GovernorError::Other { .. } => AppError::Internal.into_response(),
+            GovernorError::UnableToExtractKey => crate::http::error::respond(AppError::Internal),
+            GovernorError::Other { .. } => crate::http::error::respond(AppError::Internal),
         }
     })
 }

@@ -7,7 +7,7 @@ use rmcp::ErrorData;
 use rmcp::handler::server::tool::IntoCallToolResult;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
 
-use crate::error::AppError;
+use chantra_core::error::AppError;
 
 pub struct ToolFailure(pub AppError);
 
@@ -20,7 +20,7 @@ impl From<AppError> for ToolFailure {
 impl IntoCallToolResult for ToolFailure {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
         let err = self.0;
-        if err.status().is_server_error() && !matches!(err.status().as_u16(), 503) {
+        if err.status() >= 500 && err.status() != 503 {
             return Err(ErrorData::internal_error("internal error", None));
         }
         let body = serde_json::json!({ "error": { "code": err.code(), "message": err.to_string() } });
@@ -38,4 +38,8 @@ macro_rules! via_app_error {
     };
 }
 
-via_app_error!(crate::domain::ValidationError, crate::domain::ParseIdError, crate::domain::TokenError);
+via_app_error!(
+    chantra_core::domain::ValidationError,
+    chantra_core::domain::ParseIdError,
+    chantra_core::domain::TokenError
+);

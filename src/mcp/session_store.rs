@@ -6,8 +6,8 @@ use std::sync::Arc;
 use rmcp::transport::streamable_http_server::session::{SessionState, SessionStore, SessionStoreError};
 use sea_orm::DatabaseConnection;
 
-use crate::clock::Clock;
-use crate::db;
+use chantra_core::clock::Clock;
+use chantra_core::db;
 
 pub struct DbSessionStore {
     db: DatabaseConnection,

@@ -23,15 +23,15 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use futures::Stream;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, LocalSessionManagerError};
 use rmcp::transport::streamable_http_server::session::{EventStore, RestoreOutcome, ServerSseMessage, SessionId};
 
-use crate::error::AppError;
 use crate::http::rate_limit::ClientIpKey;
+use chantra_core::error::AppError;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -168,7 +168,7 @@ pub async fn limit_sessions(State(guard): State<SessionGuard>, request: Request,
         Ok(reservation) => reservation,
         Err(err) => {
             tracing::debug!(%ip, code = err.code(), "MCP session refused");
-            return err.into_response();
+            return crate::http::error::respond(err);
         }
     };
     let response = next.run(request).await;

@@ -10,10 +10,10 @@
 
 use std::time::Duration;
 
-use crate::domain::{ChannelId, MessageId, ReadToken};
-use crate::error::AppError;
-use crate::service::Service;
-use crate::service::views::MessagePage;
+use chantra_core::domain::{ChannelId, MessageId, ReadToken};
+use chantra_core::error::AppError;
+use chantra_core::service::Service;
+use chantra_core::service::views::MessagePage;
 
 /// Room per message for everything but its payload (ids, content type,
 /// timestamps, JSON punctuation) in an internal API page.
@@ -28,7 +28,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// large), in base64, plus each message's envelope.
 pub fn max_remote_page_bytes(page_max_bytes: usize, max_payload_bytes: usize) -> usize {
     page_max_bytes.saturating_add(max_payload_bytes).div_ceil(3).saturating_mul(4)
-        + crate::service::MAX_PAGE as usize * ENVELOPE_PER_MESSAGE
+        + chantra_core::service::MAX_PAGE as usize * ENVELOPE_PER_MESSAGE
         + PAGE_SLACK
 }
 

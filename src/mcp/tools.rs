@@ -14,12 +14,12 @@ use super::params::{
     ReadResult, RevokeGrantParams,
 };
 use super::source::{MessageSource, RemoteMessage, RemotePage};
-use crate::domain::{
+use chantra_core::domain::{
     ChannelId, ContentType, GrantId, IdempotencyKey, Label, MessageId, PublishToken, ReadToken, Ttl, decode_base64,
 };
-use crate::error::AppError;
-use crate::service::views::{ChannelView, CreatedChannel, CreatedGrant, GrantView, PublishedMessage};
-use crate::service::{PublishInput, Service};
+use chantra_core::error::AppError;
+use chantra_core::service::views::{ChannelView, CreatedChannel, CreatedGrant, GrantView, PublishedMessage};
+use chantra_core::service::{PublishInput, Service};
 
 const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 const DEFAULT_LIMIT: u64 = 50;
@@ -201,7 +201,7 @@ impl ChantraMcp {
             .map(|a| MessageId::parse(a).map_err(|e| AppError::InvalidCursor(format!("after: {e}"))))
             .transpose()?;
         let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=crate::service::MAX_PAGE).contains(&limit) {
+        if !(1..=chantra_core::service::MAX_PAGE).contains(&limit) {
             return Err(AppError::bad_request("invalid_limit", "limit must be from 1 to 500").into());
         }
         let page = self.source.read(&self.service, id, token.as_ref(), after, limit).await?;

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chantra::app::Application;
 use chantra::cli::{Cli, Command, Role};
-use chantra::clock::Clock;
 use chantra::config::Config;
-use chantra::service::Service;
+use chantra_core::clock::Clock;
+use chantra_core::service::Service;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -83,7 +83,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub service: Service,
     /// The app's supervised background tasks.
-    pub tasks: chantra::supervisor::Tasks,
+    pub tasks: chantra_core::supervisor::Tasks,
     pub clock: Clock,
     pub addrs: Vec<(Role, SocketAddr)>,
     pub data_dir: tempfile::TempDir,
@@ -131,7 +131,7 @@ impl TestApp {
     pub async fn object_key(&self, message_id: &str) -> String {
         use sea_orm::EntityTrait as _;
         let id: uuid::Uuid = message_id.parse().unwrap();
-        let row = chantra::db::entity::message::Entity::find_by_id(id).one(self.service.db()).await.unwrap();
+        let row = chantra_core::db::entity::message::Entity::find_by_id(id).one(self.service.db()).await.unwrap();
         row.expect("the message row exists").payload_object_key
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chantra::cli::Role;
-use chantra::payload::StoreError;
-use chantra::service::{SweepReport, SweepSettings};
+use chantra_core::payload::StoreError;
+use chantra_core::service::{SweepReport, SweepSettings};
 use sea_orm::{EntityTrait as _, PaginatorTrait as _};
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ async fn app(backend: Backend) -> TestApp {
 }
 
 async fn message_rows(app: &TestApp) -> u64 {
-    chantra::db::entity::message::Entity::find().count(app.service.db()).await.unwrap()
+    chantra_core::db::entity::message::Entity::find().count(app.service.db()).await.unwrap()
 }
 
 async fn expiry_purges_rows_and_objects(backend: Backend) {
@@ -90,7 +90,7 @@ async fn idle_channels_are_deleted(backend: Backend) {
     assert_eq!(app.get_channel(&quiet).await.status(), 404);
     assert_eq!(app.get_channel(&active).await.status(), 200);
     assert!(matches!(app.service.store().get(&key).await, Err(StoreError::NotFound)));
-    let grants = chantra::db::entity::read_grant::Entity::find().count(app.service.db()).await.unwrap();
+    let grants = chantra_core::db::entity::read_grant::Entity::find().count(app.service.db()).await.unwrap();
     assert_eq!(grants, 0, "the grant went with its channel");
     let last = stream.next(Duration::from_secs(5)).await.expect("the live stream is told");
     assert_eq!(last.event, "deleted");

@@ -166,7 +166,7 @@ async fn mcp_requests_over_the_limit_are_refused() {
         })
         .to_string()
     };
-    let limit = chantra::mcp::max_request_bytes(chantra::domain::DEFAULT_MAX_PAYLOAD_BYTES);
+    let limit = chantra::mcp::max_request_bytes(chantra_core::domain::DEFAULT_MAX_PAYLOAD_BYTES);
     for size in [limit + 1, 8 * 1024 * 1024] {
         let body = call(size);
         let head = format!(

@@ -12,7 +12,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chantra::domain::{PublishToken, ReadToken, TokenHasher};
+use chantra_core::domain::{PublishToken, ReadToken, TokenHasher};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 

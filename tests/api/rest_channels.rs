@@ -195,11 +195,11 @@ async fn delete_removes_everything(backend: Backend) {
     assert_eq!(app.get_channel(&channel).await.status(), 404);
     assert_eq!(app.publish_text(&channel, "again").await.status(), 404);
     assert!(
-        matches!(app.service.store().get(&key).await, Err(chantra::payload::StoreError::NotFound)),
+        matches!(app.service.store().get(&key).await, Err(chantra_core::payload::StoreError::NotFound)),
         "the payload object is gone"
     );
     use sea_orm::{EntityTrait as _, PaginatorTrait as _};
-    let grants = chantra::db::entity::read_grant::Entity::find().count(app.service.db()).await.unwrap();
-    let messages = chantra::db::entity::message::Entity::find().count(app.service.db()).await.unwrap();
+    let grants = chantra_core::db::entity::read_grant::Entity::find().count(app.service.db()).await.unwrap();
+    let messages = chantra_core::db::entity::message::Entity::find().count(app.service.db()).await.unwrap();
     assert_eq!((grants, messages), (0, 0), "grants and messages went with the channel");
 }

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use chantra::cli::Role;
-use chantra::domain::{ChannelId, ReadToken};
+use chantra_core::domain::{ChannelId, ReadToken};
 
 use crate::helpers::{Backend, Options, TestApp, redact, spawn_app, spawn_app_with};
 use crate::on_both_backends;
@@ -132,8 +132,8 @@ async fn grant_errors(backend: Backend) {
     insta::assert_json_snapshot!("grant_errors", bodies);
 }
 
-fn sweep_settings() -> chantra::service::SweepSettings {
-    chantra::service::SweepSettings {
+fn sweep_settings() -> chantra_core::service::SweepSettings {
+    chantra_core::service::SweepSettings {
         interval: std::time::Duration::from_secs(60),
         batch: 2,
         orphan_grace: chrono::Duration::hours(1),

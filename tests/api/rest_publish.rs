@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chantra::cli::Role;
-use chantra::payload::StoreError;
+use chantra_core::payload::StoreError;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, FaultProxy, Options, redact, s3_env, spawn_app, spawn_app_with};

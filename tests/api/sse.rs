@@ -166,7 +166,7 @@ async fn expired_messages_are_never_delivered(backend: Backend) {
     let channel = app.create_channel("public").await;
     let url = app.rest(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap()));
     let token = channel["publish_token"].as_str().unwrap();
-    let cursor = chantra::domain::MessageId::new().to_string();
+    let cursor = chantra_core::domain::MessageId::new().to_string();
     let short =
         app.client.post(format!("{url}?ttl=60")).header("x-publish-token", token).body("short").send().await.unwrap();
     assert_eq!(short.status(), 201);
@@ -513,7 +513,7 @@ async fn future_cursors_and_stray_tokens_do_not_block_live_messages(backend: Bac
     let app = app_with(backend, &[]).await;
     let channel = app.create_channel("public").await;
     let in_an_hour = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap() + 3_600_000;
-    let future = uuid::Uuid::from_u128(chantra::domain::MessageId::floor_at(in_an_hour).as_u128() | (0x7 << 76));
+    let future = uuid::Uuid::from_u128(chantra_core::domain::MessageId::floor_at(in_an_hour).as_u128() | (0x7 << 76));
     let mut ahead = sse_client::connect(
         app.client
             .get(stream_url(&app, &channel))
@@ -586,7 +586,7 @@ async fn gap_when_a_middle_message_expired(backend: Backend) {
         assert_eq!(events[0].json()["requested_after"], m1.as_str());
         assert_eq!(events[0].json()["oldest_available_id"], m3.as_str());
         assert_eq!(ids(&events[1..]), [m3.as_str()]);
-        let settings = chantra::service::SweepSettings {
+        let settings = chantra_core::service::SweepSettings {
             interval: Duration::from_secs(60),
             batch: 10,
             orphan_grace: chrono::Duration::hours(1),

@@ -435,7 +435,8 @@ impl Cluster {
     /// Warnings, errors and fan-out events of every process (visible with --no-capture).
     fn print_warnings(&self) {
         for process in &self.processes {
-            let notable = |l: &&str| l.contains("WARN") || l.contains("ERROR") || l.contains("chantra::fanout");
+            let notable =
+                |l: &&str| l.contains("WARN") || l.contains("ERROR") || l.contains("chantra_core::service::listener");
             for line in process.log().lines().filter(notable) {
                 eprintln!("[{}] {line}", process.name);
             }

@@ -37,7 +37,7 @@ async fn supervised_commit_writer_survives_a_panic(backend: Backend) {
         assert_eq!(response.status(), 201, "publishes after the panic are written");
     }
     // What is stored, in id order: every acknowledged message, nothing else.
-    use chantra::db::entity::message;
+    use chantra_core::db::entity::message;
     use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
     let id: uuid::Uuid = channel["channel_id"].as_str().unwrap().parse().unwrap();
     let rows = message::Entity::find()

@@ -136,7 +136,7 @@ async fn publish(client: &reqwest::Client, rest: &str, channel: &Value, text: St
 
 /// Message id -> payload object key, read from the (stopped) server's database.
 async fn object_keys(data: &Path) -> HashMap<String, String> {
-    use chantra::db::entity::message;
+    use chantra_core::db::entity::message;
     use sea_orm::EntityTrait as _;
     let db = sea_orm::Database::connect(format!("sqlite://{}/chantra.db?mode=ro", data.display()))
         .await

@@ -172,9 +172,9 @@ async fn graceful_shutdown_under_load_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let database = Database::connect(&stack.database_url).await.expect("database");
     let channel_id: uuid::Uuid = channel["channel_id"].as_str().unwrap().parse().unwrap();
-    let rows: Vec<String> = chantra::db::entity::message::Entity::find()
-        .filter(chantra::db::entity::message::Column::ChannelId.eq(channel_id))
-        .order_by_asc(chantra::db::entity::message::Column::Id)
+    let rows: Vec<String> = chantra_core::db::entity::message::Entity::find()
+        .filter(chantra_core::db::entity::message::Column::ChannelId.eq(channel_id))
+        .order_by_asc(chantra_core::db::entity::message::Column::Id)
         .all(&database)
         .await
         .expect("message rows")

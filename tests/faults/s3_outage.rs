@@ -84,8 +84,8 @@ async fn s3_outage_publishes_503_readers_wait_then_recover() {
     let database = Database::connect(&stack.database_url).await.expect("database");
     let channel_id: uuid::Uuid = channel["channel_id"].as_str().unwrap().parse().unwrap();
     let rows = || async {
-        chantra::db::entity::message::Entity::find()
-            .filter(chantra::db::entity::message::Column::ChannelId.eq(channel_id))
+        chantra_core::db::entity::message::Entity::find()
+            .filter(chantra_core::db::entity::message::Column::ChannelId.eq(channel_id))
             .all(&database)
             .await
             .expect("message rows")

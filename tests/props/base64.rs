@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use chantra::domain::decode_base64;
+use chantra_core::domain::decode_base64;
 use proptest::prelude::*;
 
 use crate::cases;

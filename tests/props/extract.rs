@@ -6,8 +6,8 @@
 use axum::body::Body;
 use axum::extract::{FromRequest as _, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
-use chantra::error::AppError;
 use chantra::http::extract::{OptionalJson, is_json, query_param, require_object, token_from_headers};
+use chantra_core::error::AppError;
 use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
@@ -147,5 +147,5 @@ fn optional_json(body: &str, content_type: Option<&str>) -> Result<Option<String
     let request = request.body(Body::from(body.to_owned())).unwrap();
     futures::executor::block_on(OptionalJson::<Create>::from_request(request, &()))
         .map(|OptionalJson(create)| create.visibility)
-        .map_err(|e| e.status().as_u16())
+        .map_err(|e| e.0.status())
 }

@@ -14,10 +14,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use chantra::db::entity::message;
-use chantra::fanout::frame;
-use chantra::service::message_event;
-use chantra::service::views::MessageEvent;
+use chantra::http::channels::frame;
+use chantra_core::db::entity::message;
+use chantra_core::service::message_event;
+use chantra_core::service::views::MessageEvent;
 use chrono::{DateTime, Utc};
 use eventsource_stream::{Event, Eventsource as _};
 use futures::StreamExt as _;
@@ -193,8 +193,13 @@ proptest! {
     }
 
     #[test]
-    fn gap_frames_carry_any_cursor_text(oldest in any::<String>(), after in prop_oneof![any::<String>(), Just("\r\n\r\n".to_string())]) {
-        let bytes = frame::gap(&oldest, &after);
+    fn gap_frames_carry_both_cursors(oldest in proptest::option::of(any::<u128>()), after in any::<u128>()) {
+        let gap = chantra_core::service::Gap {
+            oldest_available: oldest.map(uuid::Uuid::from_u128),
+            requested_after: uuid::Uuid::from_u128(after),
+        };
+        let bytes = frame::gap_frame(&gap);
+        let (oldest, after) = (oldest.map(|o| uuid::Uuid::from_u128(o).to_string()), uuid::Uuid::from_u128(after).to_string());
         let events = parse_one(&bytes).map_err(TestCaseError::fail)?;
         prop_assert_eq!(events.len(), 1);
         prop_assert_eq!(&events[0].event, "gap");

@@ -4,8 +4,8 @@
 //! sorts below every id of its millisecond; `next_after` keeps a channel's
 //! ids growing; NOTIFY payloads round-trip.
 
-use chantra::domain::{ChannelId, GrantId, MessageId};
-use chantra::fanout::Notice;
+use chantra_core::domain::{ChannelId, GrantId, MessageId};
+use chantra_core::fanout::Notice;
 use proptest::prelude::*;
 use uuid::Uuid;
 

@@ -3,7 +3,7 @@
 //! within the documented limits, keeps what the client meant, and refuses
 //! everything else with its stable error code — never a panic.
 
-use chantra::domain::{ContentType, IdempotencyKey, Label, MAX_TTL_SECONDS, Ttl};
+use chantra_core::domain::{ContentType, IdempotencyKey, Label, MAX_TTL_SECONDS, Ttl};
 use proptest::prelude::*;
 
 use crate::cases;

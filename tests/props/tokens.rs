@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chantra::domain::{PublishToken, ReadToken, TokenError, TokenHasher};
+use chantra_core::domain::{PublishToken, ReadToken, TokenError, TokenHasher};
 use proptest::prelude::*;
 
 use crate::cases;

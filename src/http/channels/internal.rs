@@ -10,12 +10,13 @@ use axum::http::HeaderMap;
 use subtle::ConstantTimeEq as _;
 
 use super::sse::READ_TOKEN_HEADER;
-use crate::domain::{MessageId, ReadToken};
-use crate::error::AppError;
+use crate::http::error::ApiError;
 use crate::http::extract::{ChannelPath, query_param, token_from_headers};
-use crate::service::MAX_PAGE;
-use crate::service::views::MessagePage;
 use crate::state::AppState;
+use chantra_core::domain::{MessageId, ReadToken};
+use chantra_core::error::AppError;
+use chantra_core::service::MAX_PAGE;
+use chantra_core::service::views::MessagePage;
 
 pub const INTERNAL_TOKEN_HEADER: &str = "x-internal-token";
 const DEFAULT_LIMIT: u64 = 50;
@@ -25,13 +26,13 @@ pub async fn messages(
     ChannelPath(channel): ChannelPath,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Json<MessagePage>, AppError> {
+) -> Result<Json<MessagePage>, ApiError> {
     let Some(expected) = state.config.internal_api_token.as_deref() else {
-        return Err(AppError::RouteNotFound);
+        return Err(AppError::RouteNotFound.into());
     };
     let given = headers.get(INTERNAL_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !bool::from(given.ct_eq(expected.as_bytes())) {
-        return Err(AppError::InvalidInternalToken);
+        return Err(AppError::InvalidInternalToken.into());
     }
     let after = query_param(query.as_deref(), "after")
         .filter(|a| !a.is_empty())

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::error::AppError;
 use crate::http::rate_limit::client_network;
+use chantra_core::error::AppError;
 
 pub struct StreamSlots {
     open: AtomicUsize,

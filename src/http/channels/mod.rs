@@ -3,6 +3,7 @@
 //! returns work with and without the edge proxy), plus the internal read API
 //! that an mcp role deployed apart uses.
 
+pub mod frame;
 mod internal;
 mod limits;
 mod sse;

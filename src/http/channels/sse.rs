@@ -6,12 +6,13 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
-use uuid::Uuid;
 
-use crate::domain::{MessageId, ReadToken, Visibility};
-use crate::error::AppError;
-use crate::fanout::frame;
-use crate::fanout::stream::{StreamPlan, event_stream};
+use chantra_core::domain::{MessageId, ReadToken, Visibility};
+use chantra_core::error::AppError;
+use chantra_core::service::{Cursor, StreamSettings};
+
+use crate::http::channels::frame;
+use crate::http::error::ApiError;
 use crate::http::extract::{ChannelPath, query_param, token_from_headers};
 use crate::http::rate_limit::ClientIpKey;
 use crate::http::stream_conn::MinReadRate;
@@ -25,7 +26,7 @@ pub async fn public(
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: RawQuery,
-) -> Result<Response, AppError> {
+) -> Result<Response, ApiError> {
     open(Visibility::Public, state, path, peer, headers, query).await
 }
 
@@ -35,19 +36,8 @@ pub async fn private(
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: RawQuery,
-) -> Result<Response, AppError> {
+) -> Result<Response, ApiError> {
     open(Visibility::Private, state, path, peer, headers, query).await
-}
-
-/// Where a reader wants to start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cursor {
-    /// Live only, from now.
-    Now,
-    /// After a message id (Last-Event-ID or ?last_event_id=).
-    AfterId(Uuid),
-    /// From a point in time (?since=unix seconds), as the floor id of that time.
-    Since(Uuid),
 }
 
 fn parse_cursor(headers: &HeaderMap, query: Option<&str>) -> Result<Cursor, AppError> {
@@ -55,7 +45,7 @@ fn parse_cursor(headers: &HeaderMap, query: Option<&str>) -> Result<Cursor, AppE
     let id = header.map(str::to_owned).or_else(|| query_param(query, "last_event_id"));
     if let Some(id) = id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
         let parsed = MessageId::parse(id).map_err(|e| AppError::InvalidCursor(format!("Last-Event-ID: {e}")))?;
-        return Ok(Cursor::AfterId(parsed.as_uuid()));
+        return Ok(Cursor::After(parsed.as_uuid()));
     }
     if let Some(since) = query_param(query, "since") {
         let seconds: u64 = since.trim().parse().map_err(|_| {
@@ -65,7 +55,8 @@ fn parse_cursor(headers: &HeaderMap, query: Option<&str>) -> Result<Cursor, AppE
             .checked_mul(1000)
             .filter(|m| *m < 1 << 48)
             .ok_or_else(|| AppError::InvalidCursor("since is too far in the future".into()))?;
-        return Ok(Cursor::Since(MessageId::floor_at(millis)));
+        // A time resumes like an id (its floor): the same cap and gap rules.
+        return Ok(Cursor::After(MessageId::floor_at(millis)));
     }
     Ok(Cursor::Now)
 }
@@ -88,7 +79,7 @@ async fn open(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Response, AppError> {
+) -> Result<Response, ApiError> {
     let cursor = parse_cursor(&headers, query.as_deref())?;
     // A public channel ignores credentials: a stray header must not refuse it.
     let token = match visibility {
@@ -97,33 +88,13 @@ async fn open(
     };
     let client = ClientIpKey::new(&state.config.trusted_proxies).client_ip(peer.ip(), &headers);
     let slot = state.streams.acquire(client)?;
-    let service = &state.service;
-
-    // Join the live feed first, then check access and read the backlog:
-    // nothing committed in between can be missed (duplicates are dropped by
-    // id), and a revocation or deletion committed before the check is seen
-    // by the check, after it by the feed. A refused reader drops its
-    // subscription with the error.
-    let subscription = service.fanout().hub().subscribe(channel.as_uuid());
-    let reader = service.authorize_reader(channel, Some(visibility), token.as_ref()).await?;
     let sse = &state.config.sse;
-    let mut preamble = vec![frame::retry(sse.retry_ms)];
-    // "From now" means after the newest message the database has, not after
-    // this host's clock (another host's ids may run behind it); a cursor in
-    // the future is clamped to it, or live messages would be held back.
-    let newest = service.newest_message_id(channel).await?.unwrap_or(Uuid::nil());
-    let (replay_after, baseline) = match cursor {
-        Cursor::Now => (None, newest),
-        // A time resumes like an id (its floor): the same cap and gap rules.
-        Cursor::Since(after) | Cursor::AfterId(after) => {
-            let plan = service.plan_replay(channel, after, sse.replay_max).await?;
-            preamble.extend(plan.gap);
-            (Some(plan.after), plan.after.min(newest))
-        }
-    };
-    let plan =
-        StreamPlan { reader, replay_after, baseline, preamble, keepalive: sse.keepalive, max_lag: sse.replay_max };
-    let body = Body::from_stream(event_stream(service.clone(), subscription, plan, state.shutdown.clone(), slot));
+    let settings = StreamSettings { keepalive: sse.keepalive, replay_max: sse.replay_max };
+    let stream = state
+        .service
+        .open_stream(channel, Some(visibility), token.as_ref(), cursor, settings, state.shutdown.clone())
+        .await?;
+    let body = Body::from_stream(frame::event_stream(stream, sse.retry_ms, slot));
 
     let mut response = Response::new(body);
     // The lean connection path cuts a reader slower than this (so it resumes).
@@ -151,15 +122,15 @@ mod tests {
     fn cursors() {
         let id = MessageId::new();
         assert_eq!(cursor(None, None).unwrap(), Cursor::Now);
-        assert_eq!(cursor(Some(&id.to_string()), None).unwrap(), Cursor::AfterId(id.as_uuid()));
-        assert_eq!(cursor(None, Some(&format!("last_event_id={id}"))).unwrap(), Cursor::AfterId(id.as_uuid()));
+        assert_eq!(cursor(Some(&id.to_string()), None).unwrap(), Cursor::After(id.as_uuid()));
+        assert_eq!(cursor(None, Some(&format!("last_event_id={id}"))).unwrap(), Cursor::After(id.as_uuid()));
         // The header wins over the query (a reconnecting EventSource sends both).
         let other = MessageId::new();
         assert_eq!(
             cursor(Some(&other.to_string()), Some(&format!("last_event_id={id}"))).unwrap(),
-            Cursor::AfterId(other.as_uuid())
+            Cursor::After(other.as_uuid())
         );
-        assert_eq!(cursor(None, Some("since=10")).unwrap(), Cursor::Since(MessageId::floor_at(10_000)));
+        assert_eq!(cursor(None, Some("since=10")).unwrap(), Cursor::After(MessageId::floor_at(10_000)));
         assert_eq!(cursor(Some(" "), None).unwrap(), Cursor::Now);
         for (h, q) in [
             (Some("nope"), None),

@@ -22,9 +22,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::cli::{DEFAULT_CHANNELS_ADDR, DEFAULT_LANDING_ADDR, DEFAULT_MCP_ADDR, DEFAULT_REST_ADDR};
-use crate::domain::MAX_TTL_SECONDS;
 use crate::mcp::ChantraMcp;
 use crate::state::AppState;
+use chantra_core::domain::MAX_TTL_SECONDS;
 
 const TEMPLATES: [(&str, &str); 5] = [
     ("base.html", include_str!("../../../templates/base.html")),

@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::domain::Visibility;
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ChannelPath, OptionalJson, PublishAuth};
-use crate::service::views::{ChannelView, CreatedChannel};
 use crate::state::AppState;
+use chantra_core::domain::Visibility;
+use chantra_core::service::views::{ChannelView, CreatedChannel};
 
 /// Body of a channel creation; may be omitted entirely.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -37,7 +37,7 @@ pub struct CreateChannelRequest {
 pub async fn create(
     State(state): State<AppState>,
     OptionalJson(body): OptionalJson<CreateChannelRequest>,
-) -> Result<(StatusCode, Json<CreatedChannel>), AppError> {
+) -> Result<(StatusCode, Json<CreatedChannel>), ApiError> {
     let created = state.service.create_channel(body.visibility).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -63,7 +63,7 @@ pub async fn get(
     State(state): State<AppState>,
     ChannelPath(id): ChannelPath,
     PublishAuth(token): PublishAuth,
-) -> Result<Json<ChannelView>, AppError> {
+) -> Result<Json<ChannelView>, ApiError> {
     Ok(Json(state.service.get_channel(id, &token).await?))
 }
 
@@ -87,7 +87,7 @@ pub async fn delete(
     State(state): State<AppState>,
     ChannelPath(id): ChannelPath,
     PublishAuth(token): PublishAuth,
-) -> Result<StatusCode, AppError> {
+) -> Result<StatusCode, ApiError> {
     state.service.delete_channel(id, &token).await?;
     Ok(StatusCode::NO_CONTENT)
 }

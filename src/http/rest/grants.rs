@@ -6,12 +6,13 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::domain::{GrantId, Label};
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ChannelPath, GrantPath, OptionalJson, PublishAuth, query_param};
-use crate::service::views::{CreatedGrant, GrantPage, GrantView};
-use crate::service::{GRANTS_IN_VIEW, MAX_GRANT_PAGE};
 use crate::state::AppState;
+use chantra_core::domain::{GrantId, Label};
+use chantra_core::error::AppError;
+use chantra_core::service::views::{CreatedGrant, GrantPage, GrantView};
+use chantra_core::service::{GRANTS_IN_VIEW, MAX_GRANT_PAGE};
 
 /// Body of a grant creation; may be omitted entirely.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -51,7 +52,7 @@ pub async fn create(
     ChannelPath(id): ChannelPath,
     PublishAuth(token): PublishAuth,
     OptionalJson(body): OptionalJson<CreateGrantRequest>,
-) -> Result<(StatusCode, Json<CreatedGrant>), AppError> {
+) -> Result<(StatusCode, Json<CreatedGrant>), ApiError> {
     let label = body.label.as_deref().map(Label::parse).transpose()?;
     let created = state.service.create_grant(id, &token, label, body.expires_in_seconds).await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -83,7 +84,7 @@ pub async fn list(
     ChannelPath(id): ChannelPath,
     PublishAuth(token): PublishAuth,
     RawQuery(query): RawQuery,
-) -> Result<Json<GrantPage>, AppError> {
+) -> Result<Json<GrantPage>, ApiError> {
     let after = query_param(query.as_deref(), "after")
         .map(|raw| {
             GrantId::parse(&raw).map_err(|_| {
@@ -124,6 +125,6 @@ pub async fn revoke(
     State(state): State<AppState>,
     GrantPath(id, grant): GrantPath,
     PublishAuth(token): PublishAuth,
-) -> Result<Json<GrantView>, AppError> {
+) -> Result<Json<GrantView>, ApiError> {
     Ok(Json(state.service.revoke_grant(id, &token, grant).await?))
 }

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -49,7 +49,7 @@ async fn known_query_only(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>();
     let accepted = route.map_or(&[][..], |route| accepted_query(req.method(), route.as_str()));
     if let Err(err) = reject_unknown_query(req.uri().query(), accepted) {
-        return err.into_response();
+        return crate::http::error::respond(err);
     }
     next.run(req).await
 }

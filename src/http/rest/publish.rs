@@ -16,14 +16,15 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::domain::{ContentType, IdempotencyKey, Ttl, decode_base64};
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{
     ChannelPath, PublishAuth, drain_refused_body, is_json, query_param, require_object, whole_number,
 };
-use crate::service::PublishInput;
-use crate::service::views::PublishedMessage;
 use crate::state::AppState;
+use chantra_core::domain::{ContentType, IdempotencyKey, Ttl, decode_base64};
+use chantra_core::error::AppError;
+use chantra_core::service::PublishInput;
+use chantra_core::service::views::PublishedMessage;
 
 /// Room for the envelope's other fields around the base64 payload.
 const ENVELOPE_SLACK: usize = 16 * 1024;
@@ -111,7 +112,7 @@ pub async fn publish(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, AppError> {
+) -> Result<Response, ApiError> {
     let max_payload = state.config.max_payload_bytes;
     // Not ASCII is not a MIME type: refused as the envelope's content_type would be.
     let declared = match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
@@ -121,7 +122,8 @@ pub async fn publish(
             return Err(AppError::bad_request(
                 "invalid_content_type",
                 "the Content-Type header must be a MIME type such as text/plain, in printable ASCII",
-            ));
+            )
+            .into());
         }
     };
     let envelope = declared.as_deref().is_some_and(is_json);

@@ -5,6 +5,7 @@
 mod base64;
 mod ids;
 mod limits;
+mod secret;
 mod token;
 mod visibility;
 
@@ -14,5 +15,6 @@ pub use limits::{
     ContentType, DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES, IdempotencyKey, Label, MAX_TTL_SECONDS, Ttl,
     ValidationError,
 };
+pub use secret::Secret;
 pub use token::{PublishToken, ReadToken, TokenError, TokenFingerprint, TokenHash, TokenHasher};
 pub use visibility::Visibility;

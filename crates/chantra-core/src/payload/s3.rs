@@ -9,8 +9,8 @@ use s3::error::S3Error;
 use s3::serde_types::{BucketLifecycleConfiguration, Expiration, LifecycleFilter, LifecycleRule, ObjectIdentifier};
 use s3::{Bucket, BucketConfiguration, Region};
 
+use super::S3Config;
 use super::{ExpiryRule, PayloadStore, StoreError, StoredObject};
-use crate::config::S3Config;
 
 /// S3's DeleteObjects takes at most 1,000 keys per call.
 const DELETE_BATCH: usize = 1000;
@@ -23,8 +23,9 @@ impl S3Store {
     /// Connects and creates the bucket when it does not exist yet.
     pub async fn open(config: &S3Config) -> anyhow::Result<Self> {
         let region = Region::Custom { region: config.region.clone(), endpoint: config.endpoint.clone() };
-        let credentials = Credentials::new(Some(&config.access_key), Some(&config.secret_key), None, None, None)
-            .context("S3_ACCESS_KEY/S3_SECRET_KEY: invalid credentials")?;
+        let credentials =
+            Credentials::new(Some(&config.access_key), Some(config.secret_key.expose()), None, None, None)
+                .context("S3_ACCESS_KEY/S3_SECRET_KEY: invalid credentials")?;
         let mut bucket = Bucket::new(&config.bucket, region.clone(), credentials.clone())
             .context("S3_BUCKET: invalid bucket settings")?
             .with_path_style();

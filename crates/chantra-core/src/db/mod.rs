@@ -7,6 +7,7 @@ pub mod entity;
 pub mod grants;
 pub mod mcp_sessions;
 pub mod messages;
+pub mod notify;
 pub mod sweep;
 
 use std::time::Duration;
@@ -16,7 +17,69 @@ use migration::{Migrator, MigratorTrait as _};
 use sea_orm::sqlx;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr, SqlErr};
 
-use crate::config::DatabaseConfig;
+/// Where the database is and how the pool behaves (built by the binary's
+/// config from DATABASE_URL and DB_*).
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// May hold a password: printed only through [`DatabaseConfig::redacted_url`].
+    pub url: String,
+    pub acquire_timeout: Duration,
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.redacted_url())
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    pub fn kind(&self) -> DatabaseKind {
+        // Checked when the config was built; the url cannot change afterwards.
+        DatabaseKind::of(&self.url).unwrap_or(DatabaseKind::Sqlite)
+    }
+
+    /// The URL with any password replaced, safe for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseKind {
+    /// The backend a DATABASE_URL names, or why it names none.
+    pub fn of(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(DatabaseKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid URL ({e}): {}", redact_url(url)))?;
+            Ok(DatabaseKind::Postgres)
+        } else {
+            bail!("DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)", redact_url(url))
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
 
 /// Opens the pool. SQLite gets WAL (readers don't block the writer), foreign
 /// keys (the cascades in the schema) and a busy timeout instead of instant
@@ -122,4 +185,21 @@ fn is_transient(err: &dyn sqlx::error::DatabaseError) -> bool {
         || code == "40P01"
         || (err.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
             && code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:hunter2@db/x"), "postgres://u:***@db/x");
+        assert_eq!(redact_url("sqlite://./data/c.db"), "sqlite://./data/c.db");
+        let config = DatabaseConfig {
+            url: "postgres://u:hunter2@db/x".into(),
+            acquire_timeout: Duration::from_secs(1),
+            max_connections: 1,
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
 }

@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt as _, TryStreamExt as _};
 use uuid::Uuid;
 
+use super::stream::Revocation;
 use super::views::{MessageEvent, MessagePage};
 use super::{Service, visibility_of};
 use crate::db::{self, entity::message};
 use crate::domain::{ChannelId, GrantId, MessageId, ReadToken, Visibility};
 use crate::error::AppError;
-use crate::fanout::{HubEvent, frame};
+use crate::fanout::{HubEvent, LiveMessage};
 use crate::payload::StoreError;
 
 /// Payloads fetched concurrently while building a page.
@@ -29,11 +30,30 @@ pub struct Reader {
     pub grant_expires_at: Option<DateTime<Utc>>,
 }
 
+/// What a recheck found about a reader already let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderState {
+    Allowed,
+    Revoked(Revocation),
+    ChannelGone,
+}
+
 /// Where a resuming reader's replay starts, and the gap to announce first.
 #[derive(Debug, Clone)]
 pub struct ReplayStart {
     pub after: Uuid,
-    pub gap: Option<Bytes>,
+    pub gap: Option<Gap>,
+}
+
+/// Messages after a reader's cursor that it will not get (expired, purged,
+/// or beyond the replay cap): announced before the replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The oldest message still kept after the cursor, where the replay
+    /// starts (`None`: nothing is left, the replay is empty).
+    pub oldest_available: Option<Uuid>,
+    /// The cursor the reader asked to resume after.
+    pub requested_after: Uuid,
 }
 
 impl Service {
@@ -68,19 +88,24 @@ impl Service {
     /// Whether a reader may still read (asked after deletions or revocations
     /// may have been missed): its grant is live, and with `check_channel`
     /// its channel still exists. A public reader costs no query without it.
-    pub async fn recheck_reader(&self, reader: &Reader, check_channel: bool) -> Result<(), AppError> {
+    /// An error means the database could not tell (ask again later).
+    pub async fn recheck_reader(&self, reader: &Reader, check_channel: bool) -> Result<ReaderState, AppError> {
         let Some(grant) = reader.grant else {
             if check_channel && !self.channel_exists(reader.channel).await? {
-                return Err(AppError::ChannelNotFound);
+                return Ok(ReaderState::ChannelGone);
             }
-            return Ok(());
+            return Ok(ReaderState::Allowed);
         };
-        match db::grants::find(&self.db, reader.channel, grant).await? {
-            Some(row) => self.check_grant_state(&row),
+        Ok(match db::grants::find(&self.db, reader.channel, grant).await? {
+            Some(row) => match self.check_grant_state(&row) {
+                Ok(()) => ReaderState::Allowed,
+                Err(AppError::GrantExpired) => ReaderState::Revoked(Revocation::Expired),
+                Err(_) => ReaderState::Revoked(Revocation::Revoked),
+            },
             // Grants go with their channel: tell a deletion from a revocation.
-            None if !self.channel_exists(reader.channel).await? => Err(AppError::ChannelNotFound),
-            None => Err(AppError::GrantRevoked),
-        }
+            None if !self.channel_exists(reader.channel).await? => ReaderState::ChannelGone,
+            None => ReaderState::Revoked(Revocation::Revoked),
+        })
     }
 
     fn check_grant_state(&self, grant: &db::entity::read_grant::Model) -> Result<(), AppError> {
@@ -101,12 +126,11 @@ impl Service {
     /// cursor). A cursor older than the channel, with nothing lost, is no gap.
     pub async fn plan_replay(&self, channel: ChannelId, cursor: Uuid, cap: u64) -> Result<ReplayStart, AppError> {
         let now = self.clock.now();
-        let cursor_text = cursor.hyphenated().to_string();
         let waiting = db::messages::count_after(&self.db, channel, cursor, now).await?;
         if waiting > cap
             && let Some(first) = db::messages::nth_newest(&self.db, channel, cap - 1, now).await?
         {
-            let gap = frame::gap(&first.id.hyphenated().to_string(), &cursor_text);
+            let gap = Gap { oldest_available: Some(first.id), requested_after: cursor };
             return Ok(ReplayStart { after: Uuid::from_u128(first.id.as_u128() - 1), gap: Some(gap) });
         }
         // Read now, not when the reader was let in: the sweeper raises the
@@ -117,10 +141,8 @@ impl Service {
         if !lost {
             return Ok(ReplayStart { after: cursor, gap: None });
         }
-        let gap = match db::messages::page_after(&self.db, channel, Some(cursor), now, 1).await?.pop() {
-            Some(first) => frame::gap(&first.id.hyphenated().to_string(), &cursor_text),
-            None => frame::gap_to_nothing(&cursor_text),
-        };
+        let first = db::messages::page_after(&self.db, channel, Some(cursor), now, 1).await?.pop();
+        let gap = Gap { oldest_available: first.map(|first| first.id), requested_after: cursor };
         Ok(ReplayStart { after: cursor, gap: Some(gap) })
     }
 
@@ -175,15 +197,13 @@ impl Service {
         Ok(db::messages::page_after(&self.db, channel, Some(after), self.clock.now(), limit).await?)
     }
 
-    /// The SSE frame of one replayed message, its payload loaded now and
-    /// encoded straight into the frame; `None` if it expired meanwhile or
-    /// its payload is gone or not whole.
-    pub async fn replay_frame(&self, row: &message::Model) -> Result<Option<Bytes>, AppError> {
+    /// The payload of one replayed message, loaded now; `None` if it
+    /// expired meanwhile or its payload is gone or not whole.
+    pub async fn replay_payload(&self, row: &message::Model) -> Result<Option<Bytes>, AppError> {
         if row.expires_at <= self.clock.now() {
             return Ok(None);
         }
-        let Some(payload) = self.load_payload(row).await? else { return Ok(None) };
-        Ok(Some(frame::message_with_payload(&message_event(row, &[]), &payload)))
+        self.load_payload(row).await
     }
 
     /// One committed message as the hub carries it ([`Service::hub_event`]);
@@ -193,7 +213,7 @@ impl Service {
         self.hub_event(&row).await
     }
 
-    /// A committed message as the hub carries it: its encoded frame, or only
+    /// A committed message as the hub carries it: with its payload, or only
     /// its id when it is too large for the live ring — then its payload is
     /// not loaded here at all; each reader loads it within the replay memory
     /// budget. `None` if it expired or its payload is gone or not whole.
@@ -204,11 +224,7 @@ impl Service {
         if !self.fanout.hub().carries_frame(row.payload_size) {
             return Ok(Some(HubEvent::Stored { id: row.id, expires_at: row.expires_at }));
         }
-        Ok(self.load_payload(row).await?.map(|payload| HubEvent::Message {
-            id: row.id,
-            expires_at: row.expires_at,
-            frame: frame::message(&message_event(row, &payload)),
-        }))
+        Ok(self.load_payload(row).await?.map(|payload| HubEvent::Message(LiveMessage::new(row.clone(), payload))))
     }
 
     /// The newest message id of a channel, if any: where a live-only reader starts.

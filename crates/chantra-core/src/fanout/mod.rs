@@ -5,25 +5,22 @@
 //!   right after its commit, holding a sequencer so deliveries keep commit
 //!   (= id) order.
 //! - PostgreSQL (any number of processes): the writing transaction sends a
-//!   `NOTIFY` with ids only; PostgreSQL delivers notifications in commit
-//!   order to every process's listener (pg.rs), which loads each message once
+//!   `NOTIFY` with ids only (db/notify.rs); PostgreSQL delivers notifications
+//!   in commit order to every process's listener (service/listener.rs), which
+//!   loads each message once
 //!   — only if someone here subscribes to its channel — and broadcasts it.
 
-pub mod frame;
 pub mod hub;
-pub mod pg;
-pub mod stream;
 
 use std::sync::Arc;
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbErr};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
-pub use hub::{Hub, HubEvent};
+pub use hub::{Hub, HubEvent, LiveMessage};
 
-/// The PostgreSQL notification channel all processes listen on.
-pub const NOTIFY_CHANNEL: &str = "chantra_events";
+use crate::db;
 
 /// What a notification announces. Ids only: NOTIFY payloads are small, and
 /// each process loads what it needs.
@@ -108,17 +105,7 @@ impl Fanout {
         if notices.is_empty() || matches!(self.mode, Mode::Local { .. }) {
             return Ok(());
         }
-        // SELECT pg_notify($1, $2), pg_notify($1, $3), ...
-        let calls: Vec<String> = (0..notices.len()).map(|i| format!("pg_notify($1, ${})", i + 2)).collect();
-        let mut values: Vec<sea_orm::Value> = vec![NOTIFY_CHANNEL.into()];
-        values.extend(notices.iter().map(|n| n.encode().into()));
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            format!("SELECT {}", calls.join(", ")),
-            values,
-        ))
-        .await?;
-        Ok(())
+        db::notify::send(txn, notices.iter().map(Notice::encode).collect()).await
     }
 
     /// Delivers to this process's hub after a commit, in local mode; with
@@ -130,11 +117,6 @@ impl Fanout {
             self.hub.send(channel, event());
         }
     }
-}
-
-/// Resolves once the server starts shutting down.
-pub(crate) async fn stopping(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 mod channels;
 mod commit;
 mod grants;
+pub mod listener;
 mod messages;
 mod reads;
+mod stream;
 mod sweeper;
 pub mod views;
 
@@ -24,7 +26,8 @@ use crate::payload::PayloadStore;
 pub use commit::within_unless_committing;
 pub use grants::{GRANTS_IN_VIEW, MAX_GRANT_PAGE};
 pub use messages::{PublishInput, Published};
-pub use reads::{MAX_PAGE, Reader, ReplayStart, message_event};
+pub use reads::{Gap, MAX_PAGE, Reader, ReaderState, ReplayStart, message_event};
+pub use stream::{Cursor, ReaderStream, Revocation, StreamEvent, StreamSettings};
 pub use sweeper::{SweepReport, SweepSettings};
 
 /// Settings the service layer needs from the configuration.

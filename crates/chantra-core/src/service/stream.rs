@@ -1,7 +1,13 @@
-//! One reader's event stream: optional replay from the database, then live
-//! events from the hub, with keep-alives, de-duplication at the replay/live
-//! boundary, catch-up after lag, and the reasons a stream ends (channel
-//! deleted, grant revoked or expired, server shutting down).
+//! The stream protocol, owned by the service: [`Service::open_stream`]
+//! subscribes, lets the reader in, plans the replay; [`ReaderStream`] then
+//! yields the reader's events — optional replay from the database, then
+//! live events from the hub, with keep-alives, de-duplication at the
+//! replay/live boundary, catch-up after lag, and the reasons a stream ends
+//! (channel deleted, grant revoked or expired, server shutting down).
+//!
+//! Events are data, not bytes: the edge that carries them encodes them (the
+//! SSE frames live in chantra's `http::channels::frame`), so any transport —
+//! SSE, a future MCP subscription — shares this one protocol.
 //!
 //! The reader joins the hub *before* the replay is read, and every event
 //! carries its id: anything both replayed and broadcast is sent once (ids at
@@ -11,28 +17,29 @@
 //! A replay (a resume, a catch-up, a message too large for the hub's ring)
 //! holds at most one payload and its frame at a time: it pages through rows
 //! (metadata only) and loads and encodes a payload only when the consumer
-//! asks for the next frame — i.e. once the previous one was written. Those
+//! asks for the next event — i.e. once the previous one was written. Those
 //! bytes are drawn from the process-wide replay budget (SSE_REPLAY_MEMORY_BYTES,
 //! a byte-weighted semaphore); a reader that gets no room within
 //! [`REPLAY_ROOM_WAIT`] ends its stream so it resumes later with Last-Event-ID.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use uuid::Uuid;
 
-use super::hub::{HubEvent, Subscription};
-use super::{frame, stopping};
+use super::reads::{Gap, ReaderState};
+use super::{Reader, Service};
 use crate::db::entity::message;
+use crate::domain::{ChannelId, ReadToken, Visibility};
 use crate::error::AppError;
-use crate::service::{Reader, Service};
+use crate::fanout::hub::{HubEvent, LiveMessage, Subscription};
+use crate::supervisor::stopping;
 
 /// Rows (metadata, no payloads) read from the database per replay page.
 const REPLAY_PAGE: u64 = 32;
@@ -45,18 +52,95 @@ const FRAME_OVERHEAD: u64 = 320;
 /// Pause before retrying a replay page that failed (store or database down).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// How one stream is set up.
-pub struct StreamPlan {
-    pub reader: Reader,
-    /// Replay everything after this id first (`None`: live only).
-    pub replay_after: Option<Uuid>,
-    /// Ids at or below this are never sent (the resume cursor, or "now").
-    pub baseline: Uuid,
-    /// Frames sent before anything else (retry hint, gap notice).
-    pub preamble: Vec<Bytes>,
+/// Where a reader wants to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// Live only, from now.
+    Now,
+    /// After a message id (Last-Event-ID), or from a time as the floor id
+    /// of that time (`?since=`): the same replay cap and gap rules.
+    After(Uuid),
+}
+
+/// How streams behave (SSE_KEEPALIVE_SECS, SSE_REPLAY_MAX).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
     pub keepalive: Duration,
-    /// A reader that lags the live buffer by more than this is disconnected.
-    pub max_lag: u64,
+    /// At most this many messages are replayed to a resuming reader (a gap
+    /// announces the rest), and a reader that lags the live buffer by more
+    /// is disconnected (it resumes).
+    pub replay_max: u64,
+}
+
+/// Why a reader's grant stopped working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Revoked,
+    Expired,
+}
+
+impl Revocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revocation::Revoked => "revoked",
+            Revocation::Expired => "expired",
+        }
+    }
+}
+
+/// One thing a reader is told. A stream ends after [`StreamEvent::Deleted`]
+/// or [`StreamEvent::Revoked`], or without a last event (shutdown, a reader
+/// too slow or no room for its replay: it resumes by cursor).
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// Messages after the cursor are lost; said before the replay.
+    Gap(Gap),
+    /// A message from the live feed, shared by every reader in this process.
+    Live(Arc<LiveMessage>),
+    /// A message from the database (resume, catch-up, too large for the ring).
+    Replayed { row: message::Model, payload: Bytes },
+    /// Nothing happened for a keep-alive interval.
+    KeepAlive,
+    /// The channel is gone (last event).
+    Deleted,
+    /// The reader's grant was revoked or expired (last event).
+    Revoked(Revocation),
+}
+
+impl Service {
+    /// Opens a reader's stream: joins the live feed first, then checks
+    /// access and plans the backlog, so nothing committed in between can be
+    /// missed (duplicates are dropped by id), and a revocation or deletion
+    /// committed before the check is seen by the check, after it by the
+    /// feed. A refused reader drops its subscription with the error.
+    /// `expected` is the visibility the reader asked for (its URL); `None`
+    /// accepts either.
+    pub async fn open_stream(
+        &self,
+        channel: ChannelId,
+        expected: Option<Visibility>,
+        token: Option<&ReadToken>,
+        cursor: Cursor,
+        settings: StreamSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<ReaderStream, AppError> {
+        let subscription = self.fanout.hub().subscribe(channel.as_uuid());
+        let reader = self.authorize_reader(channel, expected, token).await?;
+        // "From now" means after the newest message the database has, not after
+        // this host's clock (another host's ids may run behind it); a cursor in
+        // the future is clamped to it, or live messages would be held back.
+        let newest = self.newest_message_id(channel).await?.unwrap_or(Uuid::nil());
+        let mut preamble = Vec::new();
+        let (replay_after, baseline) = match cursor {
+            Cursor::Now => (None, newest),
+            Cursor::After(after) => {
+                let plan = self.plan_replay(channel, after, settings.replay_max).await?;
+                preamble.extend(plan.gap.map(StreamEvent::Gap));
+                (Some(plan.after), plan.after.min(newest))
+            }
+        };
+        Ok(ReaderStream::new(self.clone(), subscription, reader, replay_after, baseline, preamble, settings, shutdown))
+    }
 }
 
 /// A replay under way.
@@ -69,7 +153,8 @@ struct Replay {
     more: bool,
 }
 
-struct State<G> {
+/// One reader's stream; [`ReaderStream::next`] yields its events in order.
+pub struct ReaderStream {
     service: Service,
     subscription: Subscription,
     reader: Reader,
@@ -78,7 +163,7 @@ struct State<G> {
     /// asks for the next) — kept, resized, for the next replayed frame.
     held: Option<OwnedSemaphorePermit>,
     last_sent: Uuid,
-    pending: VecDeque<Bytes>,
+    pending: VecDeque<StreamEvent>,
     keepalive: Interval,
     /// When the read grant expires. Timers live as long as the stream and
     /// are only polled when set: creating one per wake-up would touch the
@@ -89,52 +174,54 @@ struct State<G> {
     max_lag: u64,
     shutdown: watch::Receiver<bool>,
     finished: bool,
-    /// Released when the stream ends (e.g. a connection-count slot).
-    _guard: G,
 }
 
-/// The body of an SSE response.
-pub fn event_stream<G: Send + 'static>(
-    service: Service,
-    subscription: Subscription,
-    plan: StreamPlan,
-    shutdown: watch::Receiver<bool>,
-    guard: G,
-) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let mut keepalive = tokio::time::interval_at(Instant::now() + plan.keepalive, plan.keepalive);
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let now = service.clock().now();
-    let grant_deadline = plan.reader.grant_expires_at.map(|at| {
-        let left = (at - now).to_std().unwrap_or_default();
-        Box::pin(tokio::time::sleep(left))
-    });
-    let state = State {
-        service,
-        subscription,
-        reader: plan.reader,
-        replay: plan.replay_after.map(|after| Replay { after, rows: VecDeque::new(), more: true }),
-        held: None,
-        last_sent: plan.baseline,
-        pending: plan.preamble.into(),
-        keepalive,
-        grant_deadline,
-        recheck_at: None,
-        max_lag: plan.max_lag,
-        shutdown,
-        finished: false,
-        _guard: guard,
-    };
-    futures::stream::unfold(state, |mut state| async move {
-        let frame = state.next_frame().await?;
-        Some((Ok(frame), state))
-    })
-}
+impl ReaderStream {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        service: Service,
+        subscription: Subscription,
+        reader: Reader,
+        replay_after: Option<Uuid>,
+        baseline: Uuid,
+        preamble: Vec<StreamEvent>,
+        settings: StreamSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let mut keepalive = tokio::time::interval_at(Instant::now() + settings.keepalive, settings.keepalive);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let now = service.clock().now();
+        let grant_deadline = reader.grant_expires_at.map(|at| {
+            let left = (at - now).to_std().unwrap_or_default();
+            Box::pin(tokio::time::sleep(left))
+        });
+        Self {
+            service,
+            subscription,
+            reader,
+            replay: replay_after.map(|after| Replay { after, rows: VecDeque::new(), more: true }),
+            held: None,
+            last_sent: baseline,
+            pending: preamble.into(),
+            keepalive,
+            grant_deadline,
+            recheck_at: None,
+            max_lag: settings.replay_max,
+            shutdown,
+            finished: false,
+        }
+    }
 
-impl<G> State<G> {
-    async fn next_frame(&mut self) -> Option<Bytes> {
+    /// The reader let in (its channel, and grant on a private channel).
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// The next event; `None` when the stream has ended.
+    pub async fn next(&mut self) -> Option<StreamEvent> {
         loop {
             if self.replay.is_none() {
-                // The consumer asked for this frame: the last replayed one is written.
+                // The consumer asked for this event: the last replayed one is written.
                 self.held = None;
             }
             if let Some(frame) = self.pending.pop_front() {
@@ -147,8 +234,8 @@ impl<G> State<G> {
             if self.replay.is_some() {
                 // Boxed: the (large) database and store futures exist only
                 // while a replay step runs, not in every idle stream.
-                if let Some(frame) = Box::pin(self.replay_step()).await {
-                    return Some(frame);
+                if let Some(event) = Box::pin(self.replay_step()).await {
+                    return Some(event);
                 }
                 continue;
             }
@@ -166,21 +253,21 @@ impl<G> State<G> {
             match woke {
                 // Ends the response so the client reconnects (elsewhere) with Last-Event-ID.
                 Wake::Shutdown => return None,
-                Wake::GrantExpired => self.end(frame::revoked("expired")),
+                Wake::GrantExpired => self.end(StreamEvent::Revoked(Revocation::Expired)),
                 Wake::Recheck => Box::pin(self.recheck(true)).await,
                 Wake::Event(received) => self.on_event(received).await,
-                Wake::KeepAlive => return Some(Bytes::from_static(frame::KEEPALIVE)),
+                Wake::KeepAlive => return Some(StreamEvent::KeepAlive),
             }
         }
     }
 
     async fn on_event(&mut self, received: Result<HubEvent, RecvError>) {
         match received {
-            Ok(HubEvent::Message { id, expires_at, frame }) => {
-                if id > self.last_sent && expires_at > self.service.clock().now() {
-                    self.last_sent = id;
+            Ok(HubEvent::Message(live)) => {
+                if live.id() > self.last_sent && live.expires_at() > self.service.clock().now() {
+                    self.last_sent = live.id();
                     crate::metrics::get().deliveries.increment(1);
-                    self.pending.push_back(frame);
+                    self.pending.push_back(StreamEvent::Live(live));
                 }
             }
             Ok(HubEvent::Stored { id, expires_at }) => {
@@ -188,10 +275,10 @@ impl<G> State<G> {
                     self.catch_up();
                 }
             }
-            Ok(HubEvent::Deleted) => self.end(frame::deleted(&self.reader.channel.to_string())),
+            Ok(HubEvent::Deleted) => self.end(StreamEvent::Deleted),
             Ok(HubEvent::GrantRevoked(grant)) => {
                 if self.reader.grant.is_some_and(|g| g.as_uuid() == grant) {
-                    self.end(frame::revoked("revoked"));
+                    self.end(StreamEvent::Revoked(Revocation::Revoked));
                 }
             }
             Ok(HubEvent::Recheck { channel }) => Box::pin(self.recheck(channel)).await,
@@ -216,10 +303,9 @@ impl<G> State<G> {
     async fn recheck(&mut self, channel: bool) {
         self.recheck_at = None;
         match self.service.recheck_reader(&self.reader, channel).await {
-            Ok(()) => {}
-            Err(AppError::GrantRevoked) => self.end(frame::revoked("revoked")),
-            Err(AppError::GrantExpired) => self.end(frame::revoked("expired")),
-            Err(AppError::ChannelNotFound) => self.end(frame::deleted(&self.reader.channel.to_string())),
+            Ok(ReaderState::Allowed) => {}
+            Ok(ReaderState::Revoked(why)) => self.end(StreamEvent::Revoked(why)),
+            Ok(ReaderState::ChannelGone) => self.end(StreamEvent::Deleted),
             Err(_) => self.recheck_at = Some(Box::pin(tokio::time::sleep(RETRY_PAUSE))),
         }
     }
@@ -233,10 +319,10 @@ impl<G> State<G> {
         }
     }
 
-    /// One step of the replay: reads a page of rows, or loads and encodes
-    /// the next message (its frame is returned), or skips one that is gone.
-    /// An error is retried after a pause (never skipped).
-    async fn replay_step(&mut self) -> Option<Bytes> {
+    /// One step of the replay: reads a page of rows, or loads the next
+    /// message (returned), or skips one that is gone. An error is retried
+    /// after a pause (never skipped).
+    async fn replay_step(&mut self) -> Option<StreamEvent> {
         let replay = self.replay.as_mut()?;
         let Some(row) = replay.rows.pop_front() else {
             if !replay.more {
@@ -263,18 +349,17 @@ impl<G> State<G> {
         if row.id <= self.last_sent || row.expires_at <= self.service.clock().now() {
             return None;
         }
-        // Room for the payload and its frame while one is encoded from the other.
+        // Room for the payload and its encoding while the edge makes one
+        // from the other, held until the consumer asks for the next event.
         let (payload, frame_len) = costs(&row);
         if !self.reserve(payload + frame_len).await {
             return None;
         }
-        match self.service.replay_frame(&row).await {
-            Ok(Some(frame)) => {
-                // Only the frame is held from here until it is written.
-                self.shrink_held(frame.len() as u64);
+        match self.service.replay_payload(&row).await {
+            Ok(Some(payload)) => {
                 self.last_sent = row.id;
                 crate::metrics::get().deliveries.increment(1);
-                Some(frame)
+                Some(StreamEvent::Replayed { row, payload })
             }
             Ok(None) => None,
             Err(err) => {
@@ -345,7 +430,7 @@ impl<G> State<G> {
         }
     }
 
-    fn end(&mut self, last: Bytes) {
+    fn end(&mut self, last: StreamEvent) {
         self.pending.push_back(last);
         self.finished = true;
     }
@@ -359,8 +444,8 @@ enum Wake {
     KeepAlive,
 }
 
-/// Bytes a replayed message takes: its payload, and its frame (base64 of
-/// the payload, plus the rest of the event).
+/// Bytes a replayed message takes: its payload, and its encoding (an SSE
+/// frame: base64 of the payload, plus the rest of the event).
 fn costs(row: &message::Model) -> (u64, u64) {
     let payload = u64::try_from(row.payload_size).unwrap_or(0);
     let frame_len = payload.div_ceil(3) * 4 + row.content_type.len() as u64 * 2 + FRAME_OVERHEAD;

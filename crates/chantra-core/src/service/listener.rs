@@ -11,14 +11,14 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use sea_orm::sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::{HubEvent, NOTIFY_CHANNEL, Notice, stopping};
+use super::Service;
+use crate::db;
 use crate::domain::ChannelId;
-use crate::service::Service;
-use crate::supervisor::Job;
+use crate::fanout::{HubEvent, Notice};
+use crate::supervisor::{Job, stopping};
 
 /// Messages loaded at once while keeping broadcast order.
 const LOAD_CONCURRENCY: usize = 32;
@@ -50,15 +50,10 @@ pub fn jobs(service: Service, shutdown: watch::Receiver<bool>) -> Vec<(&'static 
 }
 
 async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: watch::Receiver<bool>) {
-    let pool = service.db().get_postgres_connection_pool().clone();
     let mut backoff = Duration::from_millis(100);
     let mut connected_before = false;
     loop {
-        let listener = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
-            Ok::<_, sea_orm::sqlx::Error>(listener)
-        };
+        let listener = db::notify::listen(&service.db);
         let mut listener = tokio::select! {
             () = stopping(shutdown.clone()) => return,
             result = listener => match result {

@@ -38,10 +38,9 @@ use sea_orm::{DatabaseConnection, DbErr, TransactionTrait as _};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::reads::message_event;
 use crate::db::{self, entity::message};
 use crate::domain::{ChannelId, MessageId};
-use crate::fanout::{Fanout, HubEvent, Notice, frame};
+use crate::fanout::{Fanout, HubEvent, LiveMessage, Notice};
 
 /// The most messages written in one transaction.
 pub const MAX_BATCH: usize = 128;
@@ -190,13 +189,9 @@ async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pendin
 /// Delivers a committed message to local readers and answers its publisher.
 fn finish(fanout: &Fanout, pending: Pending, outcome: Result<message::Model, CommitError>) {
     if let Ok(row) = &outcome {
-        // A message too large for the live ring is not encoded: it travels as its id.
+        // A message too large for the live ring travels as its id (its payload is not kept).
         fanout.deliver_local(row.channel_id, || match fanout.hub().carries_frame(row.payload_size) {
-            true => HubEvent::Message {
-                id: row.id,
-                expires_at: row.expires_at,
-                frame: frame::message(&message_event(row, &pending.payload)),
-            },
+            true => HubEvent::Message(LiveMessage::new(row.clone(), pending.payload.clone())),
             false => HubEvent::Stored { id: row.id, expires_at: row.expires_at },
         });
     }

@@ -179,6 +179,11 @@ fn failure(err: tokio::task::JoinError) -> String {
     format!("panicked: {message}")
 }
 
+/// Resolves once the server starts shutting down.
+pub async fn stopping(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,24 @@ use bytes::Bytes;
 pub use fs::FsStore;
 pub use s3::S3Store;
 
-use crate::config::StorageConfig;
 use crate::domain::{ChannelId, MessageId};
+
+/// Which store holds payloads (built by the binary's config from DATA_DIR and S3_*).
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Filesystem { root: std::path::PathBuf },
+    S3(S3Config),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: crate::domain::Secret<String>,
+    pub timeout: std::time::Duration,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

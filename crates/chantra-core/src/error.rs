@@ -1,12 +1,11 @@
 //! One error type for the whole service layer. Each variant has a stable
-//! snake_case code, an HTTP status and a message a person can act on; REST
-//! renders it as `{"error":{"code","message"}}`, MCP as a tool error with the
-//! same code and message. Backend failures are logged here with their cause
-//! and reach clients only as a generic 503/500.
-
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+//! snake_case code, an HTTP status number and a message a person can act
+//! on; the binary's HTTP edge renders it as `{"error":{"code","message"}}`,
+//! MCP as a tool error with the same code and message. Backend failures are
+//! logged here with their cause and reach clients only as a generic 503/500.
+//!
+//! The status is a plain number so this crate needs no HTTP library: the
+//! edge turns it into a response (chantra's `http::error`).
 
 use crate::db;
 use crate::domain::{ParseIdError, TokenError, ValidationError};
@@ -99,34 +98,36 @@ impl AppError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
         match self {
-            AppError::BadRequest { .. } | AppError::InvalidCursor(_) => StatusCode::BAD_REQUEST,
+            AppError::BadRequest { .. } | AppError::InvalidCursor(_) => 400,
             AppError::MissingToken(_)
             | AppError::InvalidToken
             | AppError::GrantRevoked
             | AppError::GrantExpired
-            | AppError::InvalidInternalToken => StatusCode::UNAUTHORIZED,
-            AppError::ChannelNotFound | AppError::GrantNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
-            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            AppError::Conflict { .. } => StatusCode::CONFLICT,
-            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            | AppError::InvalidInternalToken => 401,
+            AppError::ChannelNotFound | AppError::GrantNotFound | AppError::RouteNotFound => 404,
+            AppError::MethodNotAllowed => 405,
+            AppError::Conflict { .. } => 409,
+            AppError::PayloadTooLarge { .. } => 413,
+            AppError::UnsupportedMediaType(_) => 415,
+            AppError::UriTooLong { .. } => 414,
             AppError::RateLimited { .. }
             | AppError::TooManyStreams { .. }
-            | AppError::TooManySessionsFromClient { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | AppError::TooManySessionsFromClient { .. } => 429,
             AppError::DatabaseUnavailable
             | AppError::StorageUnavailable
             | AppError::Timeout
             | AppError::ServerBusy
             | AppError::TooManySessions { .. }
-            | AppError::ChannelsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            | AppError::ChannelsUnavailable => 503,
+            AppError::Internal => 500,
         }
     }
 
-    fn retry_after_secs(&self) -> Option<u64> {
+    /// Seconds a client should wait before retrying (`Retry-After`), if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             AppError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
             AppError::DatabaseUnavailable
@@ -138,32 +139,6 @@ impl AppError {
             AppError::TooManySessionsFromClient { .. } => Some(30),
             _ => None,
         }
-    }
-}
-
-/// The JSON error shape of every role.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable, snake_case.
-    #[schema(example = "channel_not_found")]
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code().to_owned(), message: self.to_string() } };
-        let mut response = (self.status(), axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after_secs() {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
     }
 }
 

@@ -1,11 +1,54 @@
-//! Server-Sent Events frames, encoded once per message and shared by every
-//! subscriber as `Bytes`. A message's data is compact JSON, which never
-//! contains a raw newline, so each event has exactly one `data:` line.
+//! Server-Sent Events: how the service's stream events ([`StreamEvent`])
+//! become bytes on the wire. A live message is encoded once per process and
+//! its frame shared by every subscriber ([`LiveMessage::encoded`]). A
+//! message's data is compact JSON, which never contains a raw newline, so
+//! each event has exactly one `data:` line.
+
+use std::convert::Infallible;
 
 use bytes::Bytes;
+use futures::Stream;
 use serde::Serialize;
 
-use crate::service::views::MessageEvent;
+use chantra_core::fanout::LiveMessage;
+use chantra_core::service::views::MessageEvent;
+use chantra_core::service::{Gap, ReaderStream, StreamEvent, message_event};
+
+/// The body of an SSE response: a `retry:` hint, then the reader's events
+/// as frames. `guard` (e.g. the client's stream slot) is released when the
+/// body ends.
+pub fn event_stream<G: Send + 'static>(
+    stream: ReaderStream,
+    retry_ms: u64,
+    guard: G,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let channel = stream.reader().channel.to_string();
+    let first = futures::stream::once(std::future::ready(Ok(retry(retry_ms))));
+    let events = futures::stream::unfold((stream, guard), move |(mut stream, guard)| {
+        let channel = channel.clone();
+        async move {
+            let event = stream.next().await?;
+            Some((Ok(encode(event, &channel)), (stream, guard)))
+        }
+    });
+    futures::StreamExt::chain(first, events)
+}
+
+/// One event's frame.
+pub fn encode(event: StreamEvent, channel_id: &str) -> Bytes {
+    match event {
+        StreamEvent::Live(live) => live.encoded(live_message),
+        StreamEvent::Replayed { row, payload } => message_with_payload(&message_event(&row, &[]), &payload),
+        StreamEvent::Gap(gap) => gap_frame(&gap),
+        StreamEvent::KeepAlive => Bytes::from_static(KEEPALIVE),
+        StreamEvent::Deleted => deleted(channel_id),
+        StreamEvent::Revoked(why) => revoked(why.as_str()),
+    }
+}
+
+fn live_message(live: &LiveMessage) -> Bytes {
+    message_with_payload(&message_event(&live.row, &[]), &live.payload)
+}
 
 pub const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
@@ -55,18 +98,13 @@ struct GapData<'a> {
     requested_after: &'a str,
 }
 
-/// Said before a replay when messages after the reader's cursor are gone.
-pub fn gap(oldest_available: &str, requested_after: &str) -> Bytes {
-    gap_from(Some(oldest_available), requested_after)
-}
-
-/// A gap after which nothing is left to replay (`oldest_available_id: null`).
-pub fn gap_to_nothing(requested_after: &str) -> Bytes {
-    gap_from(None, requested_after)
-}
-
-fn gap_from(oldest_available_id: Option<&str>, requested_after: &str) -> Bytes {
-    let data = serde_json::to_string(&GapData { oldest_available_id, requested_after }).unwrap_or_default();
+/// Said before a replay when messages after the reader's cursor are gone;
+/// `oldest_available_id: null` when nothing is left to replay.
+pub fn gap_frame(gap: &Gap) -> Bytes {
+    let oldest = gap.oldest_available.map(|id| id.hyphenated().to_string());
+    let requested = gap.requested_after.hyphenated().to_string();
+    let data = GapData { oldest_available_id: oldest.as_deref(), requested_after: &requested };
+    let data = serde_json::to_string(&data).unwrap_or_default();
     Bytes::from(format!("event: gap\ndata: {data}\n\n"))
 }
 
@@ -121,7 +159,11 @@ mod tests {
 
     #[test]
     fn a_gap_to_nothing_says_null() {
-        let frame = String::from_utf8(gap_to_nothing("a").to_vec()).unwrap();
-        assert_eq!(frame, "event: gap\ndata: {\"oldest_available_id\":null,\"requested_after\":\"a\"}\n\n");
+        let gap = Gap { oldest_available: None, requested_after: uuid::Uuid::nil() };
+        let frame = String::from_utf8(gap_frame(&gap).to_vec()).unwrap();
+        assert_eq!(
+            frame,
+            "event: gap\ndata: {\"oldest_available_id\":null,\"requested_after\":\"00000000-0000-0000-0000-000000000000\"}\n\n"
+        );
     }
 }

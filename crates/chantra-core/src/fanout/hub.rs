@@ -1,7 +1,9 @@
-//! The in-process hub: channel id → a broadcast of ready-encoded events.
+//! The in-process hub: channel id → a broadcast of committed events.
 //!
-//! A message is encoded once and its `Bytes` frame is shared by every
-//! subscriber of the channel in this process; the broadcast ring (SSE_BUFFER
+//! A message is loaded once per process and shared by every subscriber of
+//! the channel here ([`LiveMessage`]); the edge that encodes it (SSE) does so
+//! once and caches its frame in it, so 5,000 readers share one encoding. The
+//! broadcast ring (SSE_BUFFER
 //! slots per followed channel) is the only buffer. A slow subscriber keeps
 //! at most the ring's frames alive; one that falls further behind is told it
 //! lagged and catches up from the database.
@@ -12,20 +14,48 @@
 //! process-wide budget ([`Hub::replay_memory`], SSE_REPLAY_MEMORY_BYTES).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, broadcast};
 use uuid::Uuid;
 
+use crate::db::entity::message;
+
+/// A committed message with its payload, shared by every reader in this process.
+#[derive(Debug)]
+pub struct LiveMessage {
+    pub row: message::Model,
+    pub payload: Bytes,
+    /// The edge's encoding of this message (an SSE frame), made by the first
+    /// reader that needs it and shared by the others.
+    encoded: OnceLock<Bytes>,
+}
+
+impl LiveMessage {
+    pub fn new(row: message::Model, payload: Bytes) -> Arc<Self> {
+        Arc::new(Self { row, payload, encoded: OnceLock::new() })
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.row.id
+    }
+
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.row.expires_at
+    }
+
+    /// This message encoded by `encode`, once per process: every caller must
+    /// pass the same encoding (there is one edge encoding per process, SSE's).
+    pub fn encoded(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
+        self.encoded.get_or_init(|| encode(self)).clone()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum HubEvent {
-    Message {
-        id: Uuid,
-        expires_at: DateTime<Utc>,
-        frame: Bytes,
-    },
+    Message(Arc<LiveMessage>),
     /// A committed message too large to keep in the ring: each reader loads
     /// it from the store (the catch-up path, within the replay memory budget).
     Stored {
@@ -147,16 +177,18 @@ impl Hub {
     pub fn send(&self, channel: Uuid, event: HubEvent) {
         let event = match event {
             // The ring would pin up to SSE_BUFFER such frames per channel.
-            HubEvent::Message { id, expires_at, frame } if frame.len() > self.live_frame_max => {
-                HubEvent::Stored { id, expires_at }
+            HubEvent::Message(live) if !self.carries_frame(live.row.payload_size) => {
+                HubEvent::Stored { id: live.id(), expires_at: live.expires_at() }
             }
             other => other,
         };
         let sender = {
             let mut feeds = self.lock();
             let Some(feed) = feeds.get_mut(&channel) else { return };
-            if let HubEvent::Message { id, .. } | HubEvent::Stored { id, .. } = &event {
-                feed.last_message = feed.last_message.max(*id);
+            match &event {
+                HubEvent::Message(live) => feed.last_message = feed.last_message.max(live.id()),
+                HubEvent::Stored { id, .. } => feed.last_message = feed.last_message.max(*id),
+                _ => {}
             }
             feed.sender.clone()
         };
@@ -180,6 +212,20 @@ fn opened_floor() -> Uuid {
 mod tests {
     use super::*;
 
+    fn live(id: Uuid, payload: &'static [u8]) -> HubEvent {
+        let row = message::Model {
+            id,
+            channel_id: Uuid::nil(),
+            payload_object_key: String::new(),
+            payload_size: payload.len() as i64,
+            content_type: "text/plain".into(),
+            created_at: Utc::now(),
+            expires_at: Utc::now(),
+            idempotency_key: None,
+        };
+        HubEvent::Message(LiveMessage::new(row, Bytes::from_static(payload)))
+    }
+
     #[tokio::test]
     async fn feeds_live_as_long_as_subscribers() {
         let hub = Hub::new(4);
@@ -201,7 +247,7 @@ mod tests {
         let channel = Uuid::now_v7();
         let mut slow = hub.subscribe(channel);
         for _ in 0..5 {
-            hub.send(channel, HubEvent::Message { id: Uuid::now_v7(), expires_at: Utc::now(), frame: Bytes::new() });
+            hub.send(channel, live(Uuid::now_v7(), b""));
         }
         assert!(matches!(slow.receiver.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
     }
@@ -212,12 +258,10 @@ mod tests {
         let channel = Uuid::now_v7();
         let mut reader = hub.subscribe(channel);
         let (small, large) = (Uuid::now_v7(), Uuid::now_v7());
-        let at = Utc::now();
-        hub.send(channel, HubEvent::Message { id: small, expires_at: at, frame: Bytes::from_static(b"12345678") });
-        hub.send(channel, HubEvent::Message { id: large, expires_at: at, frame: Bytes::from_static(b"123456789") });
-        assert!(
-            matches!(reader.receiver.recv().await, Ok(HubEvent::Message { id, frame, .. }) if id == small && frame.len() == 8)
-        );
+        // 6 payload bytes are 8 of base64 (fits the 8-byte limit); 7 are 12.
+        hub.send(channel, live(small, b"123456"));
+        hub.send(channel, live(large, b"1234567"));
+        assert!(matches!(reader.receiver.recv().await, Ok(HubEvent::Message(m)) if m.id() == small));
         assert!(matches!(reader.receiver.recv().await, Ok(HubEvent::Stored { id, .. }) if id == large));
         assert_eq!(hub.active_channels(), vec![(channel, large)]);
         assert_eq!(hub.replay_memory().1, 1024);
