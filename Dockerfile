@@ -15,14 +15,18 @@ ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo \
 
 # 1. Dependencies only. The manifests plus an empty stand-in for every target
 #    Cargo.toml declares or cargo needs to load the workspace: the chantra
-#    binary and library, the `migration` member crate, and the `token_hash`
-#    bench. This layer is rebuilt only when Cargo.toml, migration/Cargo.toml or
-#    Cargo.lock change. `cargo clean -p` then forgets the stand-ins' artifacts so
-#    the real sources below are always recompiled, whatever their timestamps.
+#    binary and library, the `migration` member crate, the `token_hash` bench,
+#    and the `tools/chantra-load` member (never built here: only its manifest
+#    is needed). This layer is rebuilt only when Cargo.toml, a member's
+#    Cargo.toml or Cargo.lock change. `cargo clean -p` then forgets the
+#    stand-ins' artifacts so the real sources below are always recompiled,
+#    whatever their timestamps.
 COPY Cargo.toml Cargo.lock ./
 COPY migration/Cargo.toml migration/Cargo.toml
-RUN mkdir -p src migration/src benches \
+COPY tools/chantra-load/Cargo.toml tools/chantra-load/Cargo.toml
+RUN mkdir -p src migration/src benches tools/chantra-load/src \
     && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > tools/chantra-load/src/main.rs \
     && touch src/lib.rs migration/src/lib.rs \
     && echo 'fn main() {}' > benches/token_hash.rs \
     && cargo build --release --locked --bin chantra \

@@ -140,12 +140,13 @@ trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ build
 
+# chantra-load is its own workspace package (tools/chantra-load), hence the -p flags.
 if [[ $BENCH_PROFILE == release ]]; then
   log "building release binaries"
-  cargo build --release --bin chantra --bin chantra-load
+  cargo build --release -p chantra -p chantra-load --bin chantra --bin chantra-load
 else
   log "building debug binaries"
-  cargo build --bin chantra --bin chantra-load
+  cargo build -p chantra -p chantra-load --bin chantra --bin chantra-load
 fi
 BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/$BENCH_PROFILE
 CHANTRA=$BIN_DIR/chantra

@@ -301,9 +301,10 @@ if [[ "${CHECK_DEPLOY_BUILD:-0}" == 1 ]]; then
   # One snapshot of what the Dockerfile copies (timestamps kept, as COPY does),
   # so edits made during the long build cannot mix two versions.
   ctx="$WORK/docker-build" snap="$WORK/docker-context"
-  mkdir -p "$ctx/migration" "$snap/migration"
+  mkdir -p "$ctx/migration" "$ctx/tools/chantra-load" "$snap/migration"
   cp -p Cargo.toml Cargo.lock "$ctx/"
   cp -p migration/Cargo.toml "$ctx/migration/"
+  cp -p tools/chantra-load/Cargo.toml "$ctx/tools/chantra-load/"
   cp -rp src templates static "$snap/"
   cp -rp migration/src "$snap/migration/"
   mapfile -t steps < <("$PY" - <<'PY'
