@@ -5,7 +5,7 @@
 # nothing (a few seconds). The test scripts never install: they fail naming
 # this script.
 #
-#   apt-get (Debian, as root or with sudo): strace, chromium, caddy
+#   apt-get (Debian, as root or with sudo): strace, chromium, caddy, jq
 #   ~/.cache/chantra-tools (CHANTRA_TOOLS_DIR): Python venvs (mcp SDK,
 #     schemathesis, docker-compose + hadolint), Node 22 + the MCP conformance
 #     suite, playwright-core (never a browser download), just
