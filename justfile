@@ -36,9 +36,9 @@ run-landing:
 build:
     cargo build --release
 
-# Whole suite on both backend pairs (starts PostgreSQL if stopped, and garage).
+# Whole suite on both backend pairs (installs the test tools once; starts PostgreSQL if stopped, and garage).
 test:
-    bash scripts/test.sh
+    bash scripts/setup-test-tools.sh && bash scripts/test.sh
 
 # Unit tests only (no backends needed).
 test-unit:

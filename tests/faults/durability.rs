@@ -14,7 +14,7 @@
 //! these checks survives one. PostgreSQL (synchronous_commit on) and S3 (the
 //! server acknowledges the PUT) are durable on the server side.
 //!
-//! Needs strace (scripts/test-env.sh installs it with apt-get when missing).
+//! Needs strace (scripts/setup-test-tools.sh installs it with apt-get when missing).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ async fn durability_sqlite_files_every_201_follows_its_fsyncs() {
     let version = Command::new(STRACE).arg("-V").output();
     assert!(
         version.is_ok_and(|o| o.status.success()),
-        "strace is missing: `apt-get install strace` (scripts/test-env.sh does it when it can)"
+        "strace is missing: `bash scripts/setup-test-tools.sh` installs it (apt-get install strace)"
     );
     let dir = tempfile::Builder::new().prefix("chantra-durability").tempdir().expect("temp dir");
     let data = std::fs::canonicalize(dir.path()).expect("canonical temp dir");

@@ -40,8 +40,8 @@ fn garage_bin() -> PathBuf {
     on_path.chain(installed).find(|path| path.is_file()).unwrap_or_else(|| {
         panic!(
             "garage is not installed (looked on PATH and in $CARGO_HOME/bin): the fault tests run a \
-             private S3 server. Install it once with `cargo install garage --locked` \
-             (scripts/test-env.sh `ensure_garage_installed` does this)"
+             private S3 server. Install it once with `bash scripts/setup-test-tools.sh` \
+             (it runs `cargo install garage --locked`)"
         )
     })
 }

@@ -7,8 +7,8 @@
 //! docs/RELIABILITY.md for the figures of a run.
 //!
 //! Needs the shared PostgreSQL on 127.0.0.1:5432 (`source scripts/test-env.sh
-//! && ensure_postgres`) and the garage binary (`cargo install garage
-//! --locked`); every case starts its own garage, and the PostgreSQL restart
+//! && ensure_postgres`) and the garage binary (`bash scripts/setup-test-tools.sh`
+//! installs it); every case starts its own garage, and the PostgreSQL restart
 //! case its own cluster. A backend that cannot be reached fails the case.
 
 mod common;
