@@ -19,7 +19,7 @@ use chantra::service::Service;
 use serde_json::Value;
 
 // What the in-process app shares with the launched binary and tests/faults.
-pub use chantra_testkit::{Backend, FaultProxy, TEST_SECRET, TestDatabase, admin_database_url, free_port, s3_env};
+pub use chantra_testkit::{Backend, FaultProxy, TEST_SECRET, TestDatabase, admin_database_url, s3_env};
 
 /// Defines `mod name { sqlite(), postgres() }` running `async fn name(Backend)` on each backend.
 #[macro_export]
