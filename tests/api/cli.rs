@@ -3,21 +3,18 @@
 //! never contain a token.
 
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use chantra_testkit::{Launcher, bin};
 use serde_json::Value;
 
-use crate::helpers::{Backend, TEST_SECRET, TestDatabase, free_port};
+use crate::helpers::{Backend, TEST_SECRET, TestDatabase};
 use crate::on_both_backends;
-
-const BIN: &str = env!("CARGO_BIN_EXE_chantra");
 
 /// The binary with a clean environment: no setting leaks in from the caller.
 fn chantra(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info");
-    cmd
+    Launcher::bare(bin!(), dir).command()
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -70,14 +67,9 @@ on_both_backends!(migrate_round_trip);
 
 async fn migrate_round_trip(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _database) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}/m.db?mode=rwc", dir.path().display()), None),
-        Backend::Postgres => {
-            let db = TestDatabase::create().await;
-            (db.url.clone(), Some(db))
-        }
-    };
-    let migrate = |action: &str| run(chantra(dir.path()).args(["migrate", action]).env("DATABASE_URL", &url));
+    let database = TestDatabase::for_backend(backend, dir.path()).await;
+    let url = &database.url;
+    let migrate = |action: &str| run(chantra(dir.path()).args(["migrate", action]).env("DATABASE_URL", url));
 
     let status = migrate("status");
     assert!(status.status.success(), "{}", stderr(&status));
@@ -98,7 +90,7 @@ async fn migrate_round_trip(backend: Backend) {
     let mut serve = chantra(dir.path());
     serve
         .args(["serve", "--role", "rest", "--rest-addr", "127.0.0.1:0"])
-        .env("DATABASE_URL", &url)
+        .env("DATABASE_URL", url)
         .env("AUTO_MIGRATE", "false")
         .env("TOKEN_SECRET_SALT", TEST_SECRET);
     let refused = run(&mut serve);
@@ -150,60 +142,13 @@ fn misconfiguration_is_one_clear_line() {
     assert!(stderr(&output).lines().last().unwrap().contains("REST_ADDR: cannot bind"), "{}", stderr(&output));
 }
 
-/// A `chantra serve` child process that is killed when dropped.
-struct Server {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(cmd: &mut Command, log: std::path::PathBuf) -> Self {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-async fn wait_healthy(client: &reqwest::Client, url: &str, server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client.get(url).send().await.is_ok_and(|r| r.status() == 200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("server did not become healthy:\n{}", server.log());
-}
-
 #[tokio::test]
 async fn zero_configuration_default_and_no_tokens_in_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let mut cmd = chantra(dir.path());
-    cmd.args(["serve", "--role", "all"])
-        .env("REST_ADDR", format!("127.0.0.1:{}", ports[0]))
-        .env("CHANNELS_ADDR", format!("127.0.0.1:{}", ports[1]))
-        .env("MCP_ADDR", format!("127.0.0.1:{}", ports[2]))
-        .env("LANDING_ADDR", format!("127.0.0.1:{}", ports[3]))
-        .env("RUST_LOG", "trace");
-    let server = Server::start(&mut cmd, dir.path().join("server.log"));
+    // Every role, ready, with nothing configured but the addresses.
+    let server = Launcher::bare(bin!(), dir.path()).roles("all").env("RUST_LOG", "trace").start().await;
     let client = reqwest::Client::new();
-    let rest = format!("http://127.0.0.1:{}", ports[0]);
-    wait_healthy(&client, &format!("{rest}/readyz"), &server).await;
-    for port in &ports[1..] {
-        wait_healthy(&client, &format!("http://127.0.0.1:{port}/healthz"), &server).await;
-    }
+    let rest = server.rest_url("");
 
     // The embedded default lives under ./data.
     for file in ["data/chantra.db", "data/token_secret_salt", "data/payloads"] {
@@ -258,11 +203,8 @@ async fn zero_configuration_default_and_no_tokens_in_logs() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
     // A private stream opened the browser way, with the read token in the query string.
-    let stream_url = format!(
-        "http://127.0.0.1:{}/channel/v1/private/{id}?token={}",
-        ports[1],
-        channel["read_token"].as_str().unwrap()
-    );
+    let stream_url =
+        server.channels_url(&format!("/channel/v1/private/{id}?token={}", channel["read_token"].as_str().unwrap()));
     let stream = client.get(&stream_url).send().await.unwrap();
     assert_eq!(stream.status(), 200);
     drop(stream);

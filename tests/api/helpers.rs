@@ -10,8 +10,6 @@
 //! that cannot be reached fails the test with instructions; nothing is skipped.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use chantra::app::Application;
 use chantra::cli::{Cli, Command, Role};
@@ -19,19 +17,9 @@ use chantra::config::Config;
 use chantra_core::clock::Clock;
 use chantra_core::service::Service;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
 
-#[path = "../shared/postgres.rs"]
-mod postgres;
-pub use postgres::{TestDatabase, admin_database_url};
-
-pub const TEST_SECRET: &str = "test-secret-0123456789abcdef";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+// What the in-process app shares with the launched binary and tests/faults.
+pub use chantra_testkit::{Backend, FaultProxy, TEST_SECRET, TestDatabase, admin_database_url, s3_env};
 
 /// Defines `mod name { sqlite(), postgres() }` running `async fn name(Backend)` on each backend.
 #[macro_export]
@@ -50,32 +38,6 @@ macro_rules! on_both_backends {
             }
         )*
     };
-}
-
-/// S3 settings for the Postgres pair, from the environment scripts/test.sh sets.
-pub struct S3Env {
-    pub endpoint: String,
-    pub access_key: String,
-    pub secret_key: String,
-    pub bucket: String,
-}
-
-pub fn s3_env() -> S3Env {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: the PostgreSQL + S3 tests need a real S3 server. \
-                 Run the suite with `bash scripts/test.sh` (it starts garage), or point \
-                 CHANTRA_TEST_S3_ENDPOINT, CHANTRA_TEST_S3_ACCESS_KEY and CHANTRA_TEST_S3_SECRET_KEY at one"
-            )
-        })
-    };
-    S3Env {
-        endpoint: var("CHANTRA_TEST_S3_ENDPOINT"),
-        access_key: var("CHANTRA_TEST_S3_ACCESS_KEY"),
-        secret_key: var("CHANTRA_TEST_S3_SECRET_KEY"),
-        bucket: std::env::var("CHANTRA_TEST_S3_BUCKET").unwrap_or_else(|_| "chantra-test".into()),
-    }
 }
 
 /// A running application and what a test needs to talk to it.
@@ -198,7 +160,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     args.extend(["--rate-limit-per-second".into(), "0".into()]);
     // Tests run sweeps themselves (service.sweep_once) with a moved clock.
     args.extend(["--no-sweeper".into(), "true".into()]);
-    args.extend(["--channel-base-url".into(), "http://channels.test".into()]);
+    args.extend(["--channel-base-url".into(), chantra_testkit::BASE_URL.into()]);
 
     let database = match backend {
         Backend::Sqlite => {
@@ -247,63 +209,6 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
 }
 
 use clap::Parser as _;
-
-/// A TCP forwarder in front of a real server that a test can switch off:
-/// either entirely (`set_up(false)`: open connections are cut too) or for new
-/// connections only (`refuse_new(true)`: what is connected stays connected).
-pub struct FaultProxy {
-    pub addr: SocketAddr,
-    /// New connections are forwarded.
-    accepting: Arc<AtomicBool>,
-    /// Open connections keep flowing.
-    alive: Arc<AtomicBool>,
-}
-
-impl FaultProxy {
-    pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepting = Arc::new(AtomicBool::new(true));
-        let alive = Arc::new(AtomicBool::new(true));
-        let (accept, live) = (accepting.clone(), alive.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !accept.load(Ordering::SeqCst) {
-                    drop(inbound); // connection reset: the server is "down"
-                    continue;
-                }
-                let live = live.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
-                    // Copy until either side closes or the proxy is switched off.
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = async { while live.load(Ordering::SeqCst) { tokio::time::sleep(std::time::Duration::from_millis(20)).await } } => {}
-                    }
-                });
-            }
-        });
-        Self { addr, accepting, alive }
-    }
-
-    /// Switches the proxy; when switching off, waits until open
-    /// connections have been cut too.
-    pub async fn set_up(&self, up: bool) {
-        self.accepting.store(up, Ordering::SeqCst);
-        self.alive.store(up, Ordering::SeqCst);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-
-    /// Refuses (or accepts again) new connections, leaving open ones alone.
-    pub fn refuse_new(&self, refuse: bool) {
-        self.accepting.store(!refuse, Ordering::SeqCst);
-    }
-}
-
-/// A loopback port that is free right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Replaces ids, times, tokens and URLs with placeholders after checking
 /// their shape, so one snapshot holds on both backends and every run.

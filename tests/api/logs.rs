@@ -9,122 +9,48 @@
 //! token, no token hash (as stored in the database), no internal token and
 //! no key appears anywhere in the output — which must really be a trace log.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chantra_core::domain::{PublishToken, ReadToken, TokenHasher};
-use futures::StreamExt as _;
+use chantra_testkit::{Launcher, Server, bin};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestDatabase, free_port, s3_env};
+use crate::helpers::{Backend, TEST_SECRET, TestDatabase, s3_env};
 use crate::mcp::McpClient;
 use crate::on_both_backends;
+use crate::sse_client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chantra");
-const SALT: &str = "log-test-secret-0123456789abcdef";
 const INTERNAL: &str = "internal-log-test-secret-0123456789";
 
-struct Server {
-    child: Child,
-    log: std::path::PathBuf,
-    rest: String,
-    channels: String,
-    mcp: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-}
-
-/// Starts `chantra serve --role all` at trace level, stdout and stderr into one file.
+/// Starts `chantra serve --role all` at trace level (stdout and stderr in its log).
 async fn start(dir: &std::path::Path, backend: Backend, database_url: &str) -> Server {
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let log = dir.join("server.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    let mut launcher = Launcher::new(bin!(), dir)
+        .roles("all")
         .env("RUST_LOG", "trace")
-        .args(["serve", "--role", "all"])
-        .env("REST_ADDR", format!("127.0.0.1:{}", ports[0]))
-        .env("CHANNELS_ADDR", format!("127.0.0.1:{}", ports[1]))
-        .env("MCP_ADDR", format!("127.0.0.1:{}", ports[2]))
-        .env("LANDING_ADDR", format!("127.0.0.1:{}", ports[3]))
-        .env("CHANNEL_BASE_URL", format!("http://127.0.0.1:{}", ports[1]))
-        .env("DATABASE_URL", database_url)
-        .env("DATA_DIR", dir.join("data"))
-        .env("TOKEN_SECRET_SALT", SALT)
-        .env("INTERNAL_API_TOKEN", INTERNAL)
-        .env("RATE_LIMIT_PER_SECOND", "0")
-        .env("NO_SWEEPER", "true")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file));
+        .database(database_url)
+        .env("INTERNAL_API_TOKEN", INTERNAL);
     if backend == Backend::Postgres {
-        let s3 = s3_env();
-        cmd.env("S3_ENDPOINT", s3.endpoint)
-            .env("S3_ACCESS_KEY", s3.access_key)
-            .env("S3_SECRET_KEY", s3.secret_key)
-            .env("S3_BUCKET", s3.bucket);
+        launcher = launcher.s3(&s3_env());
     }
-    let server = Server {
-        child: cmd.spawn().expect("the chantra binary starts"),
-        log,
-        rest: format!("http://127.0.0.1:{}", ports[0]),
-        channels: format!("http://127.0.0.1:{}", ports[1]),
-        mcp: format!("http://127.0.0.1:{}/mcp", ports[2]),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for port in &ports {
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        while !client.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-            assert!(Instant::now() < deadline, "the server did not become ready:\n{}", server.log());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    server
+    launcher.start().await
 }
 
 /// Reads a stream until its first `message` event (or 10 s), then drops it.
-async fn first_message(request: reqwest::RequestBuilder) -> String {
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !seen.contains("event: message") {
-        match tokio::time::timeout_at(deadline, body.next()).await {
-            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            _ => panic!("no message event on the stream: {seen}"),
-        }
-    }
-    seen
+async fn first_message(request: reqwest::RequestBuilder) {
+    let mut stream = sse_client::connect(request).await;
+    assert_eq!(stream.status, 200);
+    let seen = stream.messages(1, Duration::from_secs(10)).await;
+    assert_eq!(seen.len(), 1, "no message event on the stream");
 }
 
 on_both_backends!(no_secret_reaches_the_trace_log);
 
 async fn no_secret_reaches_the_trace_log(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (database_url, _database) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}/chantra.db?mode=rwc", dir.path().display()), None),
-        Backend::Postgres => {
-            let database = TestDatabase::create().await;
-            (database.url.clone(), Some(database))
-        }
-    };
-    let server = start(dir.path(), backend, &database_url).await;
+    let database = TestDatabase::for_backend(backend, dir.path()).await;
+    let server = start(dir.path(), backend, &database.url).await;
     let http = reqwest::Client::new();
-    let rest = &server.rest;
+    let rest = server.rest_url("");
     let mut publish_tokens: Vec<String> = Vec::new();
     let mut read_tokens: Vec<String> = Vec::new();
 
@@ -187,11 +113,11 @@ async fn no_secret_reaches_the_trace_log(backend: Backend) {
     assert_eq!(metadata.unwrap().status(), 200);
 
     // Reads: the read token in X-Read-Token, as Bearer, and in ?token= (the EventSource way).
-    let stream = format!("{}/channel/v1/private/{private_id}", server.channels);
+    let stream = server.channels_url(&format!("/channel/v1/private/{private_id}"));
     first_message(http.get(&stream).header("x-read-token", first_read).header("last-event-id", public_id)).await;
     first_message(http.get(&stream).bearer_auth(first_read).query(&[("since", "0")])).await;
     first_message(http.get(format!("{stream}?token={first_read}&since=0"))).await;
-    let public_stream = format!("{}/channel/v1/public/{public_id}?since=0", server.channels);
+    let public_stream = server.channels_url(&format!("/channel/v1/public/{public_id}?since=0"));
     first_message(http.get(&public_stream)).await;
     let forged_read = ReadToken::generate();
     read_tokens.push(forged_read.expose().to_owned());
@@ -200,7 +126,7 @@ async fn no_secret_reaches_the_trace_log(backend: Backend) {
 
     // The internal read API, with its token and a read token.
     let internal = http
-        .get(format!("{}/internal/v1/channels/{private_id}/messages", server.channels))
+        .get(server.channels_url(&format!("/internal/v1/channels/{private_id}/messages")))
         .header("x-internal-token", INTERNAL)
         .header("x-read-token", first_read)
         .send()
@@ -231,7 +157,7 @@ async fn no_secret_reaches_the_trace_log(backend: Backend) {
     assert_eq!(revoked.status(), 200);
 
     // MCP: tokens as tool arguments, and new tokens in tool results.
-    let mut mcp = McpClient::connect(server.mcp.clone()).await;
+    let mut mcp = McpClient::connect(server.url("mcp", "/mcp")).await;
     let (failed, created) = mcp.call("create_channel", json!({ "visibility": "private" })).await;
     assert!(!failed, "{created}");
     let mcp_id = created["channel_id"].as_str().unwrap().to_owned();
@@ -280,7 +206,7 @@ async fn no_secret_reaches_the_trace_log(backend: Backend) {
     }
     assert!(log.contains(private_id), "requests are logged with their path");
 
-    let hasher = TokenHasher::new(SALT.as_bytes());
+    let hasher = TokenHasher::new(TEST_SECRET.as_bytes());
     let mut secrets: Vec<(String, String)> = Vec::new();
     for token in &publish_tokens {
         let parsed = PublishToken::parse(token).unwrap();
@@ -293,7 +219,7 @@ async fn no_secret_reaches_the_trace_log(backend: Backend) {
         secrets.push((format!("hash of read token {}…", &token[..8]), hasher.hash_read(&parsed).as_str().into()));
     }
     secrets.push(("INTERNAL_API_TOKEN".into(), INTERNAL.into()));
-    secrets.push(("TOKEN_SECRET_SALT".into(), SALT.into()));
+    secrets.push(("TOKEN_SECRET_SALT".into(), TEST_SECRET.into()));
     if backend == Backend::Postgres {
         secrets.push(("S3_SECRET_KEY".into(), s3_env().secret_key));
     }

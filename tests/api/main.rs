@@ -1,5 +1,7 @@
 //! One integration binary: the real application over HTTP, on SQLite +
-//! filesystem and on PostgreSQL + S3 (garage). See helpers.rs.
+//! filesystem and on PostgreSQL + S3 (garage). See helpers.rs; what is
+//! shared with tests/faults (the launcher of the built binary, the SSE
+//! client, the test database) is in crates/chantra-testkit.
 
 mod backends;
 mod cli;
@@ -15,6 +17,8 @@ mod rest_http;
 mod rest_publish;
 mod security;
 mod sse;
-mod sse_client;
 mod sse_multiprocess;
 mod supervision;
+
+/// The SSE test client, under the name the cases use.
+use chantra_testkit::sse as sse_client;

@@ -11,24 +11,21 @@
 //! process end the streams that another process serves, also when the
 //! notification was missed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use chantra_testkit::{BASE_URL, Launcher, Server, bin};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
 
-use crate::helpers::{FaultProxy, TEST_SECRET, TestDatabase, admin_database_url, free_port, s3_env};
+use crate::helpers::{FaultProxy, TestDatabase, admin_database_url, s3_env};
 use crate::sse_client::{self, Event, SseStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chantra");
 /// The longest any single wait in this test may take.
 const WAIT: Duration = Duration::from_secs(20);
 /// Messages per phase (three phases).
 const PHASE: usize = 20;
-const BASE_URL: &str = "http://channels.test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_three_processes_deliver_once_in_order() {
@@ -62,13 +59,13 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn rest(&self) -> &Process {
+    fn rest(&self) -> &Server {
         &self.cluster.processes[0]
     }
-    fn ch1(&self) -> &Process {
+    fn ch1(&self) -> &Server {
         &self.cluster.processes[1]
     }
-    fn ch2(&self) -> &Process {
+    fn ch2(&self) -> &Server {
         &self.cluster.processes[2]
     }
 
@@ -102,7 +99,7 @@ impl Ctx {
     async fn first_grant(&self, channel: &Value) -> String {
         let info: Value = self
             .client
-            .get(self.rest().url(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))
+            .get(self.rest().rest_url(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))
             .header("x-publish-token", channel["publish_token"].as_str().unwrap())
             .send()
             .await
@@ -116,7 +113,7 @@ impl Ctx {
     async fn revoke(&self, channel: &Value, grant: &str) -> reqwest::Response {
         let id = channel["channel_id"].as_str().unwrap();
         self.client
-            .post(self.rest().url(&format!("/v1/channels/{id}/read-grants/{grant}/revoke")))
+            .post(self.rest().rest_url(&format!("/v1/channels/{id}/read-grants/{grant}/revoke")))
             .header("x-publish-token", channel["publish_token"].as_str().unwrap())
             .send()
             .await
@@ -125,7 +122,7 @@ impl Ctx {
 
     async fn delete(&self, channel: &Value) -> reqwest::Response {
         self.client
-            .delete(self.rest().url(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))
+            .delete(self.rest().rest_url(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))
             .header("x-publish-token", channel["publish_token"].as_str().unwrap())
             .send()
             .await
@@ -167,7 +164,7 @@ async fn every_message_once_in_order(t: &Ctx) -> (SseStream, SseStream, Value) {
     // PostgreSQL is closed); ten messages are published while both
     // listeners are down. Once the gate opens they reconnect and catch up
     // by cursor.
-    let cut_before = [ch1, ch2].map(|p| p.count("listener cannot connect"));
+    let cut_before = [ch1, ch2].map(|p| p.log_count("listener cannot connect"));
     t.cluster.pg_gate.refuse_new(true);
     let mut terminated = vec![t.terminate_backends().await];
     for i in 2 * PHASE..2 * PHASE + PHASE / 2 {
@@ -186,7 +183,7 @@ async fn every_message_once_in_order(t: &Ctx) -> (SseStream, SseStream, Value) {
 
     // Phase 3b: pg_terminate_backend in the middle of publishing, with
     // PostgreSQL reachable: the listeners reconnect at once.
-    let reconnected_before = [ch1, ch2].map(|p| p.count("listener reconnected"));
+    let reconnected_before = [ch1, ch2].map(|p| p.log_count("listener reconnected"));
     for i in 2 * PHASE + PHASE / 2..3 * PHASE {
         if i == 2 * PHASE + 3 * PHASE / 4 {
             terminated.push(t.terminate_backends().await);
@@ -239,7 +236,7 @@ async fn revocation_across_processes(t: &Ctx) -> (SseStream, Value) {
     let first_grant = t.first_grant(&private).await;
     let second: Value = t
         .client
-        .post(t.rest().url(&format!("/v1/channels/{id}/read-grants")))
+        .post(t.rest().rest_url(&format!("/v1/channels/{id}/read-grants")))
         .header("x-publish-token", private["publish_token"].as_str().unwrap())
         .json(&json!({ "label": "other reader" }))
         .send()
@@ -274,7 +271,7 @@ async fn revocation_across_processes(t: &Ctx) -> (SseStream, Value) {
     let after = t.publish(&private, 1).await;
     assert_eq!(ids(&receive(&mut other, 1, "other private reader after revocation").await), [after]);
     let refused = reqwest::Client::new()
-        .get(ch1.url(&stream_path(&private)))
+        .get(ch1.channels_url(&stream_path(&private)))
         .header("accept", "text/event-stream")
         .header("x-read-token", first_token)
         .send()
@@ -309,7 +306,7 @@ async fn missed_while_cut_off(t: &Ctx) {
     let mut deleted = open(ch1, &doomed, &[]).await;
     let grant = t.first_grant(&private).await;
 
-    let cut_before = [ch1, ch2].map(|p| p.count("listener cannot connect"));
+    let cut_before = [ch1, ch2].map(|p| p.log_count("listener cannot connect"));
     t.cluster.pg_gate.refuse_new(true);
     assert_eq!(t.terminate_backends().await.1, 2, "both listeners were terminated");
     for (channels, before) in [ch1, ch2].into_iter().zip(cut_before) {
@@ -331,39 +328,9 @@ async fn missed_while_cut_off(t: &Ctx) {
 
 // ------------------------------------------------------------------ processes
 
-/// A `chantra serve` child process, killed when dropped.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-    base: String,
-}
-
-impl Process {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// How often `needle` occurs in the log so far.
-    fn count(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// rest, channels #1, channels #2; prints their logs if the test fails.
+/// rest, channels #1, channels #2.
 struct Cluster {
-    processes: Vec<Process>,
+    processes: Vec<Server>,
     /// Between the channels processes and PostgreSQL (the rest process connects directly).
     pg_gate: FaultProxy,
     /// Logs and data directories; removed after the processes were killed.
@@ -372,7 +339,6 @@ struct Cluster {
 
 impl Cluster {
     async fn start(database: &TestDatabase) -> Self {
-        let client = reqwest::Client::new();
         let mut url = url::Url::parse(&database.url).expect("database URL");
         let target = tokio::net::lookup_host((url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432)))
             .await
@@ -388,48 +354,10 @@ impl Cluster {
         // start only then, and refuse to migrate themselves.
         for (name, role) in [("rest", "rest"), ("channels-1", "channels"), ("channels-2", "channels")] {
             let url = if role == "rest" { &database.url } else { &proxied };
-            // A free port can be taken before the child binds it: then try another.
-            for attempt in 1.. {
-                cluster.processes.push(spawn(cluster.dir.path(), name, role, url));
-                if cluster.wait_ready(&client).await {
-                    break;
-                }
-                let failed = cluster.processes.pop().unwrap();
-                let log = failed.log();
-                assert!(log.contains("cannot bind") && attempt < 3, "{name} did not start:\n{log}");
-            }
+            let launcher = Launcher::new(bin!(), cluster.dir.path()).name(name).roles(role);
+            cluster.processes.push(launcher.database(url).s3(&s3_env()).start().await);
         }
         cluster
-    }
-
-    /// Whether the newest process answers /readyz (false if it exited).
-    async fn wait_ready(&mut self, client: &reqwest::Client) -> bool {
-        let process = self.processes.last_mut().unwrap();
-        let url = process.url("/readyz");
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if client.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-                return true;
-            }
-            if let Ok(Some(_)) = process.child.try_wait() {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{url} did not answer 200 within {WAIT:?}");
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for process in &self.processes {
-            out.push_str(&format!(
-                "\n===== {} stderr ({}) =====\n{}",
-                process.name,
-                process.log.display(),
-                process.log()
-            ));
-        }
-        out
     }
 
     /// Warnings, errors and fan-out events of every process (visible with --no-capture).
@@ -438,52 +366,16 @@ impl Cluster {
             let notable =
                 |l: &&str| l.contains("WARN") || l.contains("ERROR") || l.contains("chantra_core::service::listener");
             for line in process.log().lines().filter(notable) {
-                eprintln!("[{}] {line}", process.name);
+                eprintln!("[{}] {line}", process.name());
             }
         }
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("child process logs at the failure:{}", self.logs());
-        }
-    }
-}
-
-/// Starts `chantra serve --role <role>` with a clean environment.
-fn spawn(dir: &Path, name: &'static str, role: &str, database_url: &str) -> Process {
-    let s3 = s3_env();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let log = dir.join(format!("{name}.log"));
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .args(["serve", "--role", role])
-        .env("DATABASE_URL", database_url)
-        .env("AUTO_MIGRATE", if role == "rest" { "true" } else { "false" })
-        .env("TOKEN_SECRET_SALT", TEST_SECRET)
-        .env("S3_ENDPOINT", s3.endpoint)
-        .env("S3_ACCESS_KEY", s3.access_key)
-        .env("S3_SECRET_KEY", s3.secret_key)
-        .env("S3_BUCKET", s3.bucket)
-        .env("DATA_DIR", dir.join(format!("data-{name}")))
-        .env("RATE_LIMIT_PER_SECOND", "0")
-        .env("CHANNEL_BASE_URL", BASE_URL)
-        .env(if role == "rest" { "REST_ADDR" } else { "CHANNELS_ADDR" }, &addr);
-    let file = std::fs::File::create(&log).unwrap();
-    let child = cmd.stdout(Stdio::null()).stderr(file).spawn().expect("the chantra binary starts");
-    Process { name, child, log, base: format!("http://{addr}") }
-}
-
 /// Waits until a channels process's notification listener delivers: `/readyz`
 /// does not say whether it is LISTENing yet. Publishes to a scratch channel
 /// until one message arrives live.
-async fn wait_listening(client: &reqwest::Client, rest: &Process, channels: &Process) {
+async fn wait_listening(client: &reqwest::Client, rest: &Server, channels: &Server) {
     let channel = create_channel(client, rest, "public").await;
     let mut stream = open(channels, &channel, &[]).await;
     let deadline = Instant::now() + WAIT;
@@ -492,25 +384,25 @@ async fn wait_listening(client: &reqwest::Client, rest: &Process, channels: &Pro
         publish(client, rest, &channel, attempt).await;
         if let Some(event) = stream.messages(1, Duration::from_millis(500)).await.pop() {
             if attempt > 0 {
-                eprintln!("{}: {attempt} warm-up message(s) published before its listener delivered", channels.name);
+                eprintln!("{}: {attempt} warm-up message(s) published before its listener delivered", channels.name());
             }
             assert!(event.id.is_some());
             return;
         }
         attempt += 1;
     }
-    panic!("{} never delivered a live message", channels.name);
+    panic!("{} never delivered a live message", channels.name());
 }
 
 /// Waits until `needle` appears `count` times in a process's log.
-async fn wait_for_log(process: &Process, needle: &str, count: usize) {
+async fn wait_for_log(process: &Server, needle: &str, count: usize) {
     let deadline = Instant::now() + WAIT;
     loop {
-        if process.count(needle) >= count {
+        if process.log_count(needle) >= count {
             return;
         }
         if Instant::now() > deadline {
-            panic!("{} never logged {needle:?} {count} time(s)", process.name);
+            panic!("{} never logged {needle:?} {count} time(s)", process.name());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -518,9 +410,9 @@ async fn wait_for_log(process: &Process, needle: &str, count: usize) {
 
 // ------------------------------------------------------------------ API calls
 
-async fn create_channel(client: &reqwest::Client, rest: &Process, visibility: &str) -> Value {
+async fn create_channel(client: &reqwest::Client, rest: &Server, visibility: &str) -> Value {
     let response =
-        client.post(rest.url("/v1/channels")).json(&json!({ "visibility": visibility })).send().await.unwrap();
+        client.post(rest.rest_url("/v1/channels")).json(&json!({ "visibility": visibility })).send().await.unwrap();
     assert_eq!(response.status(), 201);
     response.json().await.unwrap()
 }
@@ -528,13 +420,13 @@ async fn create_channel(client: &reqwest::Client, rest: &Process, visibility: &s
 /// Publishes `message {i}` with an Idempotency-Key, retrying (within
 /// `WAIT`, and saying so on stderr) when the database is briefly
 /// unavailable; returns the message id.
-async fn publish(client: &reqwest::Client, rest: &Process, channel: &Value, i: usize) -> String {
+async fn publish(client: &reqwest::Client, rest: &Server, channel: &Value, i: usize) -> String {
     let id = channel["channel_id"].as_str().unwrap();
     let key = format!("message-{i}");
     let deadline = Instant::now() + WAIT;
     loop {
         let sent = client
-            .post(rest.url(&format!("/v1/channels/{id}/publish")))
+            .post(rest.rest_url(&format!("/v1/channels/{id}/publish")))
             .header("x-publish-token", channel["publish_token"].as_str().unwrap())
             .header("content-type", "text/plain")
             .header("idempotency-key", &key)
@@ -562,13 +454,13 @@ fn stream_path(channel: &Value) -> String {
 
 /// Opens a stream (with a client of its own: no whole-request timeout, as
 /// every read is bounded by its own wait).
-async fn open(channels: &Process, channel: &Value, headers: &[(&str, &str)]) -> SseStream {
-    let mut request = reqwest::Client::new().get(channels.url(&stream_path(channel)));
+async fn open(channels: &Server, channel: &Value, headers: &[(&str, &str)]) -> SseStream {
+    let mut request = reqwest::Client::new().get(channels.channels_url(&stream_path(channel)));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     let stream = sse_client::connect(request).await;
-    assert_eq!(stream.status, 200, "opening a stream on {}", channels.name);
+    assert_eq!(stream.status, 200, "opening a stream on {}", channels.name());
     stream
 }
 

@@ -1,26 +1,12 @@
-//! What every fault case shares: the binary under test, free ports, a fresh
-//! database on the shared PostgreSQL, bounded waits, /proc figures and the
-//! few REST calls the cases make.
+//! What every fault case shares: bounded waits, /proc figures and the few
+//! REST calls the cases make. Free ports, the test database, the launcher
+//! and /proc readings come from chantra-testkit.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-#[path = "../shared/postgres.rs"]
-mod postgres;
-pub use postgres::TestDatabase;
-
-/// The binary under test, built by cargo for this test target.
-pub const BIN: &str = env!("CARGO_BIN_EXE_chantra");
-/// TOKEN_SECRET_SALT of every process a case starts (they must agree).
-pub const TEST_SECRET: &str = "faults-secret-0123456789abcdef";
-/// CHANNEL_BASE_URL: channel URLs are this + `/channel/v1/...`.
-pub const BASE_URL: &str = "http://channels.test";
-
-/// A loopback port that is free right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use chantra_testkit::{BASE_URL, free_port, proc_kib};
 
 /// `bytes` random bytes from the kernel, as hex (secrets and key ids of a private garage).
 pub fn random_hex(bytes: usize) -> String {
@@ -41,13 +27,6 @@ pub async fn wait_until(what: &str, limit: Duration, every: Duration, mut check:
         assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(every).await;
     }
-}
-
-/// A field of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`); `None` once the process is gone.
-pub fn proc_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(&format!("{field}:")))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Samples a process's VmRSS every 100 ms in the background; `peak_kib()` is the largest seen.

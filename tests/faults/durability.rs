@@ -18,13 +18,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use chantra_testkit::{Launcher, TestDatabase, bin, signal};
 use serde_json::Value;
 
-use crate::common::{BASE_URL, BIN, TEST_SECRET, api_client, create_channel, free_port};
-use crate::garage::signal;
+use crate::common::{api_client, create_channel};
 
 const STRACE: &str = "strace";
 /// Messages published one at a time, then all at once (half to each of two channels).
@@ -41,45 +41,18 @@ async fn durability_sqlite_files_every_201_follows_its_fsyncs() {
     let dir = tempfile::Builder::new().prefix("chantra-durability").tempdir().expect("temp dir");
     let data = std::fs::canonicalize(dir.path()).expect("canonical temp dir");
     let log_path = data.join("strace.log");
-    let stderr_path = data.join("server.log");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut strace = Command::new(STRACE)
-        .args(["-f", "-x", "-yy", "-s", "65536", "-o"])
-        .arg(&log_path)
-        .args([
-            "-e",
-            "trace=openat,write,writev,pwrite64,sendto,sendmsg,fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat",
-        ])
-        .arg(BIN)
-        .args(["serve", "--role", "rest"])
-        .current_dir(&data)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env("DATABASE_URL", format!("sqlite://{}/chantra.db?mode=rwc", data.display()))
-        .env("DATA_DIR", data.display().to_string())
-        .env("REST_ADDR", &addr)
-        .env("TOKEN_SECRET_SALT", TEST_SECRET)
-        .env("RATE_LIMIT_PER_SECOND", "0")
-        .env("CHANNEL_BASE_URL", BASE_URL)
-        .env("NO_SWEEPER", "true")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).expect("log file"))
-        .spawn()
-        .expect("strace starts");
+    let syscalls =
+        "trace=openat,write,writev,pwrite64,sendto,sendmsg,fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat";
+    let mut strace = Launcher::new(bin!(), &data)
+        .roles("rest")
+        .database(&TestDatabase::sqlite(&data).url)
+        .env("DATA_DIR", &data)
+        .wrapped_in(STRACE, ["-f", "-x", "-yy", "-s", "65536", "-o", &log_path.display().to_string(), "-e", syscalls])
+        .start()
+        .await;
 
-    let rest = format!("http://{addr}");
+    let rest = strace.rest_url("");
     let client = api_client(Duration::from_secs(30));
-    let started = Instant::now();
-    while !client.get(format!("{rest}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-        if let Ok(Some(status)) = strace.try_wait() {
-            panic!("the server exited ({status}):\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the traced server did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
     let channels = [create_channel(&client, &rest, "public").await, create_channel(&client, &rest, "public").await];
     let mut published = Vec::new();
     for i in 0..SEQUENTIAL {
@@ -92,11 +65,8 @@ async fn durability_sqlite_files_every_201_follows_its_fsyncs() {
     let log = std::fs::read_to_string(&log_path).expect("strace log");
     let pid: u32 = log.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a pid in the strace log");
     signal(pid, "TERM");
-    let stopped = Instant::now();
-    while strace.try_wait().expect("wait for strace").is_none() {
-        assert!(stopped.elapsed() < Duration::from_secs(30), "the traced server did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stopped = strace.wait_exit(Duration::from_secs(30)).await;
+    assert!(stopped.is_some(), "the traced server did not stop");
     let log = std::fs::read_to_string(&log_path).expect("strace log");
     let trace = Trace::parse(&log);
     eprintln!("{} system calls recorded for {} publishes", trace.events.len(), published.len());

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chantra_testkit::{kill_and_reap, signal};
+
 use crate::common::{free_port, random_hex};
 
 /// How long garage may take to open its S3 port (first start or restart).
@@ -137,10 +139,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
 
     /// SIGKILL: the store vanishes mid-request, as in a crash.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_and_reap(self.child.take());
     }
 
     /// SIGSTOP: the store hangs (connections are accepted by the kernel but never answered).
@@ -176,10 +175,4 @@ impl Drop for Garage {
         }
         self.kill();
     }
-}
-
-/// Sends a signal with kill(1) (the tests use no libc bindings).
-pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
-    assert!(status.success(), "kill -{name} {pid} failed");
 }

@@ -15,9 +15,10 @@ mod common;
 mod garage;
 mod pg_cluster;
 mod server;
-#[path = "../api/sse_client.rs"]
-mod sse_client;
 mod traffic;
+
+/// The SSE test client, under the name the cases use.
+use chantra_testkit::sse as sse_client;
 
 mod channels_killed;
 mod durability;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{RssSampler, free_port, proc_kib};
+use crate::common::{RssSampler, proc_kib};
 use crate::server::Stack;
 
 const ATTEMPTS: usize = 2000;
@@ -37,11 +37,8 @@ struct Storm {
 
 async fn initialize_storm(extra: &[(&str, &str)]) -> Storm {
     let stack = Stack::shared_postgres().await;
-    let mcp_addr = format!("127.0.0.1:{}", free_port());
-    let mut env = vec![("MCP_ADDR", mcp_addr.as_str())];
-    env.extend_from_slice(extra);
-    let server = stack.start("mcp", "rest,mcp", &env).await;
-    let url = format!("http://{mcp_addr}/mcp");
+    let server = stack.start("mcp", "rest,mcp", extra).await;
+    let url = server.url("mcp", "/mcp");
     let client = crate::common::api_client(Duration::from_secs(30));
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "storm", "version": "1" } } });

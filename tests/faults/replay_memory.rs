@@ -48,7 +48,7 @@ async fn slow_resuming_readers_hold_bounded_replay_memory() {
     let client = crate::common::api_client(Duration::from_secs(30));
     let channel = create_channel(&client, &server.rest_url(""), "public").await;
     let path = stream_path(&channel);
-    let channels = server.channels.unwrap();
+    let channels = server.addr("channels");
 
     let publish_url = server.rest_url(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap()));
     let token = channel["publish_token"].as_str().unwrap();

@@ -42,7 +42,7 @@ async fn slowloris_connections_are_closed_by_the_header_timeout() {
     let channel = create_channel(&client, &server.rest_url(""), "public").await;
 
     // Half on each role's port.
-    let targets = [server.rest.unwrap(), server.channels.unwrap()];
+    let targets = [server.addr("rest"), server.addr("channels")];
     let slow: Vec<_> = (0..SLOW_CONNECTIONS)
         .map(|i| {
             let target = targets[i % 2];
@@ -138,7 +138,7 @@ async fn never_reading_subscriber_is_cut_by_the_write_timeout() {
     let channel = create_channel(&client, &server.rest_url(""), "public").await;
     let path = stream_path(&channel);
     let url = server.channels_url(&path);
-    let channels = server.channels.unwrap();
+    let channels = server.addr("channels");
 
     let readers: Vec<Subscriber> =
         (0..READERS).map(|_| Subscriber::spawn(reqwest::Client::new(), url.clone(), None, LIMIT)).collect();

@@ -3,9 +3,6 @@
 //! a framing mistake on either side shows up. It also tells how a stream
 //! ended: cleanly (the server closed the response) or with a transport
 //! error (a killed process).
-//!
-//! Shared by tests/api and tests/faults (`#[path]`); each uses part of it.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
