@@ -42,7 +42,7 @@ impl Application {
         crate::metrics::install();
         let db = db::connect(&config.database).await?;
         db::prepare_schema(&db, config.auto_migrate).await?;
-        let store = payload::open(&config.storage).await?;
+        let store = open_store(&config.storage).await?;
         match store.ensure_expiry_rule(config.s3_expiry_days).await {
             Ok(payload::ExpiryRule::Created) => {
                 tracing::info!(days = config.s3_expiry_days, "added a bucket lifecycle rule expiring objects")
@@ -223,4 +223,13 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+/// Opens the configured payload store, creating its bucket or directory if
+/// missing, layered as the service uses it (timed, cached).
+async fn open_store(config: &payload::StorageConfig) -> anyhow::Result<Arc<dyn payload::PayloadStore>> {
+    Ok(match config {
+        payload::StorageConfig::Filesystem { root } => payload::layered(payload::FsStore::open(root).await?),
+        payload::StorageConfig::S3(s3) => payload::layered(chantra_s3::S3Store::open(s3).await?),
+    })
 }

@@ -7,13 +7,11 @@
 
 mod cache;
 mod fs;
-mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use fs::FsStore;
-pub use s3::S3Store;
 
 use crate::domain::{ChannelId, MessageId};
 
@@ -93,13 +91,12 @@ pub fn object_key(channel: ChannelId, message: MessageId) -> String {
     format!("channels/{channel}/{message}")
 }
 
-/// Opens the configured store, creating its bucket or directory if missing.
-pub async fn open(config: &StorageConfig) -> anyhow::Result<std::sync::Arc<dyn PayloadStore>> {
-    let store: std::sync::Arc<dyn PayloadStore> = match config {
-        StorageConfig::Filesystem { root } => std::sync::Arc::new(Timed(FsStore::open(root).await?)),
-        StorageConfig::S3(s3) => std::sync::Arc::new(Timed(S3Store::open(s3).await?)),
-    };
-    Ok(std::sync::Arc::new(cache::Cached::new(store)))
+/// `store` as the service uses it: every call timed into the metrics, and
+/// recent payloads cached in front of it. The stores themselves are opened
+/// by the binary: [`FsStore`] here, the S3 store in the chantra-s3 crate
+/// (apart, so this crate's dependency tree has no HTTP stack).
+pub fn layered<S: PayloadStore>(store: S) -> std::sync::Arc<dyn PayloadStore> {
+    std::sync::Arc::new(cache::Cached::new(std::sync::Arc::new(Timed(store))))
 }
 
 /// A store whose every call is timed into `chantra_store_call_duration_seconds`.

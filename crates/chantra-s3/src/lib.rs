@@ -9,8 +9,7 @@ use s3::error::S3Error;
 use s3::serde_types::{BucketLifecycleConfiguration, Expiration, LifecycleFilter, LifecycleRule, ObjectIdentifier};
 use s3::{Bucket, BucketConfiguration, Region};
 
-use super::S3Config;
-use super::{ExpiryRule, PayloadStore, StoreError, StoredObject};
+use chantra_core::payload::{ExpiryRule, PayloadStore, S3Config, StoreError, StoredObject};
 
 /// S3's DeleteObjects takes at most 1,000 keys per call.
 const DELETE_BATCH: usize = 1000;
