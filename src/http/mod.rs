@@ -93,7 +93,7 @@ pub fn router(role: Role, state: AppState) -> Router {
                 tracing::info_span!("request", role = role.name(), method = %req.method(), path = %req.uri().path())
             })
             // A 503 (busy, backend down) is an answer, not a server fault: backend
-            // failures are logged once with their cause where they happen (error.rs),
+            // failures are logged once with their cause where they happen (chantra-core error.rs),
             // and a full server must not write a log line per refused client.
             .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
     )

@@ -17,7 +17,7 @@
 //!
 //! Graceful shutdown: when `stopping` flips, the listener stops accepting,
 //! idle keep-alive connections close, and busy ones finish their response
-//! (SSE streams end on the same signal; see fanout::stream).
+//! (SSE streams end on the same signal; see chantra_core::service::ReaderStream).
 
 use std::net::SocketAddr;
 use std::time::Duration;

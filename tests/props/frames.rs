@@ -1,4 +1,4 @@
-//! SSE frames (src/fanout/frame.rs) read back by an independent SSE parser,
+//! SSE frames (src/http/channels/frame.rs) read back by an independent SSE parser,
 //! `eventsource-stream`, which follows the WHATWG event-stream rules (CR, LF
 //! and CRLF end lines; `data:` lines join with LF; one space after the colon
 //! is dropped; a blank line dispatches).
