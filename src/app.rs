@@ -13,23 +13,27 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cli::Role;
-use crate::config::Config;
+use crate::config::{Backends, Config, SweepConfig};
 use crate::http;
 use crate::http::channels::StreamSlots;
+use crate::role::Role;
 use crate::state::AppState;
 use chantra_core::clock::Clock;
 use chantra_core::db::DatabaseKind;
 use chantra_core::domain::TokenHasher;
 use chantra_core::fanout::{Fanout, Hub};
-use chantra_core::service::{Service, ServiceSettings};
+use chantra_core::payload::PayloadStore;
+use chantra_core::service::Service;
 use chantra_core::supervisor::{Job, Tasks};
 use chantra_core::{db, payload};
+use sea_orm::DatabaseConnection;
 
 pub struct Application {
     state: AppState,
     listeners: BTreeMap<Role, TcpListener>,
     stop: watch::Sender<bool>,
+    /// SHUTDOWN_GRACE_SECS.
+    shutdown_grace: std::time::Duration,
 }
 
 impl Application {
@@ -38,26 +42,7 @@ impl Application {
     }
 
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
-        // Before anything records: chantra-core's counters bind to the recorder present then.
-        crate::metrics::install();
-        let db = db::connect(&config.database).await?;
-        db::prepare_schema(&db, config.auto_migrate).await?;
-        let store = open_store(&config.storage).await?;
-        match store.ensure_expiry_rule(config.s3_expiry_days).await {
-            Ok(payload::ExpiryRule::Created) => {
-                tracing::info!(days = config.s3_expiry_days, "added a bucket lifecycle rule expiring objects")
-            }
-            Ok(payload::ExpiryRule::AlreadyPresent) => {
-                tracing::info!("the bucket already has an expiry lifecycle rule")
-            }
-            Ok(payload::ExpiryRule::Unsupported(reason)) => {
-                tracing::warn!(%reason, "the S3 server refused a lifecycle rule; orphans rely on the sweeper alone")
-            }
-            Ok(payload::ExpiryRule::NotApplicable) => {}
-            Err(err) => tracing::warn!(error = %err, "could not check the bucket lifecycle rule"),
-        }
-        tracing::info!(database = %config.database.redacted_url(), payload_store = store.kind(), "backends ready");
-
+        let (db, store) = open_backends(&config.backends).await?;
         let mut listeners = BTreeMap::new();
         for (role, addr) in &config.binds {
             let listener =
@@ -65,24 +50,14 @@ impl Application {
             listeners.insert(*role, listener);
         }
 
-        let hub = Hub::with_limits(config.sse.buffer, config.sse.live_frame_max, config.sse.replay_memory);
-        let fanout = match config.database.kind() {
-            DatabaseKind::Sqlite => Fanout::local(hub),
-            DatabaseKind::Postgres => Fanout::postgres(hub),
-        };
-        let settings = ServiceSettings {
-            channel_base_url: config.channel_base_url.clone(),
-            max_payload_bytes: config.max_payload_bytes,
-            max_grants_per_channel: config.max_grants_per_channel,
-            grant_purge_grace: config.grant_purge_grace,
-            page_max_bytes: config.page_max_bytes,
-            channel_idle: config.channel_idle,
-        };
-        let service = Service::new(db, store, TokenHasher::new(&config.token_secret), clock, fanout, settings);
+        let hub = Hub::with_limits(config.hub.buffer, config.hub.live_frame_max, config.hub.replay_memory);
+        let fanout = fanout_for(config.backends.database.kind(), hub);
+        let hasher = TokenHasher::new(config.token_secret.expose());
+        let service = Service::new(db, store, hasher, clock, fanout, config.service.clone());
         let (stop, shutdown) = watch::channel(false);
         // Background tasks, started by name and restarted if they die (see supervisor.rs).
         let tasks = Tasks::new();
-        if config.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
+        if config.backends.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
             let (service, stopping) = (service.clone(), shutdown.clone());
             tasks.supervise(shutdown.clone(), move || {
                 chantra_core::service::listener::jobs(service.clone(), stopping.clone())
@@ -95,9 +70,18 @@ impl Application {
                 vec![("sweeper", Box::pin(sweeper) as Job)]
             });
         }
-        let streams = StreamSlots::new(stream_capacity(config.sse.max_streams), config.sse.max_streams_per_ip);
-        let state = AppState { config: Arc::new(config), service, streams, shutdown, tasks };
-        Ok(Self { state, listeners, stop })
+        let streams =
+            StreamSlots::new(stream_capacity(config.http.sse.max_streams), config.http.sse.max_streams_per_ip);
+        let state = AppState {
+            http: Arc::new(config.http),
+            mcp: Arc::new(config.mcp),
+            landing: Arc::new(config.landing),
+            service,
+            streams,
+            shutdown,
+            tasks,
+        };
+        Ok(Self { state, listeners, stop, shutdown_grace: config.shutdown_grace })
     }
 
     /// The address a role actually bound (port 0 resolved).
@@ -118,13 +102,13 @@ impl Application {
     /// (clients resume elsewhere with Last-Event-ID), in-flight requests
     /// finish, and after SHUTDOWN_GRACE_SECS the servers stop regardless.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let grace = self.state.config.shutdown_grace;
+        let grace = self.shutdown_grace;
         let mut servers = tokio::task::JoinSet::new();
         for (role, listener) in self.listeners {
             let addr = listener.local_addr()?;
             let app = http::router(role, self.state.clone());
             let stopping = self.state.shutdown.clone();
-            let limits = self.state.config.connection;
+            let limits = self.state.http.connection;
             tracing::info!(role = role.name(), %addr, "listening");
             servers.spawn(async move {
                 http::serve::serve(listener, app, limits, role == Role::Channels, stopping).await;
@@ -158,6 +142,50 @@ impl Application {
                 Ok(())
             }
         }
+    }
+}
+
+/// The service `chantra sweep` runs: the same backends and fan-out as
+/// `serve`, but no listener, no background task and no token secret (the
+/// sweeper never hashes a token, so a random key that matches nothing is used).
+pub async fn sweep_service(config: SweepConfig) -> anyhow::Result<Service> {
+    let (db, store) = open_backends(&config.backends).await?;
+    // No reader streams from this process: the smallest buffer does.
+    let fanout = fanout_for(config.backends.database.kind(), Hub::new(1));
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    Ok(Service::new(db, store, TokenHasher::new(&key), Clock::system(), fanout, config.service))
+}
+
+/// Connects the database, checks or applies the schema and opens the payload store.
+async fn open_backends(backends: &Backends) -> anyhow::Result<(DatabaseConnection, Arc<dyn PayloadStore>)> {
+    // Before anything records: chantra-core's counters bind to the recorder present then.
+    crate::metrics::install();
+    let db = db::connect(&backends.database).await?;
+    db::prepare_schema(&db, backends.auto_migrate).await?;
+    let store = open_store(&backends.storage).await?;
+    match store.ensure_expiry_rule(backends.s3_expiry_days).await {
+        Ok(payload::ExpiryRule::Created) => {
+            tracing::info!(days = backends.s3_expiry_days, "added a bucket lifecycle rule expiring objects")
+        }
+        Ok(payload::ExpiryRule::AlreadyPresent) => {
+            tracing::info!("the bucket already has an expiry lifecycle rule")
+        }
+        Ok(payload::ExpiryRule::Unsupported(reason)) => {
+            tracing::warn!(%reason, "the S3 server refused a lifecycle rule; orphans rely on the sweeper alone")
+        }
+        Ok(payload::ExpiryRule::NotApplicable) => {}
+        Err(err) => tracing::warn!(error = %err, "could not check the bucket lifecycle rule"),
+    }
+    tracing::info!(database = %backends.database.redacted_url(), payload_store = store.kind(), "backends ready");
+    Ok((db, store))
+}
+
+/// PostgreSQL carries events between processes; SQLite serves one process.
+fn fanout_for(kind: DatabaseKind, hub: Arc<Hub>) -> Fanout {
+    match kind {
+        DatabaseKind::Sqlite => Fanout::local(hub),
+        DatabaseKind::Postgres => Fanout::postgres(hub),
     }
 }
 

@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use chantra_core::domain::{DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES};
 
+/// The runtime role (no `all`); re-exported because `BindArgs` and callers name it with the CLI.
+pub use crate::role::Role;
+
 /// Default bind address of each role (the seed's ports).
 pub const DEFAULT_REST_ADDR: &str = "0.0.0.0:8081";
 pub const DEFAULT_CHANNELS_ADDR: &str = "0.0.0.0:8070";
@@ -46,7 +49,48 @@ pub struct SweepArgs {
     pub once: bool,
 
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Apply pending migrations at startup; with false, sweep refuses an outdated schema.
+    #[arg(long, env = "AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_migrate: bool,
+
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+}
+
+/// What the lifecycle sweeper removes and how fast: shared by `serve` (which
+/// runs a sweeper unless NO_SWEEPER) and `sweep`.
+#[derive(Debug, Clone, Args)]
+pub struct LifecycleArgs {
+    /// Seconds a revoked or expired read grant is kept (readers are told why it ended) before
+    /// the sweeper purges it (0: at the next pass).
+    #[arg(long, env = "GRANT_PURGE_GRACE_SECS", default_value_t = 86_400)]
+    pub grant_purge_grace_secs: u64,
+
+    /// Days without a publish after which a channel is deleted.
+    #[arg(long, env = "CHANNEL_IDLE_DAYS", default_value_t = DEFAULT_CHANNEL_IDLE_DAYS)]
+    pub channel_idle_days: u32,
+
+    /// Seconds between sweeper passes.
+    #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 60)]
+    pub sweep_interval_secs: u64,
+
+    /// Rows or objects handled per sweeper batch.
+    #[arg(long, env = "SWEEP_BATCH", default_value_t = 500)]
+    pub sweep_batch: u64,
+
+    /// Seconds an object may lack its row (or a row its object) before it counts as an orphan
+    /// (0: at once).
+    #[arg(long, env = "ORPHAN_GRACE_SECS", default_value_t = 3600)]
+    pub orphan_grace_secs: u64,
+
+    /// Days after which S3 objects expire by a bucket lifecycle rule (set at startup when missing).
+    #[arg(long, env = "S3_EXPIRY_DAYS", default_value_t = 2)]
+    pub s3_expiry_days: u32,
 }
 
 /// Where each role listens; `serve` binds these and `healthcheck` probes them.
@@ -75,7 +119,7 @@ impl BindArgs {
             Role::Rest => self.rest_addr,
             Role::Channels => self.channels_addr,
             Role::Mcp => self.mcp_addr,
-            Role::Landing | Role::All => self.landing_addr,
+            Role::Landing => self.landing_addr,
         }
     }
 }
@@ -84,7 +128,7 @@ impl BindArgs {
 pub struct HealthcheckArgs {
     /// Roles to check (each on the address serve binds); defaults to the roles this container serves.
     #[arg(long = "role", env = "CHANTRA_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
-    pub roles: Vec<Role>,
+    pub roles: Vec<RoleArg>,
 
     #[command(flatten)]
     pub binds: BindArgs,
@@ -94,9 +138,9 @@ pub struct HealthcheckArgs {
     pub timeout_secs: u64,
 }
 
-/// A server role; `all` runs every role in one process.
+/// A `--role` value: one role, or `all` for every role in one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
-pub enum Role {
+pub enum RoleArg {
     /// Management and publish API under /v1 (default :8081).
     Rest,
     /// MCP server for AI agents (default :8090).
@@ -109,23 +153,29 @@ pub enum Role {
     All,
 }
 
-impl Role {
-    pub const EACH: [Role; 4] = [Role::Rest, Role::Channels, Role::Mcp, Role::Landing];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Rest => "rest",
-            Role::Mcp => "mcp",
-            Role::Channels => "channels",
-            Role::Landing => "landing",
-            Role::All => "all",
+impl RoleArg {
+    /// The flag value naming one role (what tests and scripts pass to `--role`).
+    pub fn of(role: Role) -> Self {
+        match role {
+            Role::Rest => RoleArg::Rest,
+            Role::Mcp => RoleArg::Mcp,
+            Role::Channels => RoleArg::Channels,
+            Role::Landing => RoleArg::Landing,
         }
     }
 
     /// Expands `all` and removes repeats, in a stable order.
-    pub fn expand(roles: &[Role]) -> Vec<Role> {
-        let mut out: Vec<Role> =
-            roles.iter().flat_map(|r| if *r == Role::All { Role::EACH.to_vec() } else { vec![*r] }).collect();
+    pub fn expand(args: &[RoleArg]) -> Vec<Role> {
+        let mut out: Vec<Role> = args
+            .iter()
+            .flat_map(|arg| match arg {
+                RoleArg::Rest => vec![Role::Rest],
+                RoleArg::Mcp => vec![Role::Mcp],
+                RoleArg::Channels => vec![Role::Channels],
+                RoleArg::Landing => vec![Role::Landing],
+                RoleArg::All => Role::EACH.to_vec(),
+            })
+            .collect();
         out.sort();
         out.dedup();
         out
@@ -182,7 +232,7 @@ pub struct StorageArgs {
 pub struct ServeArgs {
     /// Roles to run: rest, mcp, channels, landing or all (repeatable or comma-separated).
     #[arg(long = "role", env = "CHANTRA_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
-    pub roles: Vec<Role>,
+    pub roles: Vec<RoleArg>,
 
     #[command(flatten)]
     pub binds: BindArgs,
@@ -218,15 +268,6 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_GRANTS_PER_CHANNEL", default_value_t = 1000)]
     pub max_grants_per_channel: u64,
 
-    /// Seconds a revoked or expired read grant is kept (readers are told why it ended) before
-    /// the sweeper purges it.
-    #[arg(long, env = "GRANT_PURGE_GRACE_SECS", default_value_t = 86_400)]
-    pub grant_purge_grace_secs: u64,
-
-    /// Days without a publish after which a channel is deleted.
-    #[arg(long, env = "CHANNEL_IDLE_DAYS", default_value_t = DEFAULT_CHANNEL_IDLE_DAYS)]
-    pub channel_idle_days: u32,
-
     /// Requests per second each client IP may make, per role (0 turns rate limiting off).
     #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 20)]
     pub rate_limit_per_second: u32,
@@ -261,7 +302,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SSE_KEEPALIVE_SECS", default_value_t = 15)]
     pub sse_keepalive_secs: u64,
 
-    /// Reconnection delay (milliseconds) suggested to SSE clients with `retry:`.
+    /// Reconnection delay (milliseconds) suggested to SSE clients with `retry:` (0: at once).
     #[arg(long, env = "SSE_RETRY_MS", default_value_t = 3000)]
     pub sse_retry_ms: u64,
 
@@ -275,7 +316,7 @@ pub struct ServeArgs {
 
     /// Live frames larger than this (bytes) are not kept in the per-channel
     /// buffer: readers load such a message from the store themselves, through
-    /// the replay path and its memory cap.
+    /// the replay path and its memory cap (0: every message is loaded so).
     #[arg(long, env = "SSE_LIVE_FRAME_MAX_BYTES", default_value_t = 64 * 1024)]
     pub sse_live_frame_max_bytes: usize,
 
@@ -306,7 +347,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "*")]
     pub cors_allowed_origins: Vec<String>,
 
-    /// Seconds to wait for connections to finish after SIGTERM before exiting anyway.
+    /// Seconds to wait for connections to finish after SIGTERM before exiting anyway (0: none).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
@@ -344,21 +385,8 @@ pub struct ServeArgs {
     #[arg(long, env = "NO_SWEEPER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub no_sweeper: bool,
 
-    /// Seconds between sweeper passes.
-    #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 60)]
-    pub sweep_interval_secs: u64,
-
-    /// Rows or objects handled per sweeper batch.
-    #[arg(long, env = "SWEEP_BATCH", default_value_t = 500)]
-    pub sweep_batch: u64,
-
-    /// Seconds an object may lack its row (or a row its object) before it counts as an orphan.
-    #[arg(long, env = "ORPHAN_GRACE_SECS", default_value_t = 3600)]
-    pub orphan_grace_secs: u64,
-
-    /// Days after which S3 objects expire by a bucket lifecycle rule (set at startup when missing).
-    #[arg(long, env = "S3_EXPIRY_DAYS", default_value_t = 2)]
-    pub s3_expiry_days: u32,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
 
     /// Shared secret for /internal/* between roles (unset: the internal API is off).
     #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
@@ -398,14 +426,14 @@ mod tests {
     fn roles_accept_commas_and_repeats() {
         let cli = Cli::try_parse_from(["chantra", "serve", "--role", "rest,channels", "--role", "rest"]).unwrap();
         let Command::Serve(args) = cli.command else { panic!("serve expected") };
-        assert_eq!(Role::expand(&args.roles), vec![Role::Rest, Role::Channels]);
+        assert_eq!(RoleArg::expand(&args.roles), vec![Role::Rest, Role::Channels]);
     }
 
     #[test]
     fn all_expands_to_every_role() {
         let mut each = Role::EACH.to_vec();
         each.sort();
-        assert_eq!(Role::expand(&[Role::All]), each);
+        assert_eq!(RoleArg::expand(&[RoleArg::All]), each);
     }
 
     #[test]

@@ -6,8 +6,9 @@ use migration::{Migrator, MigratorTrait as _};
 use crate::app::{Application, shutdown_signal};
 use std::net::SocketAddr;
 
-use crate::cli::{Command, HealthcheckArgs, MigrateAction, MigrateArgs, Role, ServeArgs, SweepArgs};
-use crate::config::Config;
+use crate::cli::{Command, HealthcheckArgs, MigrateAction, MigrateArgs, RoleArg, ServeArgs, SweepArgs};
+use crate::config::{Config, SweepConfig};
+use crate::role::Role;
 use chantra_core::db;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -21,7 +22,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 
 /// GET /healthz on each role's own port over loopback: slim images have no curl.
 async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<()> {
-    for role in Role::expand(&args.roles) {
+    for role in RoleArg::expand(&args.roles) {
         let bind = args.binds.addr(role);
         check_health(role, bind, args.timeout_secs).await?;
         println!("{} is healthy", role.name());
@@ -62,13 +63,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// One pass (or a loop) of the sweeper over the configured backends, without serving.
 async fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
-    let mut serve = args.serve.clone();
-    serve.roles = vec![];
-    serve.no_sweeper = true;
-    let config = Config::from_args_without_roles(&serve)?;
-    let settings = crate::config::sweep_settings(&serve)?;
-    let app = Application::build(config).await?;
-    let service = app.service().clone();
+    let config = SweepConfig::from_args(args)?;
+    let settings = config.sweep.clone();
+    let service = crate::app::sweep_service(config).await?;
     if args.once {
         let report = service.sweep_once(&settings).await.map_err(|e| anyhow::anyhow!("sweep failed: {e}"))?;
         println!("{}", serde_json::to_string(&report)?);

@@ -12,10 +12,17 @@ use anyhow::{Context as _, bail};
 use rand::RngCore as _;
 
 use chantra_core::db::{DatabaseConfig, DatabaseKind};
-use chantra_core::domain::Secret;
+use chantra_core::domain::{DEFAULT_MAX_PAYLOAD_BYTES, Secret};
 use chantra_core::payload::{S3Config, StorageConfig};
+use chantra_core::service::{ServiceSettings, SweepSettings};
 
-use crate::cli::{DatabaseArgs, Role, ServeArgs, StorageArgs};
+use crate::cli::{DatabaseArgs, LifecycleArgs, RoleArg, ServeArgs, StorageArgs, SweepArgs};
+use crate::http::landing::LandingSettings;
+use crate::http::rate_limit::RateLimit;
+use crate::http::serve::ConnectionLimits;
+use crate::http::{HttpSettings, SseSettings};
+use crate::mcp::{McpSettings, RemoteChannels};
+use crate::role::Role;
 
 const SECRET_FILE: &str = "token_secret_salt";
 const MIN_SECRET_LEN: usize = 16;
@@ -23,113 +30,104 @@ const MIN_SECRET_LEN: usize = 16;
 /// Bounds GRANT_PURGE_GRACE_SECS so that "now minus the grace" is always a valid time.
 const MAX_GRANT_PURGE_GRACE_SECS: u64 = 10 * 365 * 86_400;
 
+/// Everything `serve` needs, each part in the settings type of the
+/// component that uses it. `Debug` prints no secret (they are `Secret`s).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub roles: Vec<Role>,
     pub binds: BTreeMap<Role, SocketAddr>,
-    pub database: DatabaseConfig,
-    pub storage: StorageConfig,
-    /// Scheme + host (+ port) that channel URLs start with, without a trailing slash.
-    pub channel_base_url: String,
-    pub token_secret: Vec<u8>,
-    pub auto_migrate: bool,
-    pub max_payload_bytes: usize,
-    pub max_grants_per_channel: u64,
-    pub grant_purge_grace: chrono::Duration,
-    /// Payload bytes one read page may carry (PAGE_MAX_BYTES).
-    pub page_max_bytes: u64,
-    pub channel_idle: chrono::Duration,
-    /// `None` when rate limiting is off.
-    pub rate_limit: Option<RateLimit>,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub request_timeout: Duration,
-    pub connection: crate::http::serve::ConnectionLimits,
-    /// Whether every role serves /metrics.
-    pub metrics: bool,
-    pub internal_api_token: Option<String>,
-    pub channels_internal_url: Option<String>,
-    pub sse: SseConfig,
-    pub mcp: McpConfig,
-    /// Public base URL of the rest role, as the landing pages show it.
-    pub landing_rest_url: String,
+    pub backends: Backends,
+    pub token_secret: Secret<Vec<u8>>,
+    pub service: ServiceSettings,
+    pub hub: HubLimits,
+    pub http: HttpSettings,
+    pub mcp: McpSettings,
+    pub landing: LandingSettings,
     /// `None` when this process runs no sweeper.
-    pub sweeper: Option<chantra_core::service::SweepSettings>,
-    pub s3_expiry_days: u32,
-    /// `None` allows every origin.
-    pub cors_allowed_origins: Option<Vec<String>>,
+    pub sweeper: Option<SweepSettings>,
     pub shutdown_grace: Duration,
 }
 
-/// The mcp role's public identity and DNS-rebinding protection.
+/// What `chantra sweep` needs: the backends and the lifecycle settings.
 #[derive(Debug, Clone)]
-pub struct McpConfig {
-    pub public_url: String,
-    pub allowed_hosts: Vec<String>,
-    pub allowed_origins: Vec<String>,
-    /// Sessions held in memory by this process, and per client IP.
-    pub max_sessions: usize,
-    pub max_sessions_per_ip: usize,
-    /// Inactivity after which a session is closed (its slot freed).
-    pub session_idle: Duration,
+pub struct SweepConfig {
+    pub backends: Backends,
+    pub service: ServiceSettings,
+    pub sweep: SweepSettings,
 }
 
-impl McpConfig {
-    fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
-        let public_url = args.mcp_public_url.trim().trim_end_matches('/').to_owned();
-        let parsed = url::Url::parse(&public_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-            .ok_or_else(|| anyhow::anyhow!("MCP_PUBLIC_URL must be an http(s) URL such as https://mcp.example.com"))?;
-        let public_host = parsed.host_str().unwrap_or("localhost").to_owned();
-        let mut allowed_hosts: Vec<String> =
-            ["localhost", "127.0.0.1", "::1"].iter().map(|h| h.to_string()).chain([public_host]).collect();
-        allowed_hosts.extend(args.mcp_allowed_hosts.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()));
-        allowed_hosts.dedup();
-        let public_origin = parsed.origin().ascii_serialization();
-        let mut allowed_origins: Vec<String> =
-            ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].iter().map(|o| o.to_string()).collect();
-        allowed_origins.push(public_origin);
-        for origin in args.mcp_allowed_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
-            if !origin.contains("://") {
-                bail!("MCP_ALLOWED_ORIGINS: `{origin}` needs a scheme, e.g. https://{origin}");
-            }
-            allowed_origins.push(origin.trim_end_matches('/').to_owned());
-        }
-        if args.mcp_max_sessions == 0 || args.mcp_max_sessions_per_ip == 0 || args.mcp_session_idle_secs == 0 {
-            bail!("MCP_MAX_SESSIONS, MCP_MAX_SESSIONS_PER_IP and MCP_SESSION_IDLE_SECS must be at least 1");
-        }
-        Ok(Self {
-            public_url,
-            allowed_hosts,
-            allowed_origins,
-            max_sessions: args.mcp_max_sessions,
-            max_sessions_per_ip: args.mcp_max_sessions_per_ip,
-            session_idle: Duration::from_secs(args.mcp_session_idle_secs),
-        })
-    }
+/// The database and the payload store, as every command that serves or sweeps opens them.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    /// Apply pending migrations at startup (otherwise refuse an outdated schema).
+    pub auto_migrate: bool,
+    /// Days after which S3 objects expire by a bucket lifecycle rule.
+    pub s3_expiry_days: u32,
 }
 
-/// How event streams behave.
-#[derive(Debug, Clone)]
-pub struct SseConfig {
-    pub keepalive: Duration,
-    pub retry_ms: u64,
-    pub replay_max: u64,
+/// The fan-out hub's bounds, as `Hub::with_limits` takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Live events buffered per channel.
     pub buffer: usize,
     /// Live frames above this many bytes travel through the hub as ids only.
     pub live_frame_max: usize,
     /// Bytes of replay frames held at once by all readers of the process.
     pub replay_memory: u64,
-    /// Bytes per second a reader must take at least (slower: disconnected to resume).
-    pub min_read_rate: u64,
-    pub max_streams: usize,
-    pub max_streams_per_ip: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub per_second: u32,
-    pub burst: u32,
+fn mcp_settings(args: &ServeArgs, trusted_proxies: &[ipnet::IpNet], roles: &[Role]) -> anyhow::Result<McpSettings> {
+    let public_url = args.mcp_public_url.trim().trim_end_matches('/').to_owned();
+    let parsed = url::Url::parse(&public_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| anyhow::anyhow!("MCP_PUBLIC_URL must be an http(s) URL such as https://mcp.example.com"))?;
+    let public_host = parsed.host_str().unwrap_or("localhost").to_owned();
+    let mut allowed_hosts: Vec<String> =
+        ["localhost", "127.0.0.1", "::1"].iter().map(|h| h.to_string()).chain([public_host]).collect();
+    allowed_hosts.extend(args.mcp_allowed_hosts.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()));
+    allowed_hosts.dedup();
+    let public_origin = parsed.origin().ascii_serialization();
+    let mut allowed_origins: Vec<String> =
+        ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].iter().map(|o| o.to_string()).collect();
+    allowed_origins.push(public_origin);
+    for origin in args.mcp_allowed_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        if !origin.contains("://") {
+            bail!("MCP_ALLOWED_ORIGINS: `{origin}` needs a scheme, e.g. https://{origin}");
+        }
+        allowed_origins.push(origin.trim_end_matches('/').to_owned());
+    }
+    // An mcp role deployed apart from the channels role reads through its internal API.
+    let remote_channels = match (&args.channels_internal_url, internal_api_token(args)?) {
+        (Some(url), Some(token)) if !roles.contains(&Role::Channels) => {
+            Some(RemoteChannels { url: url.clone(), token })
+        }
+        _ => None,
+    };
+    Ok(McpSettings {
+        public_url,
+        allowed_hosts,
+        allowed_origins,
+        max_sessions: at_least_one("MCP_MAX_SESSIONS", args.mcp_max_sessions)?,
+        max_sessions_per_ip: at_least_one("MCP_MAX_SESSIONS_PER_IP", args.mcp_max_sessions_per_ip)?,
+        session_idle: Duration::from_secs(at_least_one("MCP_SESSION_IDLE_SECS", args.mcp_session_idle_secs)?),
+        max_payload_bytes: at_least_one("MAX_PAYLOAD_BYTES", args.max_payload_bytes)?,
+        page_max_bytes: at_least_one("PAGE_MAX_BYTES", args.page_max_bytes)?,
+        keepalive: Duration::from_secs(at_least_one("SSE_KEEPALIVE_SECS", args.sse_keepalive_secs)?),
+        trusted_proxies: trusted_proxies.to_vec(),
+        remote_channels,
+    })
+}
+
+/// INTERNAL_API_TOKEN (empty: unset).
+fn internal_api_token(args: &ServeArgs) -> anyhow::Result<Option<Secret<String>>> {
+    let token = args.internal_api_token.clone().filter(|t| !t.is_empty());
+    if token.as_ref().is_some_and(|t| t.len() < MIN_SECRET_LEN) {
+        bail!("INTERNAL_API_TOKEN must be at least {MIN_SECRET_LEN} characters");
+    }
+    Ok(token.map(Secret::new))
 }
 
 /// DATABASE_URL and DB_* as the database layer takes them.
@@ -179,73 +177,31 @@ pub fn storage_config(args: &StorageArgs) -> anyhow::Result<StorageConfig> {
 
 impl Config {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
-        Self::build(args, true)
-    }
-
-    /// For commands that use the backends but serve nothing (`chantra sweep`).
-    pub fn from_args_without_roles(args: &ServeArgs) -> anyhow::Result<Self> {
-        Self::build(args, false)
-    }
-
-    fn build(args: &ServeArgs, need_roles: bool) -> anyhow::Result<Self> {
-        let database = database_config(&args.database)?;
-        let storage = storage_config(&args.storage)?;
-        let roles = Role::expand(&args.roles);
-        if need_roles && roles.is_empty() {
+        let backends = backends(&args.database, &args.storage, args.auto_migrate, &args.lifecycle)?;
+        let roles = RoleArg::expand(&args.roles);
+        if roles.is_empty() {
             bail!("--role (CHANTRA_ROLES) names no role; use rest, mcp, channels, landing or all");
         }
         let binds = roles.iter().map(|role| (*role, args.binds.addr(*role))).collect();
-
-        let token_secret = resolve_token_secret(args, database.kind())?;
-        if args.max_payload_bytes == 0 {
-            bail!("MAX_PAYLOAD_BYTES must be at least 1");
-        }
-        if args.max_grants_per_channel == 0 {
-            bail!("MAX_GRANTS_PER_CHANNEL must be at least 1 (a private channel starts with one grant)");
-        }
-        if args.grant_purge_grace_secs > MAX_GRANT_PURGE_GRACE_SECS {
-            bail!("GRANT_PURGE_GRACE_SECS must be at most {MAX_GRANT_PURGE_GRACE_SECS} (ten years)");
-        }
-        if args.channel_idle_days == 0 {
-            bail!("CHANNEL_IDLE_DAYS must be at least 1");
-        }
+        let token_secret = resolve_token_secret(args, backends.database.kind())?;
+        let service = service_settings(args, &args.lifecycle)?;
         let rate_limit = match (args.rate_limit_per_second, args.rate_limit_burst) {
             (0, _) => None,
             (_, 0) => bail!("RATE_LIMIT_BURST must be at least 1 (set RATE_LIMIT_PER_SECOND=0 to turn limiting off)"),
             (per_second, burst) => Some(RateLimit { per_second, burst }),
         };
-        if args.sse_keepalive_secs == 0 || args.sse_buffer == 0 || args.sse_replay_max == 0 {
-            bail!("SSE_KEEPALIVE_SECS, SSE_BUFFER and SSE_REPLAY_MAX must be at least 1");
-        }
-        if args.sse_replay_memory_bytes == 0 || args.sse_min_read_rate == 0 || args.page_max_bytes == 0 {
-            bail!("SSE_REPLAY_MEMORY_BYTES, SSE_MIN_READ_RATE and PAGE_MAX_BYTES must be at least 1");
-        }
-        let cors_allowed_origins = cors_origins(&args.cors_allowed_origins)?;
+        let keepalive = Duration::from_secs(at_least_one("SSE_KEEPALIVE_SECS", args.sse_keepalive_secs)?);
+        let replay_max = at_least_one("SSE_REPLAY_MAX", args.sse_replay_max)?;
+        let trusted_proxies = trusted_proxies(&args.trusted_proxies)?;
         if let Some(url) = &args.channels_internal_url {
             url::Url::parse(url)
                 .map_err(|e| anyhow::anyhow!("CHANNELS_INTERNAL_URL is not a valid URL ({e}): {url}"))?;
         }
-        if args.internal_api_token.as_ref().is_some_and(|t| t.len() < MIN_SECRET_LEN) {
-            bail!("INTERNAL_API_TOKEN must be at least {MIN_SECRET_LEN} characters");
-        }
-
-        Ok(Config {
-            roles,
-            binds,
-            channel_base_url: channel_base_url(args)?,
-            database,
-            storage,
-            token_secret,
-            auto_migrate: args.auto_migrate,
-            max_payload_bytes: args.max_payload_bytes,
-            max_grants_per_channel: args.max_grants_per_channel,
-            grant_purge_grace: chrono::Duration::seconds(args.grant_purge_grace_secs as i64),
-            page_max_bytes: args.page_max_bytes,
-            channel_idle: chrono::Duration::days(i64::from(args.channel_idle_days)),
-            rate_limit,
-            trusted_proxies: trusted_proxies(&args.trusted_proxies)?,
+        let http = HttpSettings {
             request_timeout: Duration::from_secs(at_least_one("REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?),
-            connection: crate::http::serve::ConnectionLimits {
+            rate_limit,
+            trusted_proxies: trusted_proxies.clone(),
+            connection: ConnectionLimits {
                 header_read_timeout: Duration::from_secs(at_least_one(
                     "HEADER_READ_TIMEOUT_SECS",
                     args.header_read_timeout_secs,
@@ -253,27 +209,105 @@ impl Config {
                 write_timeout: Duration::from_secs(at_least_one("WRITE_TIMEOUT_SECS", args.write_timeout_secs)?),
             },
             metrics: args.metrics_enabled,
-            internal_api_token: args.internal_api_token.clone().filter(|t| !t.is_empty()),
-            channels_internal_url: args.channels_internal_url.clone(),
-            sse: SseConfig {
-                keepalive: Duration::from_secs(args.sse_keepalive_secs),
+            cors_allowed_origins: cors_origins(&args.cors_allowed_origins)?,
+            max_payload_bytes: service.max_payload_bytes,
+            internal_api_token: internal_api_token(args)?,
+            sse: SseSettings {
+                keepalive,
                 retry_ms: args.sse_retry_ms,
-                replay_max: args.sse_replay_max,
-                buffer: args.sse_buffer,
-                live_frame_max: args.sse_live_frame_max_bytes,
-                replay_memory: args.sse_replay_memory_bytes,
-                min_read_rate: args.sse_min_read_rate,
-                max_streams: args.max_streams,
-                max_streams_per_ip: args.max_streams_per_ip,
+                replay_max,
+                min_read_rate: at_least_one("SSE_MIN_READ_RATE", args.sse_min_read_rate)?,
+                max_streams: at_least_one("MAX_STREAMS", args.max_streams)?,
+                max_streams_per_ip: at_least_one("MAX_STREAMS_PER_IP", args.max_streams_per_ip)?,
             },
-            cors_allowed_origins,
-            mcp: McpConfig::from_args(args)?,
-            landing_rest_url: public_url("LANDING_REST_URL", &args.landing_rest_url)?,
-            sweeper: if args.no_sweeper { None } else { Some(sweep_settings(args)?) },
-            s3_expiry_days: at_least_one("S3_EXPIRY_DAYS", args.s3_expiry_days)?,
+        };
+        let hub = HubLimits {
+            buffer: at_least_one("SSE_BUFFER", args.sse_buffer)?,
+            live_frame_max: args.sse_live_frame_max_bytes,
+            replay_memory: at_least_one("SSE_REPLAY_MEMORY_BYTES", args.sse_replay_memory_bytes)?,
+        };
+        let mcp = mcp_settings(args, &trusted_proxies, &roles)?;
+        let landing = LandingSettings {
+            rest_url: public_url("LANDING_REST_URL", &args.landing_rest_url)?,
+            channel_base_url: service.channel_base_url.clone(),
+            mcp_public_url: mcp.public_url.clone(),
+            channel_idle_days: service.channel_idle.num_days(),
+            max_payload_bytes: service.max_payload_bytes,
+            replay_max,
+            keepalive,
+        };
+        Ok(Config {
+            roles,
+            binds,
+            backends,
+            token_secret,
+            service,
+            hub,
+            http,
+            mcp,
+            landing,
+            sweeper: if args.no_sweeper { None } else { Some(sweep_settings(&args.lifecycle)?) },
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         })
     }
+}
+
+impl SweepConfig {
+    pub fn from_args(args: &SweepArgs) -> anyhow::Result<Self> {
+        let lifecycle = &args.lifecycle;
+        let (grant_purge_grace, channel_idle) = lifecycle_durations(lifecycle)?;
+        let service = ServiceSettings {
+            // Sweeping publishes nothing, reads no page and mints no URL: only
+            // the two lifecycle durations are used; the rest are never read.
+            channel_base_url: String::new(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            page_max_bytes: u64::MAX,
+            max_grants_per_channel: u64::MAX,
+            grant_purge_grace,
+            channel_idle,
+        };
+        Ok(Self {
+            backends: backends(&args.database, &args.storage, args.auto_migrate, lifecycle)?,
+            service,
+            sweep: sweep_settings(lifecycle)?,
+        })
+    }
+}
+
+fn backends(
+    database: &DatabaseArgs,
+    storage: &StorageArgs,
+    auto_migrate: bool,
+    lifecycle: &LifecycleArgs,
+) -> anyhow::Result<Backends> {
+    Ok(Backends {
+        database: database_config(database)?,
+        storage: storage_config(storage)?,
+        auto_migrate,
+        s3_expiry_days: at_least_one("S3_EXPIRY_DAYS", lifecycle.s3_expiry_days)?,
+    })
+}
+
+fn service_settings(args: &ServeArgs, lifecycle: &LifecycleArgs) -> anyhow::Result<ServiceSettings> {
+    let (grant_purge_grace, channel_idle) = lifecycle_durations(lifecycle)?;
+    Ok(ServiceSettings {
+        channel_base_url: channel_base_url(args)?,
+        max_payload_bytes: at_least_one("MAX_PAYLOAD_BYTES", args.max_payload_bytes)?,
+        page_max_bytes: at_least_one("PAGE_MAX_BYTES", args.page_max_bytes)?,
+        max_grants_per_channel: at_least_one("MAX_GRANTS_PER_CHANNEL", args.max_grants_per_channel)?,
+        grant_purge_grace,
+        channel_idle,
+    })
+}
+
+/// GRANT_PURGE_GRACE_SECS and CHANNEL_IDLE_DAYS, the durations the sweeper reads.
+fn lifecycle_durations(lifecycle: &LifecycleArgs) -> anyhow::Result<(chrono::Duration, chrono::Duration)> {
+    if lifecycle.grant_purge_grace_secs > MAX_GRANT_PURGE_GRACE_SECS {
+        bail!("GRANT_PURGE_GRACE_SECS must be at most {MAX_GRANT_PURGE_GRACE_SECS} (ten years)");
+    }
+    let grant_purge_grace = chrono::Duration::seconds(lifecycle.grant_purge_grace_secs as i64);
+    let idle_days = at_least_one("CHANNEL_IDLE_DAYS", lifecycle.channel_idle_days)?;
+    Ok((grant_purge_grace, chrono::Duration::days(i64::from(idle_days))))
 }
 
 /// IPs or CIDRs; empty entries (an empty variable) mean none.
@@ -299,8 +333,8 @@ fn public_url(setting: &str, value: &str) -> anyhow::Result<String> {
     Ok(value.to_owned())
 }
 
-pub fn sweep_settings(args: &ServeArgs) -> anyhow::Result<chantra_core::service::SweepSettings> {
-    Ok(chantra_core::service::SweepSettings {
+fn sweep_settings(args: &LifecycleArgs) -> anyhow::Result<SweepSettings> {
+    Ok(SweepSettings {
         interval: Duration::from_secs(at_least_one("SWEEP_INTERVAL_SECS", args.sweep_interval_secs)?),
         batch: at_least_one("SWEEP_BATCH", args.sweep_batch)?,
         orphan_grace: chrono::Duration::seconds(args.orphan_grace_secs as i64),
@@ -356,21 +390,21 @@ fn channel_base_url(args: &ServeArgs) -> anyhow::Result<String> {
 
 /// TOKEN_SECRET_SALT from the environment; in embedded mode a generated one
 /// persisted under DATA_DIR (so tokens stay valid across restarts).
-fn resolve_token_secret(args: &ServeArgs, kind: DatabaseKind) -> anyhow::Result<Vec<u8>> {
+fn resolve_token_secret(args: &ServeArgs, kind: DatabaseKind) -> anyhow::Result<Secret<Vec<u8>>> {
     if let Some(secret) = args.token_secret_salt.as_deref().filter(|s| !s.is_empty()) {
         if secret.len() < MIN_SECRET_LEN {
             bail!(
                 "TOKEN_SECRET_SALT must be at least {MIN_SECRET_LEN} characters (generate one with `openssl rand -hex 32`)"
             );
         }
-        return Ok(secret.as_bytes().to_vec());
+        return Ok(Secret::new(secret.as_bytes().to_vec()));
     }
     if kind == DatabaseKind::Postgres {
         bail!(
             "TOKEN_SECRET_SALT is required with a PostgreSQL DATABASE_URL (generate one with `openssl rand -hex 32`)"
         );
     }
-    load_or_generate_secret(&args.storage.data_dir)
+    load_or_generate_secret(&args.storage.data_dir).map(Secret::new)
 }
 
 fn load_or_generate_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
@@ -433,6 +467,63 @@ mod tests {
     fn rejects_unknown_database_schemes() {
         let err = DatabaseKind::of("mysql://x").unwrap_err().to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        use clap::Parser as _;
+        let args = ["chantra", "serve"].iter().chain(extra);
+        match crate::cli::Cli::try_parse_from(args).unwrap().command {
+            crate::cli::Command::Serve(args) => *args,
+            _ => unreachable!("serve was requested"),
+        }
+    }
+
+    #[test]
+    fn debug_prints_no_secret() {
+        let (salt, s3_secret, internal) =
+            ("salt-0123456789abcdef-salt", "s3-secret-0123456789abcdef", "internal-0123456789abcdef");
+        let config = Config::from_args(&serve_args(&[
+            "--database-url",
+            "sqlite::memory:",
+            "--token-secret-salt",
+            salt,
+            "--s3-endpoint",
+            "http://127.0.0.1:1",
+            "--s3-access-key",
+            "access",
+            "--s3-secret-key",
+            s3_secret,
+            "--internal-api-token",
+            internal,
+            "--channels-internal-url",
+            "http://127.0.0.1:2",
+            "--role",
+            "mcp",
+        ]))
+        .unwrap();
+        assert!(config.mcp.remote_channels.is_some(), "the mcp role reads through the internal API");
+        let printed = format!("{config:?}");
+        for secret in [salt, s3_secret, internal] {
+            assert!(!printed.contains(secret), "Debug printed a secret:\n{printed}");
+        }
+        assert!(printed.contains("[redacted]"), "{printed}");
+    }
+
+    #[test]
+    fn zero_is_refused_naming_the_setting() {
+        for (flag, setting) in [
+            ("--max-payload-bytes", "MAX_PAYLOAD_BYTES"),
+            ("--mcp-max-sessions", "MCP_MAX_SESSIONS"),
+            ("--sse-buffer", "SSE_BUFFER"),
+            ("--max-streams", "MAX_STREAMS"),
+            ("--channel-idle-days", "CHANNEL_IDLE_DAYS"),
+            ("--sweep-batch", "SWEEP_BATCH"),
+        ] {
+            let salt = "salt-0123456789abcdef-salt";
+            let args = serve_args(&["--database-url", "sqlite::memory:", "--token-secret-salt", salt, flag, "0"]);
+            let err = Config::from_args(&args).unwrap_err().to_string();
+            assert_eq!(err, format!("{setting} must be at least 1"));
+        }
     }
 
     #[test]

@@ -13,5 +13,6 @@ pub mod config;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod role;
 pub mod state;
 pub mod telemetry;

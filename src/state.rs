@@ -1,18 +1,23 @@
-//! What every handler can reach: the configuration, the service layer, the
-//! stream limits and the shutdown signal that ends open streams.
+//! What every handler can reach: the settings of each part (HTTP, MCP,
+//! landing), the service layer, the stream limits and the shutdown signal
+//! that ends open streams.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::http::HttpSettings;
 use crate::http::channels::StreamSlots;
+use crate::http::landing::LandingSettings;
+use crate::mcp::McpSettings;
 use chantra_core::service::Service;
 use chantra_core::supervisor::Tasks;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
+    pub http: Arc<HttpSettings>,
+    pub mcp: Arc<McpSettings>,
+    pub landing: Arc<LandingSettings>,
     pub service: Service,
     pub streams: Arc<StreamSlots>,
     /// Becomes true when the server begins shutting down.

@@ -18,9 +18,44 @@ use axum::middleware::{self, Next};
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 
-use crate::cli::Role;
+use std::time::Duration;
+
+use crate::role::Role;
 use crate::state::AppState;
+use chantra_core::domain::Secret;
 use chantra_core::error::AppError;
+
+/// What the HTTP side of every role needs; `config.rs` builds it.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// A non-streaming request longer than this is answered 503.
+    pub request_timeout: Duration,
+    /// `None` when rate limiting is off.
+    pub rate_limit: Option<rate_limit::RateLimit>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub connection: serve::ConnectionLimits,
+    /// Whether every role serves /metrics.
+    pub metrics: bool,
+    /// Origins allowed to read streams from a browser; `None` allows every origin.
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// Largest accepted publish payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// `None`: the internal read API is off (404).
+    pub internal_api_token: Option<Secret<String>>,
+    pub sse: SseSettings,
+}
+
+/// How event streams behave.
+#[derive(Debug, Clone)]
+pub struct SseSettings {
+    pub keepalive: Duration,
+    pub retry_ms: u64,
+    pub replay_max: u64,
+    /// Bytes per second a reader must take at least (slower: disconnected to resume).
+    pub min_read_rate: u64,
+    pub max_streams: usize,
+    pub max_streams_per_ip: usize,
+}
 
 /// The longest request URI (path + query) answered; 414 `uri_too_long` above.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -31,7 +66,7 @@ pub fn router(role: Role, state: AppState) -> Router {
         Role::Rest => rest::router(),
         Role::Channels => channels::router(),
         Role::Mcp => crate::mcp::router(&state),
-        Role::Landing | Role::All => landing::router(&state),
+        Role::Landing => landing::router(&state),
     };
     let mut role_routes = role_routes.route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
     // The landing role answers unknown paths with its own HTML page; the APIs with JSON.
@@ -41,7 +76,7 @@ pub fn router(role: Role, state: AppState) -> Router {
     let mut router = role_routes
         .method_not_allowed_fallback(|| async { crate::http::error::ApiError(AppError::MethodNotAllowed) })
         .with_state(state.clone());
-    let timeout = state.config.request_timeout;
+    let timeout = state.http.request_timeout;
     router = router.layer(middleware::from_fn(move |req: Request, next: Next| async move {
         // Bounds the time to the response head; a stream's body may then run
         // on. A publish already handed to the writer waits for its commit
@@ -58,8 +93,8 @@ pub fn router(role: Role, state: AppState) -> Router {
         }
         next.run(req).await
     }));
-    if let Some(limit) = state.config.rate_limit {
-        router = router.layer(rate_limit::layer(limit, &state.config.trusted_proxies));
+    if let Some(limit) = state.http.rate_limit {
+        router = router.layer(rate_limit::layer(limit, &state.http.trusted_proxies));
     }
     // The internal read API is added after the per-client limit: all its
     // calls come from the mcp role's one address, on behalf of every agent,
@@ -68,7 +103,7 @@ pub fn router(role: Role, state: AppState) -> Router {
         router = router.merge(channels::internal_router().with_state(state.clone()));
     }
     // Scrapers poll often from one address; like /healthz they are not clients to limit.
-    if state.config.metrics {
+    if state.http.metrics {
         router = router.route("/metrics", get(|| async { crate::metrics::render() }));
     }
     // CORS wraps the whole role router, outside the JSON 405 fallback (a
@@ -76,7 +111,7 @@ pub fn router(role: Role, state: AppState) -> Router {
     // that answers OPTIONS) and outside rate limiting (so a browser can read a 429).
     router = match role {
         Role::Rest => router.layer(rest::cors()),
-        Role::Channels => router.layer(channels::cors(state.config.cors_allowed_origins.as_deref())),
+        Role::Channels => router.layer(channels::cors(state.http.cors_allowed_origins.as_deref())),
         _ => router,
     };
     let role_name = role.name();

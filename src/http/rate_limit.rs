@@ -27,8 +27,14 @@ use tower_governor::errors::GovernorError;
 use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
-use crate::config::RateLimit;
 use chantra_core::error::AppError;
+
+/// RATE_LIMIT_PER_SECOND and RATE_LIMIT_BURST, both at least 1 (`config.rs` checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
 
 /// Keys requests by client IP, honouring trusted proxies.
 #[derive(Debug, Clone)]

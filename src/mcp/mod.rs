@@ -15,6 +15,7 @@ mod source;
 mod tools;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -31,9 +32,39 @@ pub use sessions::{CappedSessions, SessionSlots};
 pub use source::{MessageSource, max_remote_page_bytes};
 pub use tools::ChantraMcp;
 
-use crate::cli::Role;
 use crate::http::rate_limit::ClientIpKey;
 use crate::state::AppState;
+use chantra_core::domain::Secret;
+
+/// The mcp role's settings; `config.rs` builds them.
+#[derive(Debug, Clone)]
+pub struct McpSettings {
+    /// Public base URL (MCP_PUBLIC_URL), without a trailing slash.
+    pub public_url: String,
+    /// DNS-rebinding protection: the Host and Origin values answered.
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    /// Sessions held in memory by this process, and per client IP.
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    /// Inactivity after which a session is closed (its slot freed).
+    pub session_idle: Duration,
+    pub max_payload_bytes: usize,
+    /// Payload bytes one read_channel_messages page may carry.
+    pub page_max_bytes: u64,
+    pub keepalive: Duration,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The channels role's internal API, when this process does not run
+    /// the channels role itself; otherwise messages are read in process.
+    pub remote_channels: Option<RemoteChannels>,
+}
+
+/// CHANNELS_INTERNAL_URL with INTERNAL_API_TOKEN.
+#[derive(Debug, Clone)]
+pub struct RemoteChannels {
+    pub url: String,
+    pub token: Secret<String>,
+}
 
 /// Room in a request for a base64 payload at the limit, plus the envelope.
 const REQUEST_SLACK: usize = 64 * 1024;
@@ -45,13 +76,15 @@ pub fn max_request_bytes(max_payload_bytes: usize) -> usize {
 }
 
 pub fn router(state: &AppState) -> Router<AppState> {
-    let config = &state.config;
+    let config = &state.mcp;
     let page_max_bytes = usize::try_from(config.page_max_bytes).unwrap_or(usize::MAX);
-    let source = match (&config.channels_internal_url, &config.internal_api_token) {
-        (Some(url), Some(token)) if !config.roles.contains(&Role::Channels) => {
-            MessageSource::internal(url, token, max_remote_page_bytes(page_max_bytes, config.max_payload_bytes))
-        }
-        _ => MessageSource::InProcess,
+    let source = match &config.remote_channels {
+        Some(remote) => MessageSource::internal(
+            &remote.url,
+            remote.token.expose(),
+            max_remote_page_bytes(page_max_bytes, config.max_payload_bytes),
+        ),
+        None => MessageSource::InProcess,
     };
 
     let stop = CancellationToken::new();
@@ -63,15 +96,15 @@ pub fn router(state: &AppState) -> Router<AppState> {
     });
 
     let mut http_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(config.mcp.allowed_hosts.clone())
-        .with_allowed_origins(config.mcp.allowed_origins.clone())
+        .with_allowed_hosts(config.allowed_hosts.clone())
+        .with_allowed_origins(config.allowed_origins.clone())
         .with_max_request_body_bytes(max_request_bytes(config.max_payload_bytes))
-        .with_sse_keep_alive(Some(config.sse.keepalive))
+        .with_sse_keep_alive(Some(config.keepalive))
         .with_cancellation_token(stop);
     http_config.session_store = Some(DbSessionStore::new(state.service.db().clone(), state.service.clock().clone()));
 
-    let slots = SessionSlots::new(config.mcp.max_sessions, config.mcp.max_sessions_per_ip);
-    let sessions = Arc::new(CappedSessions::new(slots.clone(), config.mcp.session_idle));
+    let slots = SessionSlots::new(config.max_sessions, config.max_sessions_per_ip);
+    let sessions = Arc::new(CappedSessions::new(slots.clone(), config.session_idle));
     let guard = sessions::SessionGuard::new(slots, sessions.clone(), ClientIpKey::new(&config.trusted_proxies));
 
     let service = state.service.clone();
@@ -89,7 +122,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
 
 /// What an agent (or a person) needs to connect.
 async fn discovery(State(state): State<AppState>) -> Json<Value> {
-    let base = &state.config.mcp.public_url;
+    let base = &state.mcp.public_url;
     let tools: Vec<String> = ChantraMcp::tool_names();
     let versions: Vec<&str> = ProtocolVersion::KNOWN_VERSIONS.iter().map(|v| v.as_str()).collect();
     Json(json!({

@@ -63,6 +63,19 @@ fn help_names_every_flag_with_its_env_var() {
     }
 }
 
+/// `sweep --help` lists what sweeping uses, not the ~50 flags only `serve` reads.
+#[test]
+fn sweep_help_lists_only_sweep_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = String::from_utf8(run(chantra(dir.path()).args(["sweep", "--help"])).stdout).unwrap();
+    for flag in ["--once", "--database-url", "--s3-endpoint", "--sweep-interval-secs", "--channel-idle-days"] {
+        assert!(sweep.contains(flag), "sweep --help lacks {flag}:\n{sweep}");
+    }
+    for flag in ["--rest-addr", "--mcp-public-url", "--role", "--rate-limit-per-second", "--no-sweeper"] {
+        assert!(!sweep.contains(flag), "sweep --help lists the serve-only {flag}:\n{sweep}");
+    }
+}
+
 on_both_backends!(migrate_round_trip);
 
 async fn migrate_round_trip(backend: Backend) {

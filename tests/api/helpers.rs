@@ -188,7 +188,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     let config = Config::from_args(&serve).expect("test configuration is valid");
     let clock = Clock::system();
     let app = Application::build_with_clock(config, clock.clone()).await.expect("application starts");
-    let addrs = Role::expand(&roles).into_iter().map(|r| (r, app.local_addr(r).expect("bound"))).collect();
+    let addrs = roles.iter().map(|r| (*r, app.local_addr(*r).expect("bound"))).collect();
     let service = app.service().clone();
     let tasks = app.tasks().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

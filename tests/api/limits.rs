@@ -25,7 +25,7 @@ const ROLES: [Role; 4] = [Role::Rest, Role::Channels, Role::Mcp, Role::Landing];
 
 async fn app(extra: &[&str]) -> TestApp {
     let options = Options {
-        roles: Some(vec![Role::All]),
+        roles: Some(Role::EACH.to_vec()),
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };

@@ -156,7 +156,7 @@ fn error_code(result: &(bool, Value)) -> &str {
 
 async fn mcp_app(backend: Backend, extra: &[&str]) -> TestApp {
     let options = Options {
-        roles: Some(vec![Role::All]),
+        roles: Some(Role::EACH.to_vec()),
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };

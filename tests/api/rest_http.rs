@@ -16,7 +16,7 @@ on_both_backends!(
 );
 
 async fn every_role_answers_health(backend: Backend) {
-    let app = spawn_app_with(backend, Options { roles: Some(vec![Role::All]), ..Default::default() }).await;
+    let app = spawn_app_with(backend, Options { roles: Some(Role::EACH.to_vec()), ..Default::default() }).await;
     assert_eq!(app.addrs.len(), 4);
     for role in Role::EACH {
         for path in ["/healthz", "/readyz"] {
@@ -162,7 +162,7 @@ async fn channels_cors_can_be_restricted() {
 
 async fn metrics_on_every_role(backend: Backend) {
     let options = Options {
-        roles: Some(vec![Role::All]),
+        roles: Some(Role::EACH.to_vec()),
         extra_args: vec!["--metrics-enabled".into(), "true".into()],
         ..Default::default()
     };

@@ -408,7 +408,7 @@ async fn concurrent_publishes_keep_order_per_channel(backend: Backend) {
 
 async fn idempotency_key_with_another_request_conflicts(backend: Backend) {
     // All roles: the same rule holds for MCP's publish_message.
-    let app = spawn_app_with(backend, Options { roles: Some(vec![Role::All]), ..Default::default() }).await;
+    let app = spawn_app_with(backend, Options { roles: Some(Role::EACH.to_vec()), ..Default::default() }).await;
     let channel = app.create_channel("public").await;
     let send = |query: &'static str, content_type: &'static str, body: &'static str| {
         app.client

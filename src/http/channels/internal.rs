@@ -27,7 +27,7 @@ pub async fn messages(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Json<MessagePage>, ApiError> {
-    let Some(expected) = state.config.internal_api_token.as_deref() else {
+    let Some(expected) = state.http.internal_api_token.as_ref().map(|t| t.expose()) else {
         return Err(AppError::RouteNotFound.into());
     };
     let given = headers.get(INTERNAL_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();

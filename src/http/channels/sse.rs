@@ -86,9 +86,9 @@ async fn open(
         Visibility::Private => read_token(&headers, query.as_deref())?,
         Visibility::Public => None,
     };
-    let client = ClientIpKey::new(&state.config.trusted_proxies).client_ip(peer.ip(), &headers);
+    let client = ClientIpKey::new(&state.http.trusted_proxies).client_ip(peer.ip(), &headers);
     let slot = state.streams.acquire(client)?;
-    let sse = &state.config.sse;
+    let sse = &state.http.sse;
     let settings = StreamSettings { keepalive: sse.keepalive, replay_max: sse.replay_max };
     let stream = state
         .service

@@ -26,6 +26,20 @@ use crate::mcp::ChantraMcp;
 use crate::state::AppState;
 use chantra_core::domain::MAX_TTL_SECONDS;
 
+/// What the landing pages show about this deployment; `config.rs` builds it.
+#[derive(Debug, Clone)]
+pub struct LandingSettings {
+    /// Public base URL of the rest role (LANDING_REST_URL).
+    pub rest_url: String,
+    /// Scheme + host (+ port) channel URLs start with.
+    pub channel_base_url: String,
+    pub mcp_public_url: String,
+    pub channel_idle_days: i64,
+    pub max_payload_bytes: usize,
+    pub replay_max: u64,
+    pub keepalive: std::time::Duration,
+}
+
 const TEMPLATES: [(&str, &str); 5] = [
     ("base.html", include_str!("../../../templates/base.html")),
     ("index.html", include_str!("../../../templates/index.html")),
@@ -88,20 +102,20 @@ impl Pages {
             tracing::error!(error = %err, "landing templates do not parse");
             Environment::new()
         });
-        let config = &state.config;
+        let config = &state.landing;
         let max_payload = config.max_payload_bytes;
         let site = context! {
             version => env!("CARGO_PKG_VERSION"),
-            rest_url => config.landing_rest_url.clone(),
+            rest_url => config.rest_url.clone(),
             channel_base => config.channel_base_url.clone(),
-            mcp_url => config.mcp.public_url.clone(),
+            mcp_url => config.mcp_public_url.clone(),
             tools => ChantraMcp::tool_names(),
             max_ttl_seconds => MAX_TTL_SECONDS,
             max_ttl_hours => MAX_TTL_SECONDS / 3600,
-            idle_days => config.channel_idle.num_days(),
+            idle_days => config.channel_idle_days,
             max_payload => human_bytes(max_payload),
-            replay_max => config.sse.replay_max,
-            keepalive_secs => config.sse.keepalive.as_secs(),
+            replay_max => config.replay_max,
+            keepalive_secs => config.keepalive.as_secs(),
             roles => vec![
                 RoleRow { name: "landing", addr: DEFAULT_LANDING_ADDR, what: "these pages and the playground" },
                 RoleRow { name: "rest", addr: DEFAULT_REST_ADDR, what: "management and publish API under /v1, /openapi.json" },
@@ -168,11 +182,11 @@ async fn not_found(pages: Arc<Pages>, OriginalUri(uri): OriginalUri) -> Response
 /// Scripts and styles only from this origin (no inline script); the
 /// playground may call the configured API and channel URLs.
 fn content_security_policy(state: &AppState) -> HeaderValue {
-    let config = &state.config;
+    let config = &state.landing;
     let policy = format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' {} {}; \
          frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
-        config.landing_rest_url, config.channel_base_url
+        config.rest_url, config.channel_base_url
     );
     HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"))
 }

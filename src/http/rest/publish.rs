@@ -113,7 +113,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let max_payload = state.config.max_payload_bytes;
+    let max_payload = state.http.max_payload_bytes;
     // Not ASCII is not a MIME type: refused as the envelope's content_type would be.
     let declared = match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
         None => None,
