@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::channels::StreamSlots;
@@ -15,8 +15,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub service: Service,
     pub streams: Arc<StreamSlots>,
-    /// Becomes true when the server begins shutting down.
-    pub shutdown: watch::Receiver<bool>,
+    /// The process's one shutdown token: cancelled when the server begins
+    /// shutting down (open streams end, servers stop accepting, tasks stop).
+    pub shutdown: CancellationToken,
     /// The supervised background tasks (/readyz reports those that are down).
     pub tasks: Tasks,
 }
