@@ -1,7 +1,11 @@
 //! `Application::build` does everything `main` needs before serving: it
 //! connects the database, checks or applies the schema, opens the payload
-//! store, sets up fan-out, starts the supervised background tasks and binds
-//! one listener per role. Tests call exactly this with `127.0.0.1:0`
+//! store, sets up fan-out, starts the supervised background tasks (all of
+//! them, by name, in [`start_tasks`]) and binds one listener per role.
+//!
+//! Shutdown is one `CancellationToken`: `run` cancels it when its shutdown
+//! future resolves, and the servers, open streams, MCP sessions and the
+//! background tasks all watch it. Tests call exactly this with `127.0.0.1:0`
 //! addresses and read back the bound ports.
 
 use std::collections::BTreeMap;
@@ -11,19 +15,20 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backends, Config, SweepConfig};
 use crate::http;
 use crate::http::channels::StreamSlots;
 use crate::role::Role;
+use crate::http::rate_limit::{self, ClientLimiter};
 use crate::state::AppState;
 use chantra_core::clock::Clock;
 use chantra_core::db::DatabaseKind;
 use chantra_core::domain::TokenHasher;
 use chantra_core::fanout::{Fanout, Hub};
 use chantra_core::payload::PayloadStore;
-use chantra_core::service::Service;
+use chantra_core::service::{COMMIT_WRITER, Service};
 use chantra_core::supervisor::{Job, Tasks};
 use chantra_core::{db, payload};
 use sea_orm::DatabaseConnection;
@@ -31,9 +36,10 @@ use sea_orm::DatabaseConnection;
 pub struct Application {
     state: AppState,
     listeners: BTreeMap<Role, TcpListener>,
-    stop: watch::Sender<bool>,
     /// SHUTDOWN_GRACE_SECS.
     shutdown_grace: std::time::Duration,
+    /// Each bound role's per-client rate limiter (none when RATE_LIMIT is off).
+    rate_limits: BTreeMap<Role, ClientLimiter>,
 }
 
 impl Application {
@@ -54,22 +60,14 @@ impl Application {
         let fanout = fanout_for(config.backends.database.kind(), hub);
         let hasher = TokenHasher::new(config.token_secret.expose());
         let service = Service::new(db, store, hasher, clock, fanout, config.service.clone());
-        let (stop, shutdown) = watch::channel(false);
-        // Background tasks, started by name and restarted if they die (see supervisor.rs).
-        let tasks = Tasks::new();
-        if config.backends.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
-            let (service, stopping) = (service.clone(), shutdown.clone());
-            tasks.supervise(shutdown.clone(), move || {
-                chantra_core::service::listener::jobs(service.clone(), stopping.clone())
-            });
-        }
-        if let Some(settings) = config.sweeper.clone() {
-            let (service, stopping) = (service.clone(), shutdown.clone());
-            tasks.supervise(shutdown.clone(), move || {
-                let sweeper = service.clone().run_sweeper(settings.clone(), stopping.clone());
-                vec![("sweeper", Box::pin(sweeper) as Job)]
-            });
-        }
+        let shutdown = CancellationToken::new();
+        let rate_limits: BTreeMap<Role, ClientLimiter> = match config.http.rate_limit {
+            Some(limit) => {
+                listeners.keys().map(|role| (*role, ClientLimiter::new(limit, &config.http.trusted_proxies))).collect()
+            }
+            None => BTreeMap::new(),
+        };
+        let tasks = start_tasks(&config, &service, &rate_limits, &shutdown);
         let streams =
             StreamSlots::new(stream_capacity(config.http.sse.max_streams), config.http.sse.max_streams_per_ip);
         let state = AppState {
@@ -81,7 +79,7 @@ impl Application {
             shutdown,
             tasks,
         };
-        Ok(Self { state, listeners, stop, shutdown_grace: config.shutdown_grace })
+        Ok(Self { state, listeners, shutdown_grace: config.shutdown_grace, rate_limits })
     }
 
     /// The address a role actually bound (port 0 resolved).
@@ -106,7 +104,7 @@ impl Application {
         let mut servers = tokio::task::JoinSet::new();
         for (role, listener) in self.listeners {
             let addr = listener.local_addr()?;
-            let app = http::router(role, self.state.clone());
+            let app = http::router(role, self.state.clone(), self.rate_limits.get(&role));
             let stopping = self.state.shutdown.clone();
             let limits = self.state.http.connection;
             tracing::info!(role = role.name(), %addr, "listening");
@@ -115,14 +113,6 @@ impl Application {
                 role
             });
         }
-        let stop = self.stop;
-        let mut stopping = self.state.shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-            // Keep the sender alive so receivers see `true`, not a closed channel.
-            std::future::pending::<()>().await;
-        });
         let drain = async {
             while let Some(joined) = servers.join_next().await {
                 let role = joined.context("a server task panicked")?;
@@ -133,7 +123,7 @@ impl Application {
         tokio::pin!(drain);
         tokio::select! {
             result = &mut drain => return result,
-            _ = stopping.wait_for(|s| *s) => {}
+            () = shutdown => self.state.shutdown.cancel(),
         }
         match tokio::time::timeout(grace, drain).await {
             Ok(result) => result,
@@ -187,6 +177,52 @@ fn fanout_for(kind: DatabaseKind, hub: Arc<Hub>) -> Fanout {
         DatabaseKind::Sqlite => Fanout::local(hub),
         DatabaseKind::Postgres => Fanout::postgres(hub),
     }
+}
+
+/// Starts every background task of the process, by name, under
+/// supervision (supervisor.rs): one that stops is logged by name, /readyz
+/// reports it down and it is started again. Per-connection and per-request
+/// tasks (serve.rs, rmcp's session workers) are not here: they end with
+/// their connection. MCP sessions need no task of ours: rmcp closes an idle
+/// session itself (MCP_SESSION_IDLE_SECS, mcp/sessions.rs) and ends them all
+/// on the shutdown token.
+///
+/// - `commit_writer`: writes every publish (service/commit.rs). It ignores
+///   `shutdown`, so publishes in flight during a graceful shutdown commit.
+/// - `notification_listener` + `notification_loader` (PostgreSQL, channels
+///   role): live delivery from every process (service/listener.rs).
+/// - `sweeper`: expiry and orphan cleanup (unless --no-sweeper).
+/// - `rate_limit_cleanup`: forgets idle clients' buckets (if RATE_LIMIT is on).
+fn start_tasks(
+    config: &Config,
+    service: &Service,
+    rate_limits: &BTreeMap<Role, ClientLimiter>,
+    shutdown: &CancellationToken,
+) -> Tasks {
+    let tasks = Tasks::new();
+    let writer = service.clone();
+    tasks.supervise(shutdown.clone(), move || vec![(COMMIT_WRITER, writer.commit_writer())]);
+    if config.backends.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
+        let (service, stopping) = (service.clone(), shutdown.clone());
+        tasks.supervise(shutdown.clone(), move || {
+            chantra_core::service::listener::jobs(service.clone(), stopping.clone())
+        });
+    }
+    if let Some(settings) = config.sweeper.clone() {
+        let (service, stopping) = (service.clone(), shutdown.clone());
+        tasks.supervise(shutdown.clone(), move || {
+            let sweeper = service.clone().run_sweeper(settings.clone(), stopping.clone());
+            vec![("sweeper", Box::pin(sweeper) as Job)]
+        });
+    }
+    if !rate_limits.is_empty() {
+        let (limiters, stopping): (Vec<ClientLimiter>, _) = (rate_limits.values().cloned().collect(), shutdown.clone());
+        tasks.supervise(shutdown.clone(), move || {
+            let cleanup = rate_limit::forget_idle_clients(limiters.clone(), stopping.clone());
+            vec![("rate_limit_cleanup", Box::pin(cleanup) as Job)]
+        });
+    }
+    tasks
 }
 
 /// Connections the kernel queues before we accept them. Tokio's default

@@ -71,12 +71,13 @@ async fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
+    // A pass under way finishes; the loop stops before the next one.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = async {
         shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    service.run_sweeper(settings, shutdown).await;
+        stop.cancel();
+    };
+    tokio::join!(service.run_sweeper(settings, stop.clone()), on_signal);
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::http::HttpSettings;
 use crate::http::channels::StreamSlots;
@@ -20,8 +20,9 @@ pub struct AppState {
     pub landing: Arc<LandingSettings>,
     pub service: Service,
     pub streams: Arc<StreamSlots>,
-    /// Becomes true when the server begins shutting down.
-    pub shutdown: watch::Receiver<bool>,
+    /// The process's one shutdown token: cancelled when the server begins
+    /// shutting down (open streams end, servers stop accepting, tasks stop).
+    pub shutdown: CancellationToken,
     /// The supervised background tasks (/readyz reports those that are down).
     pub tasks: Tasks,
 }

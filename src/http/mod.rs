@@ -60,8 +60,9 @@ pub struct SseSettings {
 /// The longest request URI (path + query) answered; 414 `uri_too_long` above.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
-/// The complete router of one role.
-pub fn router(role: Role, state: AppState) -> Router {
+/// The complete router of one role; `rate_limit` holds the role's
+/// per-client buckets (`None`: RATE_LIMIT is off).
+pub fn router(role: Role, state: AppState, rate_limit: Option<&rate_limit::ClientLimiter>) -> Router {
     let role_routes = match role {
         Role::Rest => rest::router(),
         Role::Channels => channels::router(),
@@ -93,8 +94,8 @@ pub fn router(role: Role, state: AppState) -> Router {
         }
         next.run(req).await
     }));
-    if let Some(limit) = state.http.rate_limit {
-        router = router.layer(rate_limit::layer(limit, &state.http.trusted_proxies));
+    if let Some(limiter) = rate_limit {
+        router = router.layer(limiter.layer());
     }
     // The internal read API is added after the per-client limit: all its
     // calls come from the mcp role's one address, on behalf of every agent,

@@ -22,6 +22,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, Response};
 use governor::middleware::NoOpMiddleware;
 use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
 use tower_governor::GovernorLayer;
 use tower_governor::errors::GovernorError;
 use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
@@ -107,36 +108,59 @@ impl KeyExtractor for ClientIpKey {
 
 pub type Limiter = GovernorLayer<ClientIpKey, NoOpMiddleware<governor::clock::QuantaInstant>, Body>;
 
-/// The layer for one role's router, plus a task that forgets idle clients
-/// so the limiter's memory stays bounded.
-pub fn layer(limit: RateLimit, trusted: &[IpNet]) -> Limiter {
-    let period = Duration::from_nanos(1_000_000_000 / u64::from(limit.per_second.max(1)));
-    let config: GovernorConfig<ClientIpKey, NoOpMiddleware<governor::clock::QuantaInstant>> =
-        GovernorConfigBuilder::default()
+/// How often idle clients' buckets are forgotten.
+const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One role's per-client buckets: its router's layer ([`ClientLimiter::layer`])
+/// counts requests in them; the `rate_limit_cleanup` task (app.rs,
+/// [`forget_idle_clients`]) drops idle clients' buckets so the memory stays
+/// bounded. Cheap to clone.
+#[derive(Clone)]
+pub struct ClientLimiter {
+    config: Arc<GovernorConfig<ClientIpKey, NoOpMiddleware<governor::clock::QuantaInstant>>>,
+}
+
+impl ClientLimiter {
+    pub fn new(limit: RateLimit, trusted: &[IpNet]) -> Self {
+        let period = Duration::from_nanos(1_000_000_000 / u64::from(limit.per_second.max(1)));
+        let config = GovernorConfigBuilder::default()
             .period(period)
             .burst_size(limit.burst)
             .key_extractor(ClientIpKey::new(trusted))
             .finish()
             .expect("period and burst are non-zero (checked in Config)");
-    let config = Arc::new(config);
-    let limiter = config.limiter().clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            limiter.retain_recent();
-        }
-    });
-    GovernorLayer::new(config).error_handler(|err| -> Response<Body> {
-        match err {
-            GovernorError::TooManyRequests { wait_time, .. } => {
-                crate::metrics::get().rate_limited.increment(1);
-                crate::http::error::respond(AppError::RateLimited { retry_after_secs: wait_time })
+        Self { config: Arc::new(config) }
+    }
+
+    /// The layer for the role's router.
+    pub fn layer(&self) -> Limiter {
+        GovernorLayer::new(self.config.clone()).error_handler(|err| -> Response<Body> {
+            match err {
+                GovernorError::TooManyRequests { wait_time, .. } => {
+                    crate::metrics::get().rate_limited.increment(1);
+                    crate::http::error::respond(AppError::RateLimited { retry_after_secs: wait_time })
+                }
+                GovernorError::UnableToExtractKey => crate::http::error::respond(AppError::Internal),
+                GovernorError::Other { .. } => crate::http::error::respond(AppError::Internal),
             }
-            GovernorError::UnableToExtractKey => crate::http::error::respond(AppError::Internal),
-            GovernorError::Other { .. } => crate::http::error::respond(AppError::Internal),
+        })
+    }
+}
+
+/// Forgets the buckets of clients idle long enough to be full again, in
+/// every limiter, once a [`CLEANUP_INTERVAL`], until `shutdown`.
+pub async fn forget_idle_clients(limiters: Vec<ClientLimiter>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(CLEANUP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
         }
-    })
+        for limiter in &limiters {
+            limiter.config.limiter().retain_recent();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //!   a plain GET of an event stream is answered without hyper's per-connection
 //!   buffers (`stream_conn`), everything else goes to hyper as before.
 //!
-//! Graceful shutdown: when `stopping` flips, the listener stops accepting,
+//! Graceful shutdown: when `stopping` is cancelled, the listener stops accepting,
 //! idle keep-alive connections close, and busy ones finish their response
 //! (SSE streams end on the same signal; see chantra_core::service::ReaderStream).
 
@@ -29,8 +29,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_io_timeout::TimeoutStream;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::stream_conn::{self, FirstRequest, Prefixed};
@@ -47,7 +47,7 @@ pub struct ConnectionLimits {
     pub write_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `stopping` becomes true, then waits for
+/// Serves `app` on `listener` until `stopping` is cancelled, then waits for
 /// open connections to finish (the caller bounds that wait). With
 /// `event_streams` (the channels role), each connection's first request is
 /// read here and event-stream requests take the lean path (`stream_conn`).
@@ -56,7 +56,7 @@ pub async fn serve(
     app: Router,
     limits: ConnectionLimits,
     event_streams: bool,
-    mut stopping: watch::Receiver<bool>,
+    stopping: CancellationToken,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -80,7 +80,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = stopped(&mut stopping) => break,
+            () = stopping.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let (http, app, watcher) = (http.clone(), app.clone(), graceful.watcher());
@@ -114,9 +114,4 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-/// Resolves once `stopping` is true (or its sender is gone).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stopped| *stopped).await;
 }

@@ -25,7 +25,6 @@ use axum::routing::get;
 use rmcp::model::ProtocolVersion;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 pub use session_store::DbSessionStore;
 pub use sessions::{CappedSessions, SessionSlots};
@@ -87,20 +86,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
         None => MessageSource::InProcess,
     };
 
-    let stop = CancellationToken::new();
-    let mut shutdown = state.shutdown.clone();
-    let on_shutdown = stop.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-        on_shutdown.cancel();
-    });
-
     let mut http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(config.allowed_hosts.clone())
         .with_allowed_origins(config.allowed_origins.clone())
         .with_max_request_body_bytes(max_request_bytes(config.max_payload_bytes))
         .with_sse_keep_alive(Some(config.keepalive))
-        .with_cancellation_token(stop);
+        // A child of the process's token: sessions end at shutdown, and
+        // nothing rmcp cancels can reach the rest of the process.
+        .with_cancellation_token(state.shutdown.child_token());
     http_config.session_store = Some(DbSessionStore::new(state.service.db().clone(), state.service.clock().clone()));
 
     let slots = SessionSlots::new(config.max_sessions, config.max_sessions_per_ip);

@@ -1,7 +1,9 @@
-//! Background tasks are watched: the commit writer survives a panicking
-//! batch; the sweeper and PostgreSQL's notification listener and loader are
-//! restarted when they die, /readyz answers 503 naming the task while it is
-//! down, and live delivery resumes with what was published meanwhile.
+//! Background tasks are watched: every long-lived task of the process is
+//! named in /readyz; the commit writer survives a panicking batch; the
+//! commit writer, the sweeper, the rate limiter's cleanup and PostgreSQL's
+//! notification listener and loader are restarted when they die, /readyz
+//! answers 503 naming the task while it is down, and what was published
+//! meanwhile is written and delivered.
 //!
 //! Tasks are stopped through hidden hooks (`Service::crash_commit_writer`,
 //! `Tasks::kill`), the way a bug or a panic would stop them.
@@ -19,7 +21,11 @@ use crate::sse_client::{self, SseStream};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-on_both_backends!(supervised_commit_writer_survives_a_panic, supervised_sweeper_restarts_and_readyz_names_it);
+on_both_backends!(
+    supervised_commit_writer_survives_a_panic,
+    supervised_sweeper_restarts_and_readyz_names_it,
+    supervised_tasks_are_listed_and_restarted
+);
 
 async fn supervised_commit_writer_survives_a_panic(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -37,6 +43,11 @@ async fn supervised_commit_writer_survives_a_panic(backend: Backend) {
         assert_eq!(response.status(), 201, "publishes after the panic are written");
     }
     // What is stored, in id order: every acknowledged message, nothing else.
+    assert_eq!(stored_texts(&app, &channel).await, ["before", "after 0", "after 1", "after 2"]);
+}
+
+/// The channel's stored messages, in id order, as text.
+async fn stored_texts(app: &TestApp, channel: &Value) -> Vec<String> {
     use chantra_core::db::entity::message;
     use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
     let id: uuid::Uuid = channel["channel_id"].as_str().unwrap().parse().unwrap();
@@ -51,7 +62,7 @@ async fn supervised_commit_writer_survives_a_panic(backend: Backend) {
         let bytes = app.service.store().get(&row.payload_object_key).await.unwrap();
         texts.push(String::from_utf8(bytes.to_vec()).unwrap());
     }
-    assert_eq!(texts, ["before", "after 0", "after 1", "after 2"]);
+    texts
 }
 
 async fn supervised_sweeper_restarts_and_readyz_names_it(backend: Backend) {
@@ -62,6 +73,41 @@ async fn supervised_sweeper_restarts_and_readyz_names_it(backend: Backend) {
     assert_eq!(ready["tasks"]["sweeper"]["state"], "running");
 
     kill_and_recover(&app, "sweeper").await;
+}
+
+/// With every optional task on, /readyz lists exactly the process's
+/// background tasks, all running. The commit writer and the rate limiter's
+/// cleanup come back after being killed; a publish made while the writer
+/// is down waits in the queue and is written once it is back.
+async fn supervised_tasks_are_listed_and_restarted(backend: Backend) {
+    let extra_args = ["--no-sweeper", "false", "--rate-limit-per-second", "1000"].map(String::from).to_vec();
+    let options = Options { roles: Some(vec![Role::Rest, Role::Channels]), extra_args, ..Default::default() };
+    let app = spawn_app_with(backend, options).await;
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, 200, "{ready}");
+    let mut expected = vec!["commit_writer", "rate_limit_cleanup", "sweeper"];
+    if matches!(backend, Backend::Postgres) {
+        expected.extend(["notification_listener", "notification_loader"]);
+    }
+    expected.sort_unstable();
+    let tasks = ready["tasks"].as_object().expect("a task list");
+    let mut names: Vec<&str> = tasks.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, expected, "{ready}");
+    for (name, task) in tasks {
+        assert_eq!(task["state"], "running", "{name}: {ready}");
+        assert_eq!(task["restarts"], 0, "{name}: {ready}");
+    }
+
+    let channel = app.create_channel("public").await;
+    kill_and_recover_while(&app, "commit_writer", async {
+        publish(&app, &channel, "while the writer was down").await;
+    })
+    .await;
+    publish(&app, &channel, "after the writer restarted").await;
+    assert_eq!(stored_texts(&app, &channel).await, ["while the writer was down", "after the writer restarted"]);
+
+    kill_and_recover(&app, "rate_limit_cleanup").await;
 }
 
 /// The listener and the loader, each killed in turn: /readyz names it while

@@ -1,5 +1,7 @@
-//! Background tasks by name, watched: the sweeper and PostgreSQL's
-//! notification listener and loader. A task that panics or returns before
+//! Background tasks by name, watched. chantra's app.rs starts every
+//! long-lived task of the process here, in one place (`start_tasks`): the
+//! group-commit writer, the sweeper, PostgreSQL's notification listener and
+//! loader, the rate limiter's cleanup. A task that panics or returns before
 //! shutdown is logged by name (error level) and started again with backoff;
 //! while it is down /readyz answers 503 naming it.
 //!
@@ -7,8 +9,8 @@
 //! the loader through a queue): when one member stops, the others are
 //! stopped too and the group starts afresh.
 //!
-//! The group-commit writer is not here: it lives in the service and keeps
-//! itself alive (a panicking batch is caught, see service/commit.rs).
+//! Shutdown is one [`CancellationToken`] for the whole process: servers,
+//! streams, MCP sessions and these tasks all watch the same token.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,8 +18,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 /// A task's work: runs until shutdown (returning earlier is a failure).
 pub type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -56,11 +58,11 @@ impl Tasks {
     }
 
     /// Starts the group `start()` returns and keeps it running until
-    /// `shutdown` is set: whenever a member stops, the whole group is
+    /// `shutdown` is cancelled: whenever a member stops, the whole group is
     /// stopped and started again after a backoff. Needs a tokio runtime.
     pub fn supervise(
         &self,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
         mut start: impl FnMut() -> Vec<(&'static str, Job)> + Send + 'static,
     ) {
         let tasks = self.clone();
@@ -70,13 +72,13 @@ impl Tasks {
             let mut backoff = FIRST_BACKOFF;
             loop {
                 let started = Instant::now();
-                let mut stopping = shutdown.clone();
                 let joined = tokio::select! {
-                    _ = stopping.wait_for(|s| *s) => None,
+                    () = shutdown.cancelled() => None,
                     joined = group.join_next_with_id() => joined,
                 };
-                if *shutdown.borrow() {
-                    // Each member sees the shutdown itself and finishes its work.
+                if shutdown.is_cancelled() {
+                    // Each member sees the shutdown itself and finishes its work
+                    // (the commit writer runs on, so in-flight publishes commit).
                     group.detach_all();
                     return;
                 }
@@ -96,9 +98,8 @@ impl Tasks {
                 for member in names.values() {
                     tasks.stopped(member);
                 }
-                let mut stopping = shutdown.clone();
                 tokio::select! {
-                    _ = stopping.wait_for(|s| *s) => return,
+                    () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -179,11 +180,6 @@ fn failure(err: tokio::task::JoinError) -> String {
     format!("panicked: {message}")
 }
 
-/// Resolves once the server starts shutting down.
-pub async fn stopping(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn supervised_group_restarts_after_a_member_stops() {
-        let (_stop, shutdown) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let tasks = Tasks::new();
         let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let counted = starts.clone();

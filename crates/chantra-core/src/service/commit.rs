@@ -20,10 +20,18 @@
 //! ([`within_unless_committing`]): once queued, a message's fate is the
 //! commit's, and only the commit's outcome is a truthful answer.
 //!
-//! The task outlives a panic: each batch runs under `catch_unwind`, so a
-//! bug that panics fails only that batch's publishes (their senders are
-//! dropped: 500), is logged by name (`commit_writer`), and the next batch is
-//! written by the same task from the same queue.
+//! The task is `commit_writer`, started and supervised by chantra's app.rs
+//! with the other background tasks ([`Service::commit_writer`]); publishes
+//! wait in the queue until it runs. It ignores the shutdown token: messages
+//! queued during a graceful shutdown are still committed, and the task ends
+//! with the process.
+//!
+//! It outlives a panic: each batch runs under `catch_unwind`, so a bug that
+//! panics fails only that batch's publishes (their senders are dropped:
+//! 500), is logged by name (`commit_writer`), and the next batch is written
+//! by the same task from the same queue. Should the task stop anyway (it is
+//! killed, or a panic escapes), the supervisor logs it, /readyz reports it
+//! down, and a new writer takes over the same queue after a backoff.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,12 +43,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt as _;
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::db::{self, entity::message};
 use crate::domain::{ChannelId, MessageId};
 use crate::fanout::{Fanout, HubEvent, LiveMessage, Notice};
+use crate::supervisor::Job;
 
 /// The most messages written in one transaction.
 pub const MAX_BATCH: usize = 128;
@@ -89,25 +98,36 @@ struct Pending {
     done: oneshot::Sender<Result<message::Model, CommitError>>,
 }
 
-/// The publishers' side of the queue; cheap to clone. The writing task
-/// ends when the last clone is dropped.
+/// The queue: the publishers' side, and the writer's side that each run of
+/// the writing task takes in turn (a restarted writer goes on with what
+/// is queued). Cheap to clone.
 #[derive(Clone)]
 pub(super) struct CommitQueue {
     sender: mpsc::Sender<Pending>,
+    /// Held by the running writer; the lock guarantees one writer at a time.
+    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
     /// Set by a test (through `Service::crash_commit_writer`): the next batch panics.
     crash_next: Arc<AtomicBool>,
 }
 
-/// The writing task's name in logs and metrics.
-const TASK: &str = "commit_writer";
+/// The writing task's name in logs, metrics and /readyz.
+pub const TASK: &str = "commit_writer";
 
 impl CommitQueue {
-    /// Starts the writing task (needs a running tokio runtime).
-    pub(super) fn start(db: DatabaseConnection, fanout: Fanout) -> Self {
+    /// An empty queue; nothing is written until [`CommitQueue::writer`] runs.
+    pub(super) fn new() -> Self {
         let (sender, receiver) = mpsc::channel(MAX_BATCH * 8);
-        let crash_next = Arc::new(AtomicBool::new(false));
-        tokio::spawn(run(db, fanout, receiver, crash_next.clone()));
-        Self { sender, crash_next }
+        Self { sender, receiver: Arc::new(Mutex::new(receiver)), crash_next: Arc::default() }
+    }
+
+    /// The writing task: takes the queue and writes batches until every
+    /// publisher's side is gone.
+    pub(super) fn writer(&self, db: DatabaseConnection, fanout: Fanout) -> Job {
+        let (receiver, crash) = (self.receiver.clone(), self.crash_next.clone());
+        Box::pin(async move {
+            let mut receiver = receiver.lock_owned().await;
+            run(db, fanout, &mut receiver, crash).await;
+        })
     }
 
     /// Writes `row` (its id assigned in the transaction), announces it and
@@ -130,6 +150,13 @@ impl CommitQueue {
 }
 
 impl super::Service {
+    /// The group-commit writer's work, for the caller to run as the task
+    /// named [`TASK`] (chantra's app.rs supervises it). Until it runs,
+    /// publishes wait in the queue.
+    pub fn commit_writer(&self) -> Job {
+        self.commits().writer(self.db.clone(), self.fanout.clone())
+    }
+
     /// Makes the commit writer panic in its next batch, as a bug would;
     /// tests use it to prove the writer survives.
     #[doc(hidden)]
@@ -138,7 +165,7 @@ impl super::Service {
     }
 }
 
-async fn run(db: DatabaseConnection, fanout: Fanout, mut receiver: mpsc::Receiver<Pending>, crash: Arc<AtomicBool>) {
+async fn run(db: DatabaseConnection, fanout: Fanout, receiver: &mut mpsc::Receiver<Pending>, crash: Arc<AtomicBool>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let size = batch.len();

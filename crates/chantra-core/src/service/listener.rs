@@ -11,14 +11,15 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Service;
 use crate::db;
 use crate::domain::ChannelId;
 use crate::fanout::{HubEvent, Notice};
-use crate::supervisor::{Job, stopping};
+use crate::supervisor::Job;
 
 /// Messages loaded at once while keeping broadcast order.
 const LOAD_CONCURRENCY: usize = 32;
@@ -40,22 +41,22 @@ enum Work {
 
 /// The listener's and the loader's work, joined by a fresh queue: two
 /// tasks that app.rs supervises as one group (one cannot work without the
-/// other). They end when `shutdown` is set; a new pair starts with a
+/// other). They end when `shutdown` is cancelled; a new pair starts with a
 /// resync, so what was committed while they were down is delivered.
-pub fn jobs(service: Service, shutdown: watch::Receiver<bool>) -> Vec<(&'static str, Job)> {
+pub fn jobs(service: Service, shutdown: CancellationToken) -> Vec<(&'static str, Job)> {
     let (queue, work) = mpsc::channel(QUEUE);
     let listener: Job = Box::pin(listen(service.clone(), queue, shutdown));
     let loader: Job = Box::pin(load_and_broadcast(service, work));
     vec![("notification_listener", listener), ("notification_loader", loader)]
 }
 
-async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: watch::Receiver<bool>) {
+async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     let mut connected_before = false;
     loop {
         let listener = db::notify::listen(&service.db);
         let mut listener = tokio::select! {
-            () = stopping(shutdown.clone()) => return,
+            () = shutdown.cancelled() => return,
             result = listener => match result {
                 Ok(listener) => listener,
                 Err(err) => {
@@ -78,7 +79,7 @@ async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: watch::Re
         }
         loop {
             let received = tokio::select! {
-                () = stopping(shutdown.clone()) => return,
+                () = shutdown.cancelled() => return,
                 received = listener.try_recv() => received,
             };
             match received {

@@ -23,7 +23,7 @@ use crate::error::AppError;
 use crate::fanout::Fanout;
 use crate::payload::PayloadStore;
 
-pub use commit::within_unless_committing;
+pub use commit::{TASK as COMMIT_WRITER, within_unless_committing};
 pub use grants::{GRANTS_IN_VIEW, MAX_GRANT_PAGE};
 pub use messages::{PublishInput, Published};
 pub use reads::{Gap, MAX_PAGE, Reader, ReaderState, ReplayStart, message_event};
@@ -58,8 +58,9 @@ pub struct Service {
     /// Publish credentials of recently published-to channels, so a publish
     /// needs no lookup (a deleted channel still fails in the commit: 404).
     publish_auth: Arc<std::sync::Mutex<std::collections::HashMap<ChannelId, PublishAuth>>>,
-    /// The group-commit writer, started on the first publish.
-    commits: Arc<std::sync::OnceLock<commit::CommitQueue>>,
+    /// The group-commit queue; its writer runs as a supervised task
+    /// ([`Service::commit_writer`]).
+    commits: commit::CommitQueue,
 }
 
 impl Service {
@@ -80,12 +81,12 @@ impl Service {
             settings: Arc::new(settings),
             sweep_guard: Arc::default(),
             publish_auth: Arc::default(),
-            commits: Arc::default(),
+            commits: commit::CommitQueue::new(),
         }
     }
 
     fn commits(&self) -> &commit::CommitQueue {
-        self.commits.get_or_init(|| commit::CommitQueue::start(self.db.clone(), self.fanout.clone()))
+        &self.commits
     }
 
     pub fn db(&self) -> &DatabaseConnection {

@@ -28,9 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::reads::{Gap, ReaderState};
@@ -39,7 +40,6 @@ use crate::db::entity::message;
 use crate::domain::{ChannelId, ReadToken, Visibility};
 use crate::error::AppError;
 use crate::fanout::hub::{HubEvent, LiveMessage, Subscription};
-use crate::supervisor::stopping;
 
 /// Rows (metadata, no payloads) read from the database per replay page.
 const REPLAY_PAGE: u64 = 32;
@@ -122,7 +122,7 @@ impl Service {
         token: Option<&ReadToken>,
         cursor: Cursor,
         settings: StreamSettings,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Result<ReaderStream, AppError> {
         let subscription = self.fanout.hub().subscribe(channel.as_uuid());
         let reader = self.authorize_reader(channel, expected, token).await?;
@@ -172,7 +172,7 @@ pub struct ReaderStream {
     /// When a recheck that failed is tried again.
     recheck_at: Option<Pin<Box<Sleep>>>,
     max_lag: u64,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     finished: bool,
 }
 
@@ -186,7 +186,7 @@ impl ReaderStream {
         baseline: Uuid,
         preamble: Vec<StreamEvent>,
         settings: StreamSettings,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Self {
         let mut keepalive = tokio::time::interval_at(Instant::now() + settings.keepalive, settings.keepalive);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -227,7 +227,7 @@ impl ReaderStream {
             if let Some(frame) = self.pending.pop_front() {
                 return Some(frame);
             }
-            if self.finished || *self.shutdown.borrow() {
+            if self.finished || self.shutdown.is_cancelled() {
                 self.held = None;
                 return None;
             }
@@ -241,10 +241,7 @@ impl ReaderStream {
             }
             let woke = tokio::select! {
                 biased;
-                changed = self.shutdown.changed() => match changed {
-                    Ok(()) => continue,
-                    Err(_) => Wake::Shutdown,
-                },
+                () = self.shutdown.cancelled() => Wake::Shutdown,
                 () = fires(&mut self.grant_deadline) => Wake::GrantExpired,
                 () = fires(&mut self.recheck_at) => Wake::Recheck,
                 received = self.subscription.receiver.recv() => Wake::Event(received),
@@ -398,7 +395,7 @@ impl ReaderStream {
         }
         self.held = None;
         tokio::select! {
-            () = stopping(self.shutdown.clone()) => {}
+            () = self.shutdown.cancelled() => {}
             room = tokio::time::timeout(REPLAY_ROOM_WAIT, budget.acquire_many_owned(want)) => {
                 if let Ok(Ok(permit)) = room {
                     self.held = Some(permit);
@@ -425,7 +422,7 @@ impl ReaderStream {
     /// Waits before retrying a failed step, unless the server shuts down meanwhile.
     async fn pause(&mut self) {
         tokio::select! {
-            () = stopping(self.shutdown.clone()) => self.finished = true,
+            () = self.shutdown.cancelled() => self.finished = true,
             () = tokio::time::sleep(RETRY_PAUSE) => {}
         }
     }

@@ -16,7 +16,7 @@ use futures::StreamExt as _;
 use sea_orm::DbBackend;
 use sea_orm::sqlx;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::Service;
 use crate::db;
@@ -224,12 +224,12 @@ impl Service {
     }
 
     /// Sweeps every `interval` until shutdown; failures are logged and retried next time.
-    pub async fn run_sweeper(self, settings: SweepSettings, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_sweeper(self, settings: SweepSettings, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return,
+                () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             if let Err(err) = self.sweep_once(&settings).await {
