@@ -163,7 +163,7 @@ mod tests {
         let id = GrantId::new();
         assert_eq!(sea_orm::Value::from(id), sea_orm::Value::from(id.0));
         assert_eq!(<ChannelId as ValueType>::column_type(), ColumnType::Uuid);
-        assert_eq!(<MessageId as ValueType>::try_from(sea_orm::Value::from(id.0)), Ok(MessageId(id.0)));
+        assert_eq!(<MessageId as ValueType>::try_from(sea_orm::Value::from(id.0)).ok(), Some(MessageId(id.0)));
     }
 
     #[test]
