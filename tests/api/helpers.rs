@@ -92,7 +92,7 @@ impl TestApp {
     /// Where the payload of the message with this id is stored.
     pub async fn object_key(&self, message_id: &str) -> String {
         use sea_orm::EntityTrait as _;
-        let id: uuid::Uuid = message_id.parse().unwrap();
+        let id: chantra_core::domain::MessageId = message_id.parse().unwrap();
         let row = chantra_core::db::entity::message::Entity::find_by_id(id).one(self.service.db()).await.unwrap();
         row.expect("the message row exists").payload_object_key
     }

@@ -513,7 +513,8 @@ async fn future_cursors_and_stray_tokens_do_not_block_live_messages(backend: Bac
     let app = app_with(backend, &[]).await;
     let channel = app.create_channel("public").await;
     let in_an_hour = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap() + 3_600_000;
-    let future = uuid::Uuid::from_u128(chantra_core::domain::MessageId::floor_at(in_an_hour).as_u128() | (0x7 << 76));
+    let future =
+        uuid::Uuid::from_u128(chantra_core::domain::MessageId::floor_at(in_an_hour).as_uuid().as_u128() | (0x7 << 76));
     let mut ahead = sse_client::connect(
         app.client
             .get(stream_url(&app, &channel))

@@ -179,7 +179,7 @@ async fn graceful_shutdown_under_load_loses_nothing() {
         .await
         .expect("message rows")
         .iter()
-        .map(|row| row.id.hyphenated().to_string())
+        .map(|row| row.id.to_string())
         .collect();
     let bodies: std::collections::HashMap<&String, &Vec<u8>> = acked.iter().map(|(id, body)| (id, body)).collect();
     let mut readers = Vec::new();

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chantra::http::channels::frame;
 use chantra_core::db::entity::message;
+use chantra_core::domain::{ChannelId, MessageId};
 use chantra_core::service::message_event;
 use chantra_core::service::views::MessageEvent;
 use chrono::{DateTime, Utc};
@@ -82,8 +83,8 @@ prop_compose! {
         expires_at in time(),
     ) -> (message::Model, Vec<u8>) {
         let row = message::Model {
-            id: Uuid::from_u128(id),
-            channel_id: Uuid::from_u128(channel),
+            id: MessageId::from_uuid(Uuid::from_u128(id)),
+            channel_id: ChannelId::from_uuid(Uuid::from_u128(channel)),
             payload_object_key: String::new(),
             payload_size: payload.len() as i64,
             content_type,
@@ -98,12 +99,12 @@ prop_compose! {
 /// What a reader must get back from one message frame.
 fn check_message(event: &Event, row: &message::Model, payload: &[u8]) -> Result<(), TestCaseError> {
     prop_assert_eq!(&event.event, "message");
-    prop_assert_eq!(&event.id, &row.id.hyphenated().to_string());
+    prop_assert_eq!(&event.id, &row.id.as_uuid().hyphenated().to_string());
     prop_assert_eq!(event.retry, None);
     let data: Value = serde_json::from_str(&event.data).map_err(|e| TestCaseError::fail(format!("data: {e}")))?;
     prop_assert_eq!(data.as_object().map(|o| o.len()), Some(6), "{}", data);
-    prop_assert_eq!(&data["id"], &json!(row.id.hyphenated().to_string()));
-    prop_assert_eq!(&data["channel_id"], &json!(row.channel_id.hyphenated().to_string()));
+    prop_assert_eq!(&data["id"], &json!(row.id.as_uuid().hyphenated().to_string()));
+    prop_assert_eq!(&data["channel_id"], &json!(row.channel_id.as_uuid().hyphenated().to_string()));
     prop_assert_eq!(&data["content_type"], &json!(row.content_type));
     let decoded =
         STANDARD.decode(data["payload"].as_str().unwrap_or("!")).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -156,7 +157,7 @@ proptest! {
             stream.extend_from_slice(&frame::message(&message_event(row, payload)));
             stream.extend_from_slice(frame::KEEPALIVE);
         }
-        let channel = messages[0].0.channel_id.hyphenated().to_string();
+        let channel = messages[0].0.channel_id.as_uuid().hyphenated().to_string();
         let (end_name, end_frame) = match ending {
             0 => ("deleted", frame::deleted(&channel)),
             1 => ("revoked", frame::revoked("revoked")),
@@ -175,7 +176,7 @@ proptest! {
         let last = chunked.last().unwrap();
         prop_assert_eq!(&last.event, end_name);
         // The ending carries no id of its own: a reconnect resumes after the last message.
-        prop_assert_eq!(&last.id, &messages.last().unwrap().0.id.hyphenated().to_string());
+        prop_assert_eq!(&last.id, &messages.last().unwrap().0.id.as_uuid().hyphenated().to_string());
         let data: Value = serde_json::from_str(&last.data).map_err(|e| TestCaseError::fail(e.to_string()))?;
         match ending {
             0 => prop_assert_eq!(data, json!({"channel_id": channel})),
@@ -195,8 +196,8 @@ proptest! {
     #[test]
     fn gap_frames_carry_both_cursors(oldest in proptest::option::of(any::<u128>()), after in any::<u128>()) {
         let gap = chantra_core::service::Gap {
-            oldest_available: oldest.map(uuid::Uuid::from_u128),
-            requested_after: uuid::Uuid::from_u128(after),
+            oldest_available: oldest.map(|o| MessageId::from_uuid(Uuid::from_u128(o))),
+            requested_after: MessageId::from_uuid(Uuid::from_u128(after)),
         };
         let bytes = frame::gap_frame(&gap);
         let (oldest, after) = (oldest.map(|o| uuid::Uuid::from_u128(o).to_string()), uuid::Uuid::from_u128(after).to_string());

@@ -66,6 +66,7 @@ proptest! {
     fn since_floor_sorts_below_its_millisecond(millis in 0u64..(1 << 48), rand in any::<u128>()) {
         // Any v7 id created at `millis`, whatever its random bits.
         let id = Uuid::from_u128((u128::from(millis) << 80) | (0x7 << 76) | (rand & ((1 << 76) - 1)));
+        let id = MessageId::from_uuid(id);
         prop_assert!(MessageId::floor_at(millis) <= id);
         if millis + 1 < 1 << 48 {
             prop_assert!(MessageId::floor_at(millis + 1) > id);
@@ -75,18 +76,18 @@ proptest! {
 
     #[test]
     fn next_after_is_always_newer(newest in 0..u128::MAX) {
-        let newest = Uuid::from_u128(newest);
-        let next = MessageId::next_after(Some(newest)).as_uuid();
+        let newest = MessageId::from_uuid(Uuid::from_u128(newest));
+        let next = MessageId::next_after(Some(newest));
         prop_assert!(next > newest, "{} after {}", next, newest);
     }
 
     #[test]
     fn notices_round_trip(channel in any::<u128>(), other in any::<u128>(), kind in 0..3u8) {
-        let (channel, other) = (Uuid::from_u128(channel), Uuid::from_u128(other));
+        let (channel, other) = (ChannelId::from_uuid(Uuid::from_u128(channel)), Uuid::from_u128(other));
         let notice = match kind {
-            0 => Notice::Message { channel, message: other },
+            0 => Notice::Message { channel, message: MessageId::from_uuid(other) },
             1 => Notice::Deleted { channel },
-            _ => Notice::Revoked { channel, grant: other },
+            _ => Notice::Revoked { channel, grant: GrantId::from_uuid(other) },
         };
         let encoded = notice.encode();
         prop_assert!(encoded.len() < 8000, "NOTIFY payloads stay under PostgreSQL's limit");

@@ -101,8 +101,8 @@ struct GapData<'a> {
 /// Said before a replay when messages after the reader's cursor are gone;
 /// `oldest_available_id: null` when nothing is left to replay.
 pub fn gap_frame(gap: &Gap) -> Bytes {
-    let oldest = gap.oldest_available.map(|id| id.hyphenated().to_string());
-    let requested = gap.requested_after.hyphenated().to_string();
+    let oldest = gap.oldest_available.map(|id| id.to_string());
+    let requested = gap.requested_after.to_string();
     let data = GapData { oldest_available_id: oldest.as_deref(), requested_after: &requested };
     let data = serde_json::to_string(&data).unwrap_or_default();
     Bytes::from(format!("event: gap\ndata: {data}\n\n"))
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_gap_to_nothing_says_null() {
-        let gap = Gap { oldest_available: None, requested_after: uuid::Uuid::nil() };
+        let gap = Gap { oldest_available: None, requested_after: chantra_core::domain::MessageId::MIN };
         let frame = String::from_utf8(gap_frame(&gap).to_vec()).unwrap();
         assert_eq!(
             frame,

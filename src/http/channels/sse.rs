@@ -45,7 +45,7 @@ fn parse_cursor(headers: &HeaderMap, query: Option<&str>) -> Result<Cursor, AppE
     let id = header.map(str::to_owned).or_else(|| query_param(query, "last_event_id"));
     if let Some(id) = id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
         let parsed = MessageId::parse(id).map_err(|e| AppError::InvalidCursor(format!("Last-Event-ID: {e}")))?;
-        return Ok(Cursor::After(parsed.as_uuid()));
+        return Ok(Cursor::After(parsed));
     }
     if let Some(since) = query_param(query, "since") {
         let seconds: u64 = since.trim().parse().map_err(|_| {
@@ -122,13 +122,13 @@ mod tests {
     fn cursors() {
         let id = MessageId::new();
         assert_eq!(cursor(None, None).unwrap(), Cursor::Now);
-        assert_eq!(cursor(Some(&id.to_string()), None).unwrap(), Cursor::After(id.as_uuid()));
-        assert_eq!(cursor(None, Some(&format!("last_event_id={id}"))).unwrap(), Cursor::After(id.as_uuid()));
+        assert_eq!(cursor(Some(&id.to_string()), None).unwrap(), Cursor::After(id));
+        assert_eq!(cursor(None, Some(&format!("last_event_id={id}"))).unwrap(), Cursor::After(id));
         // The header wins over the query (a reconnecting EventSource sends both).
         let other = MessageId::new();
         assert_eq!(
             cursor(Some(&other.to_string()), Some(&format!("last_event_id={id}"))).unwrap(),
-            Cursor::After(other.as_uuid())
+            Cursor::After(other)
         );
         assert_eq!(cursor(None, Some("since=10")).unwrap(), Cursor::After(MessageId::floor_at(10_000)));
         assert_eq!(cursor(Some(" "), None).unwrap(), Cursor::Now);

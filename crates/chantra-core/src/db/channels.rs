@@ -13,12 +13,12 @@ pub async fn insert(db: &impl ConnectionTrait, model: channel::Model) -> Result<
 }
 
 pub async fn find(db: &impl ConnectionTrait, id: ChannelId) -> Result<Option<channel::Model>, DbErr> {
-    channel::Entity::find_by_id(id.as_uuid()).one(db).await
+    channel::Entity::find_by_id(id).one(db).await
 }
 
 /// Returns whether a row was deleted; grants and messages go by cascade.
 pub async fn delete(db: &impl ConnectionTrait, id: ChannelId) -> Result<bool, DbErr> {
-    let result = channel::Entity::delete_by_id(id.as_uuid()).exec(db).await?;
+    let result = channel::Entity::delete_by_id(id).exec(db).await?;
     Ok(result.rows_affected > 0)
 }
 
@@ -28,7 +28,7 @@ pub async fn delete(db: &impl ConnectionTrait, id: ChannelId) -> Result<bool, Db
 pub async fn set_last_published(db: &impl ConnectionTrait, id: ChannelId, at: DateTime<Utc>) -> Result<bool, DbErr> {
     let result = channel::Entity::update_many()
         .col_expr(channel::Column::LastPublishedAt, Expr::value(at))
-        .filter(channel::Column::Id.eq(id.as_uuid()))
+        .filter(channel::Column::Id.eq(id))
         .exec(db)
         .await?;
     Ok(result.rows_affected > 0)
@@ -41,7 +41,7 @@ pub async fn set_last_published(db: &impl ConnectionTrait, id: ChannelId, at: Da
 pub async fn lock(db: &impl ConnectionTrait, id: ChannelId) -> Result<bool, DbErr> {
     let result = channel::Entity::update_many()
         .col_expr(channel::Column::Visibility, Expr::col(channel::Column::Visibility))
-        .filter(channel::Column::Id.eq(id.as_uuid()))
+        .filter(channel::Column::Id.eq(id))
         .exec(db)
         .await?;
     Ok(result.rows_affected > 0)
@@ -50,7 +50,7 @@ pub async fn lock(db: &impl ConnectionTrait, id: ChannelId) -> Result<bool, DbEr
 /// Builds the row for a new channel (kept here so the column mapping lives in db/).
 pub fn new_model(id: ChannelId, visibility: &str, publish_token_hash: String, now: DateTime<Utc>) -> channel::Model {
     channel::Model {
-        id: id.as_uuid(),
+        id,
         visibility: visibility.to_owned(),
         publish_token_hash,
         created_at: now,
@@ -66,7 +66,6 @@ pub async fn delete_if_idle(db: &impl ConnectionTrait, id: ChannelId, cutoff: Da
     let idle = Condition::any().add(channel::Column::LastPublishedAt.lt(cutoff)).add(
         Condition::all().add(channel::Column::LastPublishedAt.is_null()).add(channel::Column::CreatedAt.lt(cutoff)),
     );
-    let result =
-        channel::Entity::delete_many().filter(channel::Column::Id.eq(id.as_uuid())).filter(idle).exec(db).await?;
+    let result = channel::Entity::delete_many().filter(channel::Column::Id.eq(id)).filter(idle).exec(db).await?;
     Ok(result.rows_affected > 0)
 }

@@ -21,16 +21,16 @@ pub async fn page_for_channel(
     limit: u64,
 ) -> Result<Vec<read_grant::Model>, DbErr> {
     use sea_orm::QuerySelect as _;
-    let mut query = read_grant::Entity::find().filter(read_grant::Column::ChannelId.eq(channel.as_uuid()));
+    let mut query = read_grant::Entity::find().filter(read_grant::Column::ChannelId.eq(channel));
     if let Some(after) = after {
-        query = query.filter(read_grant::Column::Id.gt(after.as_uuid()));
+        query = query.filter(read_grant::Column::Id.gt(after));
     }
     query.order_by_asc(read_grant::Column::Id).limit(limit).all(db).await
 }
 
 /// Every grant row of the channel, whatever its state: what the per-channel cap bounds.
 pub async fn count_for_channel(db: &impl ConnectionTrait, channel: ChannelId) -> Result<u64, DbErr> {
-    read_grant::Entity::find().filter(read_grant::Column::ChannelId.eq(channel.as_uuid())).count(db).await
+    read_grant::Entity::find().filter(read_grant::Column::ChannelId.eq(channel)).count(db).await
 }
 
 pub async fn find(
@@ -38,10 +38,7 @@ pub async fn find(
     channel: ChannelId,
     grant: GrantId,
 ) -> Result<Option<read_grant::Model>, DbErr> {
-    read_grant::Entity::find_by_id(grant.as_uuid())
-        .filter(read_grant::Column::ChannelId.eq(channel.as_uuid()))
-        .one(db)
-        .await
+    read_grant::Entity::find_by_id(grant).filter(read_grant::Column::ChannelId.eq(channel)).one(db).await
 }
 
 /// One indexed lookup by the token's hash.
@@ -56,7 +53,7 @@ pub async fn find_by_token_hash(
 pub async fn revoke(db: &impl ConnectionTrait, grant: GrantId, at: DateTime<Utc>) -> Result<(), DbErr> {
     read_grant::Entity::update_many()
         .col_expr(read_grant::Column::RevokedAt, Expr::value(at))
-        .filter(read_grant::Column::Id.eq(grant.as_uuid()))
+        .filter(read_grant::Column::Id.eq(grant))
         .filter(read_grant::Column::RevokedAt.is_null())
         .exec(db)
         .await?;
@@ -73,8 +70,8 @@ pub fn new_model(
     expires_at: Option<DateTime<Utc>>,
 ) -> read_grant::Model {
     read_grant::Model {
-        id: id.as_uuid(),
-        channel_id: channel.as_uuid(),
+        id,
+        channel_id: channel,
         token_hash: token_hash.as_str().to_owned(),
         label: label.map(|l| l.as_str().to_owned()).filter(|l| !l.is_empty()),
         created_at: now,

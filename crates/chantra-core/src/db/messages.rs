@@ -5,7 +5,7 @@ use sea_orm::ConnectionTrait;
 use sea_orm::prelude::*;
 
 use super::entity::message;
-use crate::domain::{ChannelId, IdempotencyKey};
+use crate::domain::{ChannelId, IdempotencyKey, MessageId};
 
 /// Inserts all `models` with one statement (none: no statement).
 pub async fn insert_many(db: &impl ConnectionTrait, models: Vec<message::Model>) -> Result<(), DbErr> {
@@ -24,7 +24,7 @@ pub async fn find_by_idempotency_key(
     now: DateTime<Utc>,
 ) -> Result<Option<message::Model>, DbErr> {
     message::Entity::find()
-        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ChannelId.eq(channel))
         .filter(message::Column::IdempotencyKey.eq(key.as_str()))
         .filter(message::Column::ExpiresAt.gt(now))
         .one(db)
@@ -40,13 +40,13 @@ pub async fn delete_expired_with_key(
     now: DateTime<Utc>,
 ) -> Result<Vec<message::Model>, DbErr> {
     let stale = message::Entity::find()
-        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ChannelId.eq(channel))
         .filter(message::Column::IdempotencyKey.eq(key.as_str()))
         .filter(message::Column::ExpiresAt.lte(now))
         .all(db)
         .await?;
     if let Some(newest) = stale.iter().map(|row| row.id).max() {
-        super::sweep::mark_purged(db, channel.as_uuid(), newest).await?;
+        super::sweep::mark_purged(db, channel, newest).await?;
     }
     for row in &stale {
         message::Entity::delete_by_id(row.id).exec(db).await?;
@@ -56,7 +56,7 @@ pub async fn delete_expired_with_key(
 
 pub async fn count_live(db: &impl ConnectionTrait, channel: ChannelId, now: DateTime<Utc>) -> Result<u64, DbErr> {
     message::Entity::find()
-        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ChannelId.eq(channel))
         .filter(message::Column::ExpiresAt.gt(now))
         .count(db)
         .await
@@ -66,13 +66,13 @@ pub async fn count_live(db: &impl ConnectionTrait, channel: ChannelId, now: Date
 pub async fn page_after(
     db: &impl ConnectionTrait,
     channel: ChannelId,
-    after: Option<uuid::Uuid>,
+    after: Option<MessageId>,
     now: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<message::Model>, DbErr> {
     use sea_orm::{QueryOrder as _, QuerySelect as _};
     let mut query = message::Entity::find()
-        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ChannelId.eq(channel))
         .filter(message::Column::ExpiresAt.gt(now));
     if let Some(after) = after {
         query = query.filter(message::Column::Id.gt(after));
@@ -84,11 +84,11 @@ pub async fn page_after(
 pub async fn count_after(
     db: &impl ConnectionTrait,
     channel: ChannelId,
-    after: uuid::Uuid,
+    after: MessageId,
     now: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
     message::Entity::find()
-        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ChannelId.eq(channel))
         .filter(message::Column::ExpiresAt.gt(now))
         .filter(message::Column::Id.gt(after))
         .count(db)
@@ -104,7 +104,7 @@ pub async fn nth_newest(
 ) -> Result<Option<message::Model>, DbErr> {
     use sea_orm::{QueryOrder as _, QuerySelect as _};
     message::Entity::find()
-        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ChannelId.eq(channel))
         .filter(message::Column::ExpiresAt.gt(now))
         .order_by_desc(message::Column::Id)
         .offset(n)
@@ -123,15 +123,15 @@ pub async fn oldest(
 }
 
 /// The newest message id of a channel, expired or not: new ids must be above it.
-pub async fn newest_id(db: &impl ConnectionTrait, channel: ChannelId) -> Result<Option<uuid::Uuid>, DbErr> {
+pub async fn newest_id(db: &impl ConnectionTrait, channel: ChannelId) -> Result<Option<MessageId>, DbErr> {
     use sea_orm::{QueryOrder as _, QuerySelect as _};
     message::Entity::find()
         .select_only()
         .column(message::Column::Id)
-        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ChannelId.eq(channel))
         .order_by_desc(message::Column::Id)
         .limit(1)
-        .into_tuple::<uuid::Uuid>()
+        .into_tuple::<MessageId>()
         .one(db)
         .await
 }
@@ -139,9 +139,9 @@ pub async fn newest_id(db: &impl ConnectionTrait, channel: ChannelId) -> Result<
 pub async fn find(
     db: &impl ConnectionTrait,
     channel: ChannelId,
-    id: uuid::Uuid,
+    id: MessageId,
 ) -> Result<Option<message::Model>, DbErr> {
-    message::Entity::find_by_id(id).filter(message::Column::ChannelId.eq(channel.as_uuid())).one(db).await
+    message::Entity::find_by_id(id).filter(message::Column::ChannelId.eq(channel)).one(db).await
 }
 
 /// Whether an expired message (not yet purged) follows `after`: a reader
@@ -149,18 +149,18 @@ pub async fn find(
 pub async fn expired_after(
     db: &impl ConnectionTrait,
     channel: ChannelId,
-    after: uuid::Uuid,
+    after: MessageId,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     use sea_orm::QuerySelect as _;
     let found = message::Entity::find()
         .select_only()
         .column(message::Column::Id)
-        .filter(message::Column::ChannelId.eq(channel.as_uuid()))
+        .filter(message::Column::ChannelId.eq(channel))
         .filter(message::Column::Id.gt(after))
         .filter(message::Column::ExpiresAt.lte(now))
         .limit(1)
-        .into_tuple::<uuid::Uuid>()
+        .into_tuple::<MessageId>()
         .one(db)
         .await?;
     Ok(found.is_some())

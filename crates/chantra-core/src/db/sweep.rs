@@ -6,6 +6,7 @@ use sea_orm::prelude::*;
 use sea_orm::{ConnectionTrait, QueryOrder as _, QuerySelect as _};
 
 use super::entity::{channel, message, read_grant};
+use crate::domain::{ChannelId, GrantId, MessageId};
 
 /// Up to `limit` expired messages, oldest expiry first.
 pub async fn expired_messages(
@@ -23,7 +24,7 @@ pub async fn expired_messages(
 
 /// Raises a channel's purge high-water mark to `through` (never lowers it).
 /// Called before the rows go, so no reader can see them gone but unmarked.
-pub async fn mark_purged(db: &impl ConnectionTrait, channel: Uuid, through: Uuid) -> Result<(), DbErr> {
+pub async fn mark_purged(db: &impl ConnectionTrait, channel: ChannelId, through: MessageId) -> Result<(), DbErr> {
     use sea_orm::Condition;
     channel::Entity::update_many()
         .col_expr(channel::Column::PurgedThrough, Expr::value(through))
@@ -38,7 +39,7 @@ pub async fn mark_purged(db: &impl ConnectionTrait, channel: Uuid, through: Uuid
     Ok(())
 }
 
-pub async fn delete_messages(db: &impl ConnectionTrait, ids: Vec<Uuid>) -> Result<u64, DbErr> {
+pub async fn delete_messages(db: &impl ConnectionTrait, ids: Vec<MessageId>) -> Result<u64, DbErr> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -47,7 +48,11 @@ pub async fn delete_messages(db: &impl ConnectionTrait, ids: Vec<Uuid>) -> Resul
 }
 
 /// Up to `limit` channels whose last activity (last publish, else creation) is before `cutoff`.
-pub async fn idle_channels(db: &impl ConnectionTrait, cutoff: DateTime<Utc>, limit: u64) -> Result<Vec<Uuid>, DbErr> {
+pub async fn idle_channels(
+    db: &impl ConnectionTrait,
+    cutoff: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<ChannelId>, DbErr> {
     use sea_orm::Condition;
     let idle = Condition::any().add(channel::Column::LastPublishedAt.lt(cutoff)).add(
         Condition::all().add(channel::Column::LastPublishedAt.is_null()).add(channel::Column::CreatedAt.lt(cutoff)),
@@ -58,7 +63,7 @@ pub async fn idle_channels(db: &impl ConnectionTrait, cutoff: DateTime<Utc>, lim
         .filter(idle)
         .order_by_asc(channel::Column::Id)
         .limit(limit)
-        .into_tuple::<Uuid>()
+        .into_tuple::<ChannelId>()
         .all(db)
         .await
 }
@@ -80,9 +85,9 @@ pub async fn keys_in_use(db: &impl ConnectionTrait, keys: Vec<String>) -> Result
 /// A page of (id, object key, created_at) of all messages after `after`, by id.
 pub async fn message_keys_after(
     db: &impl ConnectionTrait,
-    after: Option<Uuid>,
+    after: Option<MessageId>,
     limit: u64,
-) -> Result<Vec<(Uuid, String, DateTime<Utc>)>, DbErr> {
+) -> Result<Vec<(MessageId, String, DateTime<Utc>)>, DbErr> {
     let mut query = message::Entity::find()
         .select_only()
         .column(message::Column::Id)
@@ -93,11 +98,11 @@ pub async fn message_keys_after(
     if let Some(after) = after {
         query = query.filter(message::Column::Id.gt(after));
     }
-    query.into_tuple::<(Uuid, String, DateTime<Utc>)>().all(db).await
+    query.into_tuple::<(MessageId, String, DateTime<Utc>)>().all(db).await
 }
 
 /// Up to `limit` grants revoked or expired before `cutoff`, by id.
-pub async fn ended_grants(db: &impl ConnectionTrait, cutoff: DateTime<Utc>, limit: u64) -> Result<Vec<Uuid>, DbErr> {
+pub async fn ended_grants(db: &impl ConnectionTrait, cutoff: DateTime<Utc>, limit: u64) -> Result<Vec<GrantId>, DbErr> {
     use sea_orm::Condition;
     let ended =
         Condition::any().add(read_grant::Column::RevokedAt.lt(cutoff)).add(read_grant::Column::ExpiresAt.lt(cutoff));
@@ -107,12 +112,12 @@ pub async fn ended_grants(db: &impl ConnectionTrait, cutoff: DateTime<Utc>, limi
         .filter(ended)
         .order_by_asc(read_grant::Column::Id)
         .limit(limit)
-        .into_tuple::<Uuid>()
+        .into_tuple::<GrantId>()
         .all(db)
         .await
 }
 
-pub async fn delete_grants(db: &impl ConnectionTrait, ids: Vec<Uuid>) -> Result<u64, DbErr> {
+pub async fn delete_grants(db: &impl ConnectionTrait, ids: Vec<GrantId>) -> Result<u64, DbErr> {
     if ids.is_empty() {
         return Ok(0);
     }

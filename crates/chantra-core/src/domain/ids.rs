@@ -1,5 +1,9 @@
 //! Typed UUIDv7 identifiers. A `MessageId` is also the cursor readers resume
 //! from: UUIDv7 sorts by creation time, so `id > cursor` means "newer".
+//!
+//! Each id is a SeaORM value type (`DeriveValueType`): entity columns, query
+//! filters and fan-out notices carry the typed id, stored as the same UUID
+//! column as before, so a channel id cannot be passed where a grant id is meant.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,8 +19,15 @@ pub struct ParseIdError {
 
 macro_rules! id_type {
     ($name:ident, $what:literal) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, sea_orm::DeriveValueType)]
         pub struct $name(Uuid);
+
+        /// Required of a primary key's type; ids are never auto-incremented.
+        impl sea_orm::TryFromU64 for $name {
+            fn try_from_u64(_: u64) -> Result<Self, sea_orm::DbErr> {
+                Err(sea_orm::DbErr::ConvertFromU64(stringify!($name)))
+            }
+        }
 
         impl $name {
             /// A fresh, time-ordered id.
@@ -77,18 +88,26 @@ id_type!(GrantId, "grant id");
 impl MessageId {
     /// A fresh id strictly greater than `newest`, so a channel's ids grow in
     /// commit order even if another host's clock runs ahead of ours.
-    pub fn next_after(newest: Option<Uuid>) -> Self {
+    pub fn next_after(newest: Option<MessageId>) -> Self {
         let candidate = Uuid::now_v7();
         match newest {
-            Some(newest) if newest >= candidate => Self(Uuid::from_u128(newest.as_u128().wrapping_add(1))),
+            Some(Self(newest)) if newest >= candidate => Self(Uuid::from_u128(newest.as_u128().wrapping_add(1))),
             _ => Self(candidate),
         }
     }
 
     /// The smallest possible id at `unix_millis`: every message created at or
     /// after that moment sorts above it (for `?since=`).
-    pub fn floor_at(unix_millis: u64) -> Uuid {
-        Uuid::from_u128(u128::from(unix_millis & 0xFFFF_FFFF_FFFF) << 80)
+    pub fn floor_at(unix_millis: u64) -> Self {
+        Self(Uuid::from_u128(u128::from(unix_millis & 0xFFFF_FFFF_FFFF) << 80))
+    }
+
+    /// Below every id: the cursor of a channel with no messages yet.
+    pub const MIN: Self = Self(Uuid::nil());
+
+    /// The cursor right before this id, so a replay after it starts with this message.
+    pub fn just_before(self) -> Self {
+        Self(Uuid::from_u128(self.0.as_u128().wrapping_sub(1)))
     }
 }
 
@@ -114,11 +133,11 @@ mod tests {
 
     #[test]
     fn next_after_stays_above_a_future_id() {
-        let future = Uuid::from_u128(MessageId::floor_at(u64::MAX >> 16).as_u128() | 0x7000 << 64);
-        assert!(MessageId::next_after(Some(future)).as_uuid() > future);
-        let past = MessageId::new().as_uuid();
-        assert!(MessageId::next_after(Some(past)).as_uuid() > past);
-        assert_eq!(MessageId::next_after(None).as_uuid().get_version_num(), 7);
+        let future = MessageId(Uuid::from_u128(MessageId::floor_at(u64::MAX >> 16).0.as_u128() | 0x7000 << 64));
+        assert!(MessageId::next_after(Some(future)) > future);
+        let past = MessageId::new();
+        assert!(MessageId::next_after(Some(past)) > past);
+        assert_eq!(MessageId::next_after(None).0.get_version_num(), 7);
     }
 
     #[test]
@@ -126,8 +145,25 @@ mod tests {
         let id = Uuid::now_v7();
         let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
         let millis = secs * 1000 + u64::from(nanos) / 1_000_000;
-        assert!(MessageId::floor_at(millis) < id);
-        assert!(MessageId::floor_at(millis + 1) > id);
+        assert!(MessageId::floor_at(millis) < MessageId(id));
+        assert!(MessageId::floor_at(millis + 1) > MessageId(id));
+    }
+
+    #[test]
+    fn just_before_is_the_cursor_that_replays_an_id() {
+        let id = MessageId::new();
+        assert!(id.just_before() < id);
+        assert_eq!(id.just_before().0.as_u128() + 1, id.0.as_u128());
+        assert!(MessageId::MIN <= MessageId::floor_at(0));
+    }
+
+    #[test]
+    fn ids_are_stored_as_plain_uuids() {
+        use sea_orm::sea_query::{ColumnType, ValueType};
+        let id = GrantId::new();
+        assert_eq!(sea_orm::Value::from(id), sea_orm::Value::from(id.0));
+        assert_eq!(<ChannelId as ValueType>::column_type(), ColumnType::Uuid);
+        assert_eq!(<MessageId as ValueType>::try_from(sea_orm::Value::from(id.0)).ok(), Some(MessageId(id.0)));
     }
 
     #[test]

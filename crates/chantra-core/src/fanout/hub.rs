@@ -16,12 +16,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use crate::db::entity::message;
+use crate::domain::{ChannelId, GrantId, MessageId};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, broadcast};
-use uuid::Uuid;
-
-use crate::db::entity::message;
 
 /// A committed message with its payload, shared by every reader in this process.
 #[derive(Debug)]
@@ -38,7 +37,7 @@ impl LiveMessage {
         Arc::new(Self { row, payload, encoded: OnceLock::new() })
     }
 
-    pub fn id(&self) -> Uuid {
+    pub fn id(&self) -> MessageId {
         self.row.id
     }
 
@@ -59,13 +58,13 @@ pub enum HubEvent {
     /// A committed message too large to keep in the ring: each reader loads
     /// it from the store (the catch-up path, within the replay memory budget).
     Stored {
-        id: Uuid,
+        id: MessageId,
         expires_at: DateTime<Utc>,
     },
     /// The channel is gone: end every stream with `event: deleted`.
     Deleted,
     /// A grant was revoked: end the streams opened with it.
-    GrantRevoked(Uuid),
+    GrantRevoked(GrantId),
     /// A message could not be loaded for broadcast: subscribers catch up
     /// from the database by their own cursor (and retry until it works).
     CatchUp,
@@ -81,11 +80,11 @@ struct Feed {
     sender: broadcast::Sender<HubEvent>,
     /// Newest message broadcast (at first: shortly before the feed opened),
     /// where a resync starts from.
-    last_message: Uuid,
+    last_message: MessageId,
 }
 
 pub struct Hub {
-    feeds: Mutex<HashMap<Uuid, Feed>>,
+    feeds: Mutex<HashMap<ChannelId, Feed>>,
     capacity: usize,
     /// Larger frames travel as [`HubEvent::Stored`].
     live_frame_max: usize,
@@ -103,7 +102,7 @@ pub struct Subscription {
 
 struct FeedGuard {
     hub: Arc<Hub>,
-    channel: Uuid,
+    channel: ChannelId,
 }
 
 impl Drop for FeedGuard {
@@ -140,13 +139,13 @@ impl Hub {
         (&self.replay_memory, self.replay_memory_bytes)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Feed>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ChannelId, Feed>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every critical section is a single map operation), so poisoning is ignored.
         self.feeds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn subscribe(self: &Arc<Self>, channel: Uuid) -> Subscription {
+    pub fn subscribe(self: &Arc<Self>, channel: ChannelId) -> Subscription {
         let receiver = {
             let mut feeds = self.lock();
             let feed = feeds
@@ -166,7 +165,7 @@ impl Hub {
         size.div_ceil(3).saturating_mul(4) <= self.live_frame_max
     }
 
-    pub fn has_subscribers(&self, channel: Uuid) -> bool {
+    pub fn has_subscribers(&self, channel: ChannelId) -> bool {
         self.lock().contains_key(&channel)
     }
 
@@ -174,7 +173,7 @@ impl Hub {
     /// wakes every reader) happens outside the map's lock, so one busy
     /// channel does not hold up the others; callers send one channel's
     /// events from one task at a time, which keeps their order.
-    pub fn send(&self, channel: Uuid, event: HubEvent) {
+    pub fn send(&self, channel: ChannelId, event: HubEvent) {
         let event = match event {
             // The ring would pin up to SSE_BUFFER such frames per channel.
             HubEvent::Message(live) if !self.carries_frame(live.row.payload_size) => {
@@ -196,26 +195,26 @@ impl Hub {
     }
 
     /// Channels with subscribers here, with the newest message each has seen.
-    pub fn active_channels(&self) -> Vec<(Uuid, Uuid)> {
+    pub fn active_channels(&self) -> Vec<(ChannelId, MessageId)> {
         self.lock().iter().map(|(id, feed)| (*id, feed.last_message)).collect()
     }
 }
 
 /// A cursor a little before now: readers of a new feed replayed what came
 /// before themselves, and anything repeated is dropped by id.
-fn opened_floor() -> Uuid {
+fn opened_floor() -> MessageId {
     let millis = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
-    crate::domain::MessageId::floor_at(millis.saturating_sub(5_000))
+    MessageId::floor_at(millis.saturating_sub(5_000))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn live(id: Uuid, payload: &'static [u8]) -> HubEvent {
+    fn live(id: MessageId, payload: &'static [u8]) -> HubEvent {
         let row = message::Model {
             id,
-            channel_id: Uuid::nil(),
+            channel_id: ChannelId::new(),
             payload_object_key: String::new(),
             payload_size: payload.len() as i64,
             content_type: "text/plain".into(),
@@ -229,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn feeds_live_as_long_as_subscribers() {
         let hub = Hub::new(4);
-        let channel = Uuid::now_v7();
+        let channel = ChannelId::new();
         let mut a = hub.subscribe(channel);
         let b = hub.subscribe(channel);
         assert!(hub.has_subscribers(channel));
@@ -244,10 +243,10 @@ mod tests {
     #[tokio::test]
     async fn a_slow_subscriber_is_told_it_lagged() {
         let hub = Hub::new(2);
-        let channel = Uuid::now_v7();
+        let channel = ChannelId::new();
         let mut slow = hub.subscribe(channel);
         for _ in 0..5 {
-            hub.send(channel, live(Uuid::now_v7(), b""));
+            hub.send(channel, live(MessageId::new(), b""));
         }
         assert!(matches!(slow.receiver.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
     }
@@ -255,9 +254,9 @@ mod tests {
     #[tokio::test]
     async fn large_frames_cross_the_ring_as_ids() {
         let hub = Hub::with_limits(4, 8, 1024);
-        let channel = Uuid::now_v7();
+        let channel = ChannelId::new();
         let mut reader = hub.subscribe(channel);
-        let (small, large) = (Uuid::now_v7(), Uuid::now_v7());
+        let (small, large) = (MessageId::new(), MessageId::new());
         // 6 payload bytes are 8 of base64 (fits the 8-byte limit); 7 are 12.
         hub.send(channel, live(small, b"123456"));
         hub.send(channel, live(large, b"1234567"));

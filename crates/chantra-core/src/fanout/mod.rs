@@ -14,21 +14,20 @@ pub mod hub;
 
 use std::sync::Arc;
 
+pub use hub::{Hub, HubEvent, LiveMessage};
 use sea_orm::{ConnectionTrait, DbErr};
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use uuid::Uuid;
-
-pub use hub::{Hub, HubEvent, LiveMessage};
 
 use crate::db;
+use crate::domain::{ChannelId, GrantId, MessageId};
 
 /// What a notification announces. Ids only: NOTIFY payloads are small, and
 /// each process loads what it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
-    Message { channel: Uuid, message: Uuid },
-    Deleted { channel: Uuid },
-    Revoked { channel: Uuid, grant: Uuid },
+    Message { channel: ChannelId, message: MessageId },
+    Deleted { channel: ChannelId },
+    Revoked { channel: ChannelId, grant: GrantId },
 }
 
 impl Notice {
@@ -40,6 +39,7 @@ impl Notice {
         }
     }
 
+    /// Reads what [`Notice::encode`] wrote (ids in their hyphenated form).
     pub fn parse(payload: &str) -> Option<Notice> {
         let mut parts = payload.split(' ');
         let kind = parts.next()?;
@@ -53,7 +53,7 @@ impl Notice {
         parts.next().is_none().then_some(notice)
     }
 
-    pub fn channel(&self) -> Uuid {
+    pub fn channel(&self) -> ChannelId {
         match self {
             Notice::Message { channel, .. } | Notice::Deleted { channel } | Notice::Revoked { channel, .. } => *channel,
         }
@@ -110,7 +110,7 @@ impl Fanout {
 
     /// Delivers to this process's hub after a commit, in local mode; with
     /// PostgreSQL the listener does it for every process, this one included.
-    pub fn deliver_local(&self, channel: Uuid, event: impl FnOnce() -> HubEvent) {
+    pub fn deliver_local(&self, channel: ChannelId, event: impl FnOnce() -> HubEvent) {
         if let Mode::Local { .. } = self.mode
             && self.hub.has_subscribers(channel)
         {
@@ -125,11 +125,11 @@ mod tests {
 
     #[test]
     fn notices_round_trip() {
-        let (c, m) = (Uuid::now_v7(), Uuid::now_v7());
+        let (c, m, g) = (ChannelId::new(), MessageId::new(), GrantId::new());
         for notice in [
             Notice::Message { channel: c, message: m },
             Notice::Deleted { channel: c },
-            Notice::Revoked { channel: c, grant: m },
+            Notice::Revoked { channel: c, grant: g },
         ] {
             assert_eq!(Notice::parse(&notice.encode()), Some(notice));
         }

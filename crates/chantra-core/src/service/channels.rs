@@ -107,9 +107,9 @@ impl Service {
             if !deleted {
                 return Ok::<bool, AppError>(false);
             }
-            this.fanout.notify(&txn, Notice::Deleted { channel: id.as_uuid() }).await?;
+            this.fanout.notify(&txn, Notice::Deleted { channel: id }).await?;
             txn.commit().await?;
-            this.fanout.deliver_local(id.as_uuid(), || HubEvent::Deleted);
+            this.fanout.deliver_local(id, || HubEvent::Deleted);
             Ok(true)
         })
         .await

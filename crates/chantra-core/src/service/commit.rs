@@ -44,7 +44,6 @@ use bytes::Bytes;
 use futures::FutureExt as _;
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait as _};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use uuid::Uuid;
 
 use crate::db::{self, entity::message};
 use crate::domain::{ChannelId, MessageId};
@@ -234,7 +233,7 @@ async fn write(
 ) -> Result<Vec<Result<message::Model, CommitError>>, CommitError> {
     let txn = db.begin().await?;
     // Each channel once: lock it (by updating its row) and read its newest id.
-    let mut newest: HashMap<ChannelId, Option<Option<Uuid>>> = HashMap::new();
+    let mut newest: HashMap<ChannelId, Option<Option<MessageId>>> = HashMap::new();
     for (channel, row) in &rows {
         if newest.contains_key(channel) {
             continue;
@@ -255,11 +254,11 @@ async fn write(
         match newest.get_mut(channel).expect("every channel was looked up") {
             None => outcomes.push(Err(CommitError::ChannelGone)),
             Some(last) => {
-                let id = MessageId::next_after(*last).as_uuid();
+                let id = MessageId::next_after(*last);
                 *last = Some(id);
                 row.id = id;
                 inserts.push(row.clone());
-                notices.push(Notice::Message { channel: channel.as_uuid(), message: id });
+                notices.push(Notice::Message { channel: *channel, message: id });
                 outcomes.push(Ok(row.clone()));
             }
         }

@@ -96,7 +96,7 @@ impl Service {
         let mut rows = db::grants::page_for_channel(&self.db, id, after, limit + 1).await?;
         let has_more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
-        let next_cursor = rows.last().map(|g| g.id.hyphenated().to_string()).or_else(|| after.map(|a| a.to_string()));
+        let next_cursor = rows.last().map(|g| g.id.to_string()).or_else(|| after.map(|a| a.to_string()));
         Ok(GrantPage { read_grants: rows.iter().map(|g| view(g, now)).collect(), next_cursor, has_more })
     }
 
@@ -118,9 +118,9 @@ impl Service {
         tokio::spawn(async move {
             let txn = this.db.begin().await?;
             db::grants::revoke(&txn, grant, now).await?;
-            this.fanout.notify(&txn, Notice::Revoked { channel: id.as_uuid(), grant: grant.as_uuid() }).await?;
+            this.fanout.notify(&txn, Notice::Revoked { channel: id, grant }).await?;
             txn.commit().await?;
-            this.fanout.deliver_local(id.as_uuid(), || HubEvent::GrantRevoked(grant.as_uuid()));
+            this.fanout.deliver_local(id, || HubEvent::GrantRevoked(grant));
             Ok::<(), AppError>(())
         })
         .await
@@ -140,7 +140,7 @@ pub(super) fn view(row: &read_grant::Model, now: DateTime<Utc>) -> GrantView {
         GrantState::Active
     };
     GrantView {
-        grant_id: row.id.hyphenated().to_string(),
+        grant_id: row.id.to_string(),
         label: row.label.clone(),
         state,
         created_at: row.created_at,

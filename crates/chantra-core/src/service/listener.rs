@@ -13,11 +13,10 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::Service;
 use crate::db;
-use crate::domain::ChannelId;
+use crate::domain::{ChannelId, MessageId};
 use crate::fanout::{HubEvent, Notice};
 use crate::supervisor::Job;
 
@@ -107,7 +106,7 @@ async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: Cancellat
 
 /// What a notice turned into, ready to broadcast.
 enum Ready {
-    Event(Uuid, HubEvent),
+    Event(ChannelId, HubEvent),
     Resync,
     Nothing,
 }
@@ -141,7 +140,7 @@ async fn load(service: Service, work: Work) -> Ready {
         Notice::Message { message, .. } => {
             let mut delay = Duration::from_millis(50);
             for attempt in 1..=LOAD_ATTEMPTS {
-                match service.message_for_broadcast(ChannelId::from_uuid(channel), message).await {
+                match service.message_for_broadcast(channel, message).await {
                     Ok(Some(event)) => return Ready::Event(channel, event),
                     Ok(None) => return Ready::Nothing,
                     Err(err) => {
@@ -187,10 +186,9 @@ async fn resync(service: &Service) {
     }
 }
 
-async fn resync_channel(service: &Service, channel: Uuid, last: Uuid) -> Result<(), crate::error::AppError> {
+async fn resync_channel(service: &Service, channel: ChannelId, last: MessageId) -> Result<(), crate::error::AppError> {
     let hub = service.fanout().hub();
-    let id = ChannelId::from_uuid(channel);
-    if !service.channel_exists(id).await? {
+    if !service.channel_exists(channel).await? {
         hub.send(channel, HubEvent::Deleted);
         return Ok(());
     }
@@ -198,7 +196,7 @@ async fn resync_channel(service: &Service, channel: Uuid, last: Uuid) -> Result<
     // message is loaded only if the ring carries its frame.
     let mut after = last;
     loop {
-        let rows = service.replay_rows(id, after, CATCH_UP_PAGE).await?;
+        let rows = service.replay_rows(channel, after, CATCH_UP_PAGE).await?;
         for row in &rows {
             if let Some(event) = service.hub_event(row).await? {
                 hub.send(channel, event);

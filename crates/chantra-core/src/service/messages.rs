@@ -72,8 +72,8 @@ impl Service {
         }
 
         let row = message::Model {
-            id: uuid::Uuid::nil(),
-            channel_id: id.as_uuid(),
+            id: MessageId::MIN,
+            channel_id: id,
             payload_object_key: object_key.clone(),
             payload_size: input.payload.len() as i64,
             content_type: input.content_type.as_str().to_owned(),
@@ -145,8 +145,8 @@ impl Service {
 
 fn view(row: &message::Model) -> PublishedMessage {
     PublishedMessage {
-        message_id: row.id.hyphenated().to_string(),
-        channel_id: row.channel_id.hyphenated().to_string(),
+        message_id: row.id.to_string(),
+        channel_id: row.channel_id.to_string(),
         content_type: row.content_type.clone(),
         payload_size: row.payload_size.max(0) as u64,
         created_at: row.created_at,

@@ -6,7 +6,6 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt as _, TryStreamExt as _};
-use uuid::Uuid;
 
 use super::stream::Revocation;
 use super::views::{MessageEvent, MessagePage};
@@ -41,7 +40,7 @@ pub enum ReaderState {
 /// Where a resuming reader's replay starts, and the gap to announce first.
 #[derive(Debug, Clone)]
 pub struct ReplayStart {
-    pub after: Uuid,
+    pub after: MessageId,
     pub gap: Option<Gap>,
 }
 
@@ -51,9 +50,9 @@ pub struct ReplayStart {
 pub struct Gap {
     /// The oldest message still kept after the cursor, where the replay
     /// starts (`None`: nothing is left, the replay is empty).
-    pub oldest_available: Option<Uuid>,
+    pub oldest_available: Option<MessageId>,
     /// The cursor the reader asked to resume after.
-    pub requested_after: Uuid,
+    pub requested_after: MessageId,
 }
 
 impl Service {
@@ -78,11 +77,11 @@ impl Service {
         let token = token.ok_or(AppError::MissingToken("X-Read-Token"))?;
         let hash = self.hasher.hash_read(token);
         let grant = db::grants::find_by_token_hash(&self.db, &hash).await?.ok_or(AppError::InvalidToken)?;
-        if grant.channel_id != id.as_uuid() || !hash.matches(&grant.token_hash) {
+        if grant.channel_id != id || !hash.matches(&grant.token_hash) {
             return Err(AppError::InvalidToken);
         }
         self.check_grant_state(&grant)?;
-        Ok(Reader { channel: id, grant: Some(GrantId::from_uuid(grant.id)), grant_expires_at: grant.expires_at })
+        Ok(Reader { channel: id, grant: Some(grant.id), grant_expires_at: grant.expires_at })
     }
 
     /// Whether a reader may still read (asked after deletions or revocations
@@ -124,14 +123,14 @@ impl Service {
     /// a message after it existed and cannot be delivered — expired but not
     /// yet purged, or purged (the channel's `purged_through` is past the
     /// cursor). A cursor older than the channel, with nothing lost, is no gap.
-    pub async fn plan_replay(&self, channel: ChannelId, cursor: Uuid, cap: u64) -> Result<ReplayStart, AppError> {
+    pub async fn plan_replay(&self, channel: ChannelId, cursor: MessageId, cap: u64) -> Result<ReplayStart, AppError> {
         let now = self.clock.now();
         let waiting = db::messages::count_after(&self.db, channel, cursor, now).await?;
         if waiting > cap
             && let Some(first) = db::messages::nth_newest(&self.db, channel, cap - 1, now).await?
         {
             let gap = Gap { oldest_available: Some(first.id), requested_after: cursor };
-            return Ok(ReplayStart { after: Uuid::from_u128(first.id.as_u128() - 1), gap: Some(gap) });
+            return Ok(ReplayStart { after: first.id.just_before(), gap: Some(gap) });
         }
         // Read now, not when the reader was let in: the sweeper raises the
         // mark before it deletes, so a purge in between is never missed.
@@ -191,7 +190,7 @@ impl Service {
     pub async fn replay_rows(
         &self,
         channel: ChannelId,
-        after: Uuid,
+        after: MessageId,
         limit: u64,
     ) -> Result<Vec<message::Model>, AppError> {
         Ok(db::messages::page_after(&self.db, channel, Some(after), self.clock.now(), limit).await?)
@@ -208,7 +207,7 @@ impl Service {
 
     /// One committed message as the hub carries it ([`Service::hub_event`]);
     /// `None` if it is gone.
-    pub async fn message_for_broadcast(&self, channel: ChannelId, id: Uuid) -> Result<Option<HubEvent>, AppError> {
+    pub async fn message_for_broadcast(&self, channel: ChannelId, id: MessageId) -> Result<Option<HubEvent>, AppError> {
         let Some(row) = db::messages::find(&self.db, channel, id).await? else { return Ok(None) };
         self.hub_event(&row).await
     }
@@ -228,7 +227,7 @@ impl Service {
     }
 
     /// The newest message id of a channel, if any: where a live-only reader starts.
-    pub async fn newest_message_id(&self, channel: ChannelId) -> Result<Option<Uuid>, AppError> {
+    pub async fn newest_message_id(&self, channel: ChannelId) -> Result<Option<MessageId>, AppError> {
         Ok(db::messages::newest_id(&self.db, channel).await?)
     }
 
@@ -249,9 +248,7 @@ impl Service {
         let limit = limit.clamp(1, MAX_PAGE) as usize;
         // One extra row says whether more follow. Rows carry sizes, not
         // payloads: the page is cut to the byte budget before anything is loaded.
-        let rows =
-            db::messages::page_after(&self.db, id, after.map(|a| a.as_uuid()), self.clock.now(), limit as u64 + 1)
-                .await?;
+        let rows = db::messages::page_after(&self.db, id, after, self.clock.now(), limit as u64 + 1).await?;
         let fits = fitting(&rows[..rows.len().min(limit)], self.settings.page_max_bytes);
         let truncated = fits < rows.len().min(limit);
         let has_more = rows.len() > fits;
@@ -259,7 +256,7 @@ impl Service {
         rows.truncate(fits);
         let last = rows.last().map(|row| row.id);
         let messages = self.load_events(rows).await?.into_iter().map(|(_, event)| event).collect();
-        let next_cursor = last.map(|id| id.hyphenated().to_string()).or_else(|| after.map(|a| a.to_string()));
+        let next_cursor = last.map(|id| id.to_string()).or_else(|| after.map(|a| a.to_string()));
         Ok(MessagePage { messages, next_cursor, has_more, truncated })
     }
 }
@@ -280,8 +277,8 @@ fn fitting(rows: &[message::Model], budget: u64) -> usize {
 /// The reader-facing form of a stored message.
 pub fn message_event(row: &message::Model, payload: &[u8]) -> MessageEvent {
     MessageEvent {
-        id: row.id.hyphenated().to_string(),
-        channel_id: row.channel_id.hyphenated().to_string(),
+        id: row.id.to_string(),
+        channel_id: row.channel_id.to_string(),
         payload: STANDARD.encode(payload),
         content_type: row.content_type.clone(),
         created_at: row.created_at,

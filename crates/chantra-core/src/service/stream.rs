@@ -32,12 +32,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::reads::{Gap, ReaderState};
 use super::{Reader, Service};
 use crate::db::entity::message;
-use crate::domain::{ChannelId, ReadToken, Visibility};
+use crate::domain::{ChannelId, MessageId, ReadToken, Visibility};
 use crate::error::AppError;
 use crate::fanout::hub::{HubEvent, LiveMessage, Subscription};
 
@@ -59,7 +58,7 @@ pub enum Cursor {
     Now,
     /// After a message id (Last-Event-ID), or from a time as the floor id
     /// of that time (`?since=`): the same replay cap and gap rules.
-    After(Uuid),
+    After(MessageId),
 }
 
 /// How streams behave (SSE_KEEPALIVE_SECS, SSE_REPLAY_MAX).
@@ -124,12 +123,12 @@ impl Service {
         settings: StreamSettings,
         shutdown: CancellationToken,
     ) -> Result<ReaderStream, AppError> {
-        let subscription = self.fanout.hub().subscribe(channel.as_uuid());
+        let subscription = self.fanout.hub().subscribe(channel);
         let reader = self.authorize_reader(channel, expected, token).await?;
         // "From now" means after the newest message the database has, not after
         // this host's clock (another host's ids may run behind it); a cursor in
         // the future is clamped to it, or live messages would be held back.
-        let newest = self.newest_message_id(channel).await?.unwrap_or(Uuid::nil());
+        let newest = self.newest_message_id(channel).await?.unwrap_or(MessageId::MIN);
         let mut preamble = Vec::new();
         let (replay_after, baseline) = match cursor {
             Cursor::Now => (None, newest),
@@ -146,7 +145,7 @@ impl Service {
 /// A replay under way.
 struct Replay {
     /// The last row read from the database: the next page starts after it.
-    after: Uuid,
+    after: MessageId,
     /// Rows read and not yet sent.
     rows: VecDeque<message::Model>,
     /// Whether the database may hold more after `after`.
@@ -162,7 +161,7 @@ pub struct ReaderStream {
     /// Room in the replay budget for the frame last sent (until the consumer
     /// asks for the next) — kept, resized, for the next replayed frame.
     held: Option<OwnedSemaphorePermit>,
-    last_sent: Uuid,
+    last_sent: MessageId,
     pending: VecDeque<StreamEvent>,
     keepalive: Interval,
     /// When the read grant expires. Timers live as long as the stream and
@@ -182,8 +181,8 @@ impl ReaderStream {
         service: Service,
         subscription: Subscription,
         reader: Reader,
-        replay_after: Option<Uuid>,
-        baseline: Uuid,
+        replay_after: Option<MessageId>,
+        baseline: MessageId,
         preamble: Vec<StreamEvent>,
         settings: StreamSettings,
         shutdown: CancellationToken,
@@ -274,7 +273,7 @@ impl ReaderStream {
             }
             Ok(HubEvent::Deleted) => self.end(StreamEvent::Deleted),
             Ok(HubEvent::GrantRevoked(grant)) => {
-                if self.reader.grant.is_some_and(|g| g.as_uuid() == grant) {
+                if self.reader.grant.is_some_and(|g| g == grant) {
                     self.end(StreamEvent::Revoked(Revocation::Revoked));
                 }
             }

@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::Service;
 use crate::db;
-use crate::domain::ChannelId;
 use crate::error::AppError;
 use crate::payload::StoreError;
 
@@ -159,7 +158,7 @@ impl Service {
         loop {
             let ids = db::sweep::idle_channels(&self.db, cutoff, batch).await?;
             for id in &ids {
-                if self.remove_channel(ChannelId::from_uuid(*id), Some(cutoff)).await? {
+                if self.remove_channel(*id, Some(cutoff)).await? {
                     deleted += 1;
                 }
             }

@@ -1,10 +1,12 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{ChannelId, MessageId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "channels")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: ChannelId,
     /// "public" or "private" (see `domain::Visibility`).
     pub visibility: String,
     #[sea_orm(unique)]
@@ -14,7 +16,7 @@ pub struct Model {
     /// The newest id among this channel's messages removed once expired
     /// (the sweeper, a reused idempotency key): a reader resuming before it
     /// missed something, and is told so with `event: gap`.
-    pub purged_through: Option<Uuid>,
+    pub purged_through: Option<MessageId>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

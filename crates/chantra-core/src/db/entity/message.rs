@@ -1,12 +1,14 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{ChannelId, MessageId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "messages")]
 pub struct Model {
     /// UUIDv7: the cursor readers resume from.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub channel_id: Uuid,
+    pub id: MessageId,
+    pub channel_id: ChannelId,
     pub payload_object_key: String,
     pub payload_size: i64,
     pub content_type: String,

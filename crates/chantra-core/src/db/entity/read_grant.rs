@@ -1,11 +1,13 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{ChannelId, GrantId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "read_grants")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub channel_id: Uuid,
+    pub id: GrantId,
+    pub channel_id: ChannelId,
     #[sea_orm(unique)]
     pub token_hash: String,
     pub label: Option<String>,
