@@ -251,6 +251,7 @@ impl Config {
                     args.header_read_timeout_secs,
                 )?),
                 write_timeout: Duration::from_secs(at_least_one("WRITE_TIMEOUT_SECS", args.write_timeout_secs)?),
+                lean_streams: args.lean_streams,
             },
             metrics: args.metrics_enabled,
             internal_api_token: args.internal_api_token.clone().filter(|t| !t.is_empty()),
