@@ -330,6 +330,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSE_MIN_READ_RATE", default_value_t = 16 * 1024)]
     pub sse_min_read_rate: u64,
 
+    /// Answer event streams on the lean connection path (no per-connection
+    /// hyper buffers). `false` serves every request through hyper, as every
+    /// other role does (incident response); SSE_MIN_READ_RATE then does not apply.
+    #[arg(long, env = "LEAN_STREAMS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub lean_streams: bool,
+
     /// Payload bytes one page of the internal read API (and MCP
     /// read_channel_messages) may carry; a longer page is cut (`truncated`).
     #[arg(long, env = "PAGE_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]

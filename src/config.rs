@@ -207,6 +207,7 @@ impl Config {
                     args.header_read_timeout_secs,
                 )?),
                 write_timeout: Duration::from_secs(at_least_one("WRITE_TIMEOUT_SECS", args.write_timeout_secs)?),
+                lean_streams: args.lean_streams,
             },
             metrics: args.metrics_enabled,
             cors_allowed_origins: cors_origins(&args.cors_allowed_origins)?,

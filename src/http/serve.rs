@@ -14,6 +14,7 @@
 //! - **Event streams** (channels role): the first request head is read here;
 //!   a plain GET of an event stream is answered without hyper's per-connection
 //!   buffers (`stream_conn`), everything else goes to hyper as before.
+//!   `LEAN_STREAMS=false` turns this off: hyper then serves every request.
 //!
 //! Graceful shutdown: when `stopping` is cancelled, the listener stops accepting,
 //! idle keep-alive connections close, and busy ones finish their response
@@ -40,17 +41,21 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// The most headers one request may carry (431 above).
 pub const MAX_HEADERS: usize = 100;
 
-/// Per-connection timeouts.
+/// Per-connection timeouts, and whether event streams may take the lean path.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub write_timeout: Duration,
+    /// LEAN_STREAMS: event streams are answered by `stream_conn` (off: hyper
+    /// serves every request, for incident response).
+    pub lean_streams: bool,
 }
 
 /// Serves `app` on `listener` until `stopping` is cancelled, then waits for
 /// open connections to finish (the caller bounds that wait). With
-/// `event_streams` (the channels role), each connection's first request is
-/// read here and event-stream requests take the lean path (`stream_conn`).
+/// `event_streams` (the channels role) and `limits.lean_streams`, each
+/// connection's first request is read here and event-stream requests take the
+/// lean path (`stream_conn`).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -86,7 +91,7 @@ pub async fn serve(
         let (http, app, watcher) = (http.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
             let mut prefix = Bytes::new();
-            if event_streams {
+            if event_streams && limits.lean_streams {
                 match stream_conn::read_first_request(&mut stream, &limits).await {
                     FirstRequest::Hyper(head) => prefix = head,
                     FirstRequest::Close => return,

@@ -36,7 +36,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Request, Response, Version, header};
+use axum::http::{HeaderValue, Request, Response, Uri, Version, header};
 use bytes::{BufMut as _, Bytes};
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -106,20 +106,37 @@ pub async fn read_first_request(stream: &mut TcpStream, limits: &ConnectionLimit
 }
 
 /// The request, when `head` is exactly one complete head of a `GET` of an
-/// event-stream route (`channels::is_stream_path`) over HTTP/1.1 without a body.
-fn event_stream_request(head: &[u8]) -> Option<Request<Body>> {
+/// event-stream route (`channels::is_stream_path`) over HTTP/1.1 without a
+/// body: the request hyper would have given the router for these bytes (same
+/// method, URI, version and headers, in order; `tests/props/lean_path.rs`
+/// checks it against a real hyper server). `None` for anything else, and for
+/// anything whose handling by hyper this path does not repeat — a request
+/// body, `Upgrade`, a repeated `Content-Length` (hyper keeps only the first),
+/// a header or URI hyper would refuse: hyper then serves the connection.
+pub fn event_stream_request(head: &[u8]) -> Option<Request<Body>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = parsed.parse(head).ok()? else { return None };
-    let path = parsed.path?;
-    if len != head.len() || parsed.method != Some("GET") || parsed.version != Some(1) || !is_stream_path(path) {
+    if len != head.len() || parsed.method != Some("GET") || parsed.version != Some(1) {
         return None;
     }
-    let mut request = Request::builder().method("GET").uri(path).version(Version::HTTP_11);
+    // Routed on the URI as hyper parses it (the path without query or
+    // fragment); only origin-form targets (`/…`), as clients send them.
+    let target = parsed.path?;
+    let uri: Uri = target.parse().ok()?;
+    if !target.starts_with('/') || !is_stream_path(uri.path()) {
+        return None;
+    }
+    let mut request = Request::builder().method("GET").uri(uri).version(Version::HTTP_11);
+    let mut content_length = false;
     for h in parsed.headers.iter() {
-        let body_framing = h.name.eq_ignore_ascii_case("transfer-encoding")
-            || (h.name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() != b"0");
-        if body_framing {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            // One `Content-Length: 0` is no body; hyper drops repeats, so none here.
+            if content_length || h.value != b"0" {
+                return None;
+            }
+            content_length = true;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("upgrade") {
             return None;
         }
         request = request.header(h.name, h.value);
@@ -390,8 +407,11 @@ mod tests {
             client
         });
         let (mut stream, _) = listener.accept().await.unwrap();
-        let limits =
-            ConnectionLimits { header_read_timeout: Duration::from_secs(5), write_timeout: Duration::from_secs(5) };
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            lean_streams: true,
+        };
         let first = read_first_request(&mut stream, &limits).await;
         drop(stream);
         drop(client.await.unwrap());

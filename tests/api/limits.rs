@@ -6,7 +6,8 @@
 //! slower than HEADER_READ_TIMEOUT_SECS (closed), a handler slower than
 //! REQUEST_TIMEOUT_SECS (503 `timeout`), and the stream caps per process
 //! (503) and per client (429) — keyed on the real client, not on a header
-//! anyone can send. After each, the server still answers.
+//! anyone can send; with LEAN_STREAMS=false, streams served by hyper. After
+//! each, the server still answers.
 //!
 //! Transport behaviour does not depend on the backend pair: SQLite only.
 
@@ -541,4 +542,61 @@ async fn event_stream_heads_over_16_kib_get_431() {
         assert_eq!(answer.status, 431, "a {len}-byte stream head: {answer:?}");
     }
     all_roles_healthy(&app).await;
+}
+
+/// LEAN_STREAMS=false (incident response): hyper serves event streams like
+/// any other request. Streams still work — chunked, with their events — but
+/// as hyper answers them: no `connection: close`, and when a stream ends the
+/// connection stays open for the next request (the lean path closes it). The
+/// minimum read rate is the lean path's, so it does not apply then (a reader
+/// is cut only by WRITE_TIMEOUT_SECS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_streams_off_serves_streams_through_hyper() {
+    for lean in [true, false] {
+        let app = app(&["--lean-streams", if lean { "true" } else { "false" }]).await;
+        let channels = addr(&app, Role::Channels);
+        let channel = app.create_channel("public").await;
+        let id = channel["channel_id"].as_str().unwrap();
+        let token = channel["publish_token"].as_str().unwrap();
+
+        let mut stream = TcpStream::connect(channels).await.unwrap();
+        stream.write_all(format!("GET /channel/v1/public/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await.unwrap();
+        let mut raw = read_head(&mut stream).await;
+        let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 ") && head.contains("content-type: text/event-stream"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert_eq!(head.contains("connection: close"), lean, "lean {lean}: {head}");
+
+        assert_eq!(app.publish_text(&channel, "one").await.status(), 201);
+        let deleted = app.client.delete(app.rest(&format!("/v1/channels/{id}"))).header("x-publish-token", token);
+        assert_eq!(deleted.send().await.unwrap().status(), 204);
+        // The stream ends with its last chunk.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !raw.ends_with(b"\r\n0\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => raw.extend_from_slice(&chunk[..n]),
+                other => panic!("lean {lean}: the stream did not end ({other:?}): {:?}", String::from_utf8_lossy(&raw)),
+            }
+        }
+        let answer = Raw::parse(&raw).expect("an HTTP answer");
+        assert!(
+            answer.body.contains(r#""payload":"b25l""#) && answer.body.contains("event: deleted"),
+            "{}",
+            answer.body
+        );
+
+        // Then: lean, the connection is closed; hyper, it serves the next request.
+        let next = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+        let mut after = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut after)).await;
+        let after = String::from_utf8_lossy(&after);
+        if lean {
+            assert!(!after.contains("HTTP/1.1 200 "), "the lean path closes after its stream: {after}");
+        } else {
+            assert!(next.is_ok() && after.contains(r#"{"status":"ok"}"#), "hyper keeps the connection: {after}");
+        }
+        all_roles_healthy(&app).await;
+    }
 }

@@ -5,7 +5,8 @@
 //! receive — which must come back unchanged through an independent SSE
 //! parser (`eventsource-stream`). `cursor_http` runs the channels role
 //! in-process and sends it arbitrary `Last-Event-ID`, `?last_event_id=` and
-//! `?since=` values.
+//! `?since=` values. `lean_path` sends arbitrary request heads to the accept
+//! loop with and without the lean event-stream path and checks it is invisible.
 //!
 //! Case counts are chosen so the whole binary runs in seconds; raise them for
 //! a deeper run with `PROPTEST_CASES=10000 cargo nextest run --test props`.
@@ -15,6 +16,8 @@ mod cursor_http;
 mod extract;
 mod frames;
 mod ids;
+// Not yet compiling (deadline): see tests/props/lean_path.rs and the h2-fence report.
+// mod lean_path;
 mod limits;
 mod tokens;
 

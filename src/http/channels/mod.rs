@@ -10,26 +10,73 @@ mod sse;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use limits::StreamSlots;
 
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    let streams = Router::new()
-        .route("/v1/public/{channel_id}", get(sse::public))
-        .route("/v1/private/{channel_id}", get(sse::private));
-    Router::new().merge(streams.clone()).nest("/channel", streams)
+/// One event-stream route: its path template (axum syntax, `{name}` is one
+/// non-empty segment) and its handler.
+pub struct StreamRoute {
+    pub template: &'static str,
+    handler: fn() -> MethodRouter<AppState>,
 }
 
-/// Whether a request target (path and query) names an event stream of
-/// [`router`]: such requests take the lean connection path (`http::stream_conn`).
-pub fn is_stream_path(target: &str) -> bool {
-    let path = target.split('?').next().unwrap_or_default();
-    let path = path.strip_prefix("/channel").unwrap_or(path);
-    path.starts_with("/v1/public/") || path.starts_with("/v1/private/")
+/// The event-stream routes, declared once: [`router`] serves them, each also
+/// under every prefix of [`STREAM_MOUNTS`], and the lean connection path
+/// (`http::stream_conn`) takes exactly the requests [`is_stream_path`] finds
+/// here. A route added or changed here is changed for both.
+pub const STREAM_ROUTES: [StreamRoute; 2] = [
+    StreamRoute { template: "/v1/public/{channel_id}", handler: || get(sse::public) },
+    StreamRoute { template: "/v1/private/{channel_id}", handler: || get(sse::private) },
+];
+
+/// Where [`STREAM_ROUTES`] are mounted besides the root: the channel URLs the
+/// API returns go through the edge proxy's `/channel`.
+pub const STREAM_MOUNTS: [&str; 1] = ["/channel"];
+
+pub fn router() -> Router<AppState> {
+    stream_router(|route| (route.handler)())
+}
+
+/// A router of [`STREAM_ROUTES`] at the root and under [`STREAM_MOUNTS`],
+/// with the handler `handler` gives each route (tests give their own, to
+/// check [`is_stream_path`] against axum's routing).
+pub fn stream_router<S: Clone + Send + Sync + 'static>(handler: impl Fn(&StreamRoute) -> MethodRouter<S>) -> Router<S> {
+    let streams =
+        STREAM_ROUTES.iter().fold(Router::new(), |router, route| router.route(route.template, handler(route)));
+    STREAM_MOUNTS.iter().fold(streams.clone(), |router, mount| router.nest(mount, streams.clone()))
+}
+
+/// Whether a request path (`Uri::path`, what axum routes on: no query, not
+/// percent-decoded) is one of [`STREAM_ROUTES`], at the root or under one of
+/// [`STREAM_MOUNTS`]: such requests take the lean connection path
+/// (`http::stream_conn`).
+pub fn is_stream_path(path: &str) -> bool {
+    let unmounted = STREAM_MOUNTS.iter().filter_map(|mount| path.strip_prefix(mount));
+    std::iter::once(path)
+        .chain(unmounted)
+        .any(|path| STREAM_ROUTES.iter().any(|route| matches_template(route.template, path)))
+}
+
+/// `path` against a template: literal segments equal, a `{param}` segment
+/// any non-empty segment (as axum's router, matchit, matches them).
+fn matches_template(template: &str, path: &str) -> bool {
+    let (mut template, mut path) = (template.split('/'), path.split('/'));
+    loop {
+        match (template.next(), path.next()) {
+            (None, None) => return true,
+            (Some(t), Some(p)) if t.starts_with('{') && t.ends_with('}') => {
+                if p.is_empty() {
+                    return false;
+                }
+            }
+            (Some(t), Some(p)) if t == p => {}
+            _ => return false,
+        }
+    }
 }
 
 /// The internal read API (mounted by `http::router` outside the per-client rate limit).
@@ -57,14 +104,25 @@ mod tests {
 
     #[test]
     fn stream_paths_are_the_stream_routes() {
-        for target in ["/v1/public/x", "/v1/private/x?token=t", "/channel/v1/public/x", "/channel/v1/private/x?since=1"]
-        {
-            assert!(is_stream_path(target), "{target}");
+        for path in ["/v1/public/x", "/v1/private/x", "/channel/v1/public/x", "/channel/v1/private/%78"] {
+            assert!(is_stream_path(path), "{path}");
         }
-        for target in
-            ["/healthz", "/v1/publicx", "/internal/v1/channels/x/messages", "/channel/healthz", "/x?/v1/public/"]
-        {
-            assert!(!is_stream_path(target), "{target}");
+        for path in [
+            "/healthz",
+            "/v1/publicx",
+            "/v1/public/",
+            "/v1/public/x/",
+            "/v1/public/x/y",
+            "/v1/%70ublic/x",
+            "/internal/v1/channels/x/messages",
+            "/channel/healthz",
+            "/channel",
+            "/channelv1/public/x",
+            "//v1/public/x",
+            "/channel/channel/v1/public/x",
+            "v1/public/x",
+        ] {
+            assert!(!is_stream_path(path), "{path}");
         }
     }
 }
