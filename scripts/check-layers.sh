@@ -26,57 +26,63 @@ CORE = {  # crates/chantra-core/src/<module>
     "fanout": 3,
     "service": 4,
 }
-BIN = {  # src/<module>, http split by submodule
-    "cli": 0, "metrics": 0, "telemetry": 0,
+# src/<module>; a submodule listed on its own (`http/settings`) is its own
+# unit, every other file belongs to the longest listed prefix of its path.
+BIN = {
+    "role": 0, "metrics": 0, "telemetry": 0,
+    "cli": 1,
     "http/error": 1, "http/stream_conn": 1, "http/serve": 1,
-    "http/extract": 2, "http/rate_limit": 2, "http/streams": 2,
-    "state": 3,
-    "http/health": 4, "http/rest": 4, "http/channels": 4, "mcp": 4,
-    "http/landing": 5,
-    "http": 6,
-    "config": 7,
-    "app": 8,
-    "commands": 9,
+    # each part's settings type lives beside it, below the code that uses it
+    "http/settings": 2, "http/landing/settings": 2, "mcp/settings": 2,
+    "http/extract": 3, "http/rate_limit": 3,
+    "http/streams": 4,
+    "state": 5,
+    "http/health": 6, "http/rest": 6, "http/channels": 6, "mcp": 6,
+    "http/landing": 7,
+    "http": 8,
+    "config": 9,
+    "app": 10,
+    "commands": 11,
 }
 
-def unit_of(root, path, split_http):
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    if parts[-1] == "mod":
-        parts.pop()
-    if split_http and parts[0] == "http" and len(parts) > 1:
-        return "http/" + parts[1]
-    return parts[0]
+def unit_for(parts, table):
+    """The longest prefix of a module path that has a rank, or None."""
+    for n in range(len(parts), 0, -1):
+        name = "/".join(parts[:n])
+        if name in table:
+            return name
+    return None
 
-def check(root, table, split_http):
+def check(root, table):
     bad = []
     for path in sorted(root.rglob("*.rs")):
         if path.name in ("lib.rs", "main.rs"):
             continue
-        unit = unit_of(root, path, split_http)
-        if unit not in table:
-            bad.append(f"{path}: module `{unit}` has no rank in scripts/check-layers.sh")
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "mod":
+            parts.pop()
+        unit = unit_for(parts, table)
+        if unit is None:
+            bad.append(f"{path}: module `{'/'.join(parts)}` has no rank in scripts/check-layers.sh")
             continue
         text = path.read_text()
-        # `crate::a::b` and `use crate::{a, b::c}`
+        # `crate::a::b::C` and `use crate::{a, b::c}`
         targets = []
-        for m in re.finditer(r"crate::(\{[^}]*\}|[a-z_]+(?:::[a-z_]+)?)", text):
+        for m in re.finditer(r"crate::(\{[^}]*\}|[a-z_]+(?:::[a-z_]+)*)", text):
             group = m.group(1)
             if group.startswith("{"):
-                targets += [t.strip().split("::")[0] for t in group[1:-1].split(",") if t.strip()]
+                targets += [t.strip() for t in group[1:-1].split(",") if t.strip()]
             else:
                 targets.append(group)
         for target in targets:
-            head, _, sub = target.partition("::")
-            name = f"http/{sub}" if split_http and head == "http" and sub and f"http/{sub}" in table else head
-            if name == unit or name in ("self", "super"):
-                continue
-            if name not in table:
+            name = unit_for(target.split("::"), table)
+            if name is None or name == unit:
                 continue
             if table[name] >= table[unit]:
                 bad.append(f"{path}: `{unit}` (rank {table[unit]}) imports `{name}` (rank {table[name]})")
     return bad
 
-bad = check(pathlib.Path("crates/chantra-core/src"), CORE, False) + check(pathlib.Path("src"), BIN, True)
+bad = check(pathlib.Path("crates/chantra-core/src"), CORE) + check(pathlib.Path("src"), BIN)
 for line in bad:
     print("check-layers:", line, file=sys.stderr)
 if bad:

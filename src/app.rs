@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backends, Config, SweepConfig};
 use crate::http;
-use crate::http::channels::StreamSlots;
 use crate::http::rate_limit::{self, ClientLimiter};
+use crate::http::streams::StreamSlots;
 use crate::role::Role;
 use crate::state::AppState;
 use chantra_core::clock::Clock;

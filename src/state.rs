@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::http::HttpSettings;
-use crate::http::channels::StreamSlots;
-use crate::http::landing::LandingSettings;
-use crate::mcp::McpSettings;
+use crate::http::landing::settings::LandingSettings;
+use crate::http::settings::HttpSettings;
+use crate::http::streams::StreamSlots;
+use crate::mcp::settings::McpSettings;
 use chantra_core::service::Service;
 use chantra_core::supervisor::Tasks;
 

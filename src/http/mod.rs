@@ -10,7 +10,9 @@ pub mod landing;
 pub mod rate_limit;
 pub mod rest;
 pub mod serve;
+pub mod settings;
 pub mod stream_conn;
+pub mod streams;
 
 use axum::Router;
 use axum::extract::Request;
@@ -18,44 +20,11 @@ use axum::middleware::{self, Next};
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 
-use std::time::Duration;
-
 use crate::role::Role;
 use crate::state::AppState;
-use chantra_core::domain::Secret;
 use chantra_core::error::AppError;
 
-/// What the HTTP side of every role needs; `config.rs` builds it.
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    /// A non-streaming request longer than this is answered 503.
-    pub request_timeout: Duration,
-    /// `None` when rate limiting is off.
-    pub rate_limit: Option<rate_limit::RateLimit>,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub connection: serve::ConnectionLimits,
-    /// Whether every role serves /metrics.
-    pub metrics: bool,
-    /// Origins allowed to read streams from a browser; `None` allows every origin.
-    pub cors_allowed_origins: Option<Vec<String>>,
-    /// Largest accepted publish payload, in bytes.
-    pub max_payload_bytes: usize,
-    /// `None`: the internal read API is off (404).
-    pub internal_api_token: Option<Secret<String>>,
-    pub sse: SseSettings,
-}
-
-/// How event streams behave.
-#[derive(Debug, Clone)]
-pub struct SseSettings {
-    pub keepalive: Duration,
-    pub retry_ms: u64,
-    pub replay_max: u64,
-    /// Bytes per second a reader must take at least (slower: disconnected to resume).
-    pub min_read_rate: u64,
-    pub max_streams: usize,
-    pub max_streams_per_ip: usize,
-}
+pub use settings::{HttpSettings, SseSettings};
 
 /// The longest request URI (path + query) answered; 414 `uri_too_long` above.
 pub const MAX_URI_BYTES: usize = 8 * 1024;

@@ -30,12 +30,7 @@ use tower_governor::key_extractor::KeyExtractor;
 
 use chantra_core::error::AppError;
 
-/// RATE_LIMIT_PER_SECOND and RATE_LIMIT_BURST, both at least 1 (`config.rs` checks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub per_second: u32,
-    pub burst: u32,
-}
+pub use crate::http::settings::RateLimit;
 
 /// Keys requests by client IP, honouring trusted proxies.
 #[derive(Debug, Clone)]

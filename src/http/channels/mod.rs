@@ -5,15 +5,12 @@
 
 pub mod frame;
 mod internal;
-mod limits;
 mod sse;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{MethodRouter, get};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-
-pub use limits::StreamSlots;
 
 use crate::state::AppState;
 

@@ -7,6 +7,9 @@
 //! code itself uses, so the pages cannot drift from the behaviour.
 
 mod assets;
+pub mod settings;
+
+pub use settings::LandingSettings;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -25,20 +28,6 @@ use crate::cli::{DEFAULT_CHANNELS_ADDR, DEFAULT_LANDING_ADDR, DEFAULT_MCP_ADDR, 
 use crate::mcp::ChantraMcp;
 use crate::state::AppState;
 use chantra_core::domain::MAX_TTL_SECONDS;
-
-/// What the landing pages show about this deployment; `config.rs` builds it.
-#[derive(Debug, Clone)]
-pub struct LandingSettings {
-    /// Public base URL of the rest role (LANDING_REST_URL).
-    pub rest_url: String,
-    /// Scheme + host (+ port) channel URLs start with.
-    pub channel_base_url: String,
-    pub mcp_public_url: String,
-    pub channel_idle_days: i64,
-    pub max_payload_bytes: usize,
-    pub replay_max: u64,
-    pub keepalive: std::time::Duration,
-}
 
 const TEMPLATES: [(&str, &str); 5] = [
     ("base.html", include_str!("../../../templates/base.html")),

@@ -1,0 +1,36 @@
+//! The mcp role's settings, one layer below the code that uses them;
+//! `config.rs` builds them.
+
+use std::time::Duration;
+
+use chantra_core::domain::Secret;
+
+/// The mcp role's settings; `config.rs` builds them.
+#[derive(Debug, Clone)]
+pub struct McpSettings {
+    /// Public base URL (MCP_PUBLIC_URL), without a trailing slash.
+    pub public_url: String,
+    /// DNS-rebinding protection: the Host and Origin values answered.
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    /// Sessions held in memory by this process, and per client IP.
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    /// Inactivity after which a session is closed (its slot freed).
+    pub session_idle: Duration,
+    pub max_payload_bytes: usize,
+    /// Payload bytes one read_channel_messages page may carry.
+    pub page_max_bytes: u64,
+    pub keepalive: Duration,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The channels role's internal API, when this process does not run
+    /// the channels role itself; otherwise messages are read in process.
+    pub remote_channels: Option<RemoteChannels>,
+}
+
+/// CHANNELS_INTERNAL_URL with INTERNAL_API_TOKEN.
+#[derive(Debug, Clone)]
+pub struct RemoteChannels {
+    pub url: String,
+    pub token: Secret<String>,
+}
