@@ -95,8 +95,6 @@ pub async fn read_first_request(stream: &mut TcpStream, limits: &ConnectionLimit
         }
     };
     match tokio::time::timeout(limits.header_read_timeout, read).await {
-        // Even a complete head one byte over the limit: hyper refuses it.
-        Ok(Some(())) if buf.len() > MAX_HEAD_BYTES => FirstRequest::Hyper(Bytes::from(buf)),
         Ok(Some(())) => match event_stream_request(&buf) {
             Some(request) => FirstRequest::EventStream(Box::new(request)),
             None => FirstRequest::Hyper(Bytes::from(buf)),
@@ -114,6 +112,10 @@ pub async fn read_first_request(stream: &mut TcpStream, limits: &ConnectionLimit
 /// body, `Upgrade`, a repeated `Content-Length` (hyper keeps only the first),
 /// a header or URI hyper would refuse: hyper then serves the connection.
 pub fn event_stream_request(head: &[u8]) -> Option<Request<Body>> {
+    // Even a complete head one byte over the limit: hyper refuses it (431).
+    if head.len() > MAX_HEAD_BYTES {
+        return None;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = parsed.parse(head).ok()? else { return None };

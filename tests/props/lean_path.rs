@@ -17,20 +17,21 @@
 //!   routes to the stream routes, as both are built from one route table.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::{StatusCode, Version};
-use axum::routing::any;
+use axum::routing::any as any_method;
 use chantra::http::channels::{is_stream_path, stream_router};
-use chantra::http::serve::{ConnectionLimits, serve};
+use chantra::http::serve::{ConnectionLimits, MAX_HEAD_BYTES, serve};
 use chantra::http::stream_conn::event_stream_request;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tower::ServiceExt as _;
 
 use crate::cases;
@@ -58,8 +59,16 @@ impl Seen {
 /// Requests seen by one server's handler, with the client's address.
 type Log = &'static Mutex<Vec<(SocketAddr, Seen)>>;
 
-async fn record(State(log): State<Log>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> &'static str {
-    log.lock().unwrap().push((peer, Seen::of(&request)));
+/// Records the request as sent: a route nested under a mount sees the URI
+/// without the mount, so the URI recorded is the original one.
+async fn record(
+    State(log): State<Log>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    OriginalUri(uri): OriginalUri,
+    request: Request,
+) -> &'static str {
+    let seen = Seen { uri: uri.to_string(), ..Seen::of(&request) };
+    log.lock().unwrap().push((peer, seen));
     "ok"
 }
 
@@ -77,7 +86,7 @@ fn servers() -> &'static Servers {
         let start = |lean_streams: bool| {
             let log: Log = Box::leak(Box::default());
             // The stream routes as the channels role declares them, and every other path.
-            let app = stream_router(|_| any(record)).fallback(record).with_state(log);
+            let app = stream_router(|_| any_method(record)).fallback(record).with_state(log);
             let limits = ConnectionLimits {
                 // Short: a partial head costs this much per case.
                 header_read_timeout: Duration::from_secs(1),
@@ -87,11 +96,9 @@ fn servers() -> &'static Servers {
             let addr = runtime.block_on(async {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
-                let (stop, stopping) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    let _stop = stop;
-                    serve(listener, app, limits, true, stopping).await;
-                });
+                // Never cancelled: the servers live as long as the test binary.
+                let stopping = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(serve(listener, app, limits, true, stopping));
                 addr
             });
             (addr, log)
@@ -111,7 +118,14 @@ struct Outcome {
 }
 
 async fn exchange((addr, log): (SocketAddr, Log), sent: &[u8]) -> Outcome {
-    let mut client = TcpStream::connect(addr).await.unwrap();
+    // Each connection from its own loopback address, so a request recorded
+    // late for an earlier connection (a pipelined one, say) can never be
+    // taken for this one's, as a reused client port could be.
+    static NEXT_CLIENT: AtomicU32 = AtomicU32::new(1);
+    let [_, a, b, c] = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, a, b, c], 0))).unwrap();
+    let mut client = socket.connect(addr).await.unwrap();
     let local = client.local_addr().unwrap();
     let _ = client.write_all(sent).await;
     let mut response = Vec::new();
@@ -130,20 +144,33 @@ async fn exchange((addr, log): (SocketAddr, Log), sent: &[u8]) -> Outcome {
     })
     .await;
     drop(client);
-    let seen = log.lock().unwrap().iter().find(|(peer, _)| *peer == local).map(|(_, seen)| seen.clone());
+    // Only the first response: whether the answer to a pipelined request
+    // arrived in the same read is timing, not behaviour.
+    if let Some(len) = first_response_len(&response) {
+        response.truncate(len);
+    }
+    let seen = {
+        let mut log = log.lock().unwrap();
+        let found = log.iter().position(|(peer, _)| *peer == local);
+        found.map(|at| log.remove(at).1)
+    };
     let response = matches!(read, Ok(Ok(()))).then_some(response);
     Outcome { seen, response }
 }
 
-/// Whether `bytes` hold one whole response with a Content-Length body (the
-/// handler's "ok"; hyper keeps the connection open after it).
-fn response_complete(bytes: &[u8]) -> bool {
+/// The length of the first whole response with a Content-Length body in
+/// `bytes` (the handler's "ok"; hyper keeps the connection open after it).
+fn first_response_len(bytes: &[u8]) -> Option<usize> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(head)) = response.parse(bytes) else { return false };
+    let Ok(httparse::Status::Complete(head)) = response.parse(bytes) else { return None };
     let length = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length"));
-    let length = length.and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok());
-    length.is_some_and(|length| bytes.len() >= head + length)
+    let length = length.and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())?;
+    (bytes.len() >= head + length).then_some(head + length)
+}
+
+fn response_complete(bytes: &[u8]) -> bool {
+    first_response_len(bytes).is_some()
 }
 
 /// A response without its `date` line (the only part that may differ).
@@ -264,7 +291,8 @@ proptest! {
         let (lean, hyper) = s.runtime.block_on(async {
             tokio::join!(exchange(s.lean, &sent), exchange(s.hyper, &sent))
         });
-        let shown = String::from_utf8_lossy(&sent);
+        // What a failure shows of the request: its start and its length.
+        let shown = format!("{} bytes: {}", sent.len(), String::from_utf8_lossy(&sent[..sent.len().min(300)]));
         // The handler sees the same request (or none) either way.
         prop_assert_eq!(&lean.seen, &hyper.seen, "{:?}", shown);
         match event_stream_request(&sent) {
@@ -285,7 +313,15 @@ proptest! {
                 // Refused: hyper answers as it would alone.
                 if let (Some(a), Some(b)) = (&lean.response, &hyper.response) {
                     let (a, b) = (without_date(a), without_date(b));
-                    prop_assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b), "{:?}", shown);
+                    // A head over the limit that is also malformed further on: hyper
+                    // alone answers 431 or 400 depending on how TCP split the bytes
+                    // (it checks the size of a partial head, the syntax of what it
+                    // has); the lean path holds at most the limit, so hyper sees the
+                    // 431 side. Either way the request is refused and the connection closed.
+                    let refused = |r: &[u8]| r.starts_with(b"HTTP/1.1 431 ") || r.starts_with(b"HTTP/1.1 400 ");
+                    if !(sent.len() > MAX_HEAD_BYTES && refused(&a) && refused(&b)) {
+                        prop_assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b), "{:?}", shown);
+                    }
                 }
             }
         }
@@ -310,7 +346,7 @@ proptest! {
         if trailing_slash || path.is_empty() {
             path.push('/');
         }
-        let router: Router = stream_router(|_| any(|| async { StatusCode::OK })).fallback(|| async { StatusCode::NOT_FOUND });
+        let router: Router = stream_router(|_| any_method(|| async { StatusCode::OK })).fallback(|| async { StatusCode::NOT_FOUND });
         let request = axum::http::Request::get(&path).body(Body::empty()).unwrap();
         let routed = servers().runtime.block_on(router.oneshot(request)).unwrap().status() == StatusCode::OK;
         prop_assert_eq!(routed, is_stream_path(&path), "{}", path);

@@ -16,8 +16,7 @@ mod cursor_http;
 mod extract;
 mod frames;
 mod ids;
-// Not yet compiling (deadline): see tests/props/lean_path.rs and the h2-fence report.
-// mod lean_path;
+mod lean_path;
 mod limits;
 mod tokens;
 
