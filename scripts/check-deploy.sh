@@ -286,12 +286,18 @@ if [[ "${CHECK_DEPLOY_BUILD:-0}" == 1 ]]; then
   # One snapshot of what the Dockerfile copies (timestamps kept, as COPY does),
   # so edits made during the long build cannot mix two versions.
   ctx="$WORK/docker-build" snap="$WORK/docker-context"
-  mkdir -p "$ctx/migration" "$ctx/tools/chantra-load" "$snap/migration"
+  mkdir -p "$ctx/migration" "$ctx/tools/chantra-load" "$snap/migration" "$snap/crates"
   cp -p Cargo.toml Cargo.lock "$ctx/"
   cp -p migration/Cargo.toml "$ctx/migration/"
   cp -p tools/chantra-load/Cargo.toml "$ctx/tools/chantra-load/"
+  for crate in chantra-core chantra-s3 chantra-testkit; do
+    mkdir -p "$ctx/crates/$crate" "$snap/crates/$crate"
+    cp -p "crates/$crate/Cargo.toml" "$ctx/crates/$crate/"
+  done
   cp -rp src templates static "$snap/"
   cp -rp migration/src "$snap/migration/"
+  cp -rp crates/chantra-core/src "$snap/crates/chantra-core/"
+  cp -rp crates/chantra-s3/src "$snap/crates/chantra-s3/"
   mapfile -t steps < <("$PY" - <<'PY'
 import re
 builder = re.split(r"^FROM ", open("Dockerfile").read(), flags=re.M)[1]
@@ -302,6 +308,8 @@ PY
   replay() { (cd "$ctx" && env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_STRIP=debuginfo bash -ec "$1"); }
   if [[ ${#steps[@]} == 2 ]] && replay "${steps[0]}" \
     && cp -rp "$snap/src" "$snap/templates" "$snap/static" "$ctx/" && cp -rp "$snap/migration/src" "$ctx/migration/" \
+    && cp -rp "$snap/crates/chantra-core/src" "$ctx/crates/chantra-core/" \
+    && cp -rp "$snap/crates/chantra-s3/src" "$ctx/crates/chantra-s3/" \
     && replay "${steps[1]}" && "$WORK/out/chantra" serve --help >/dev/null; then
     pass "Dockerfile build stage replayed: dependency layer, then the real binary"
   else
