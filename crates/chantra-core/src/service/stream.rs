@@ -6,7 +6,7 @@
 //! (channel deleted, grant revoked or expired, server shutting down).
 //!
 //! Events are data, not bytes: the edge that carries them encodes them (the
-//! SSE frames live in chantra's `http::channels::frame`), so any transport —
+//! SSE frames live in chantra's `http::channels::sse`), so any transport —
 //! SSE, a future MCP subscription — shares this one protocol.
 //!
 //! The reader joins the hub *before* the replay is read, and every event
