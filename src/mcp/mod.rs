@@ -7,6 +7,7 @@
 //! the ones held in memory are capped per process and per client IP
 //! (sessions.rs).
 
+mod edges;
 mod failure;
 mod params;
 mod session_store;
@@ -71,8 +72,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let guard = sessions::SessionGuard::new(slots, sessions.clone(), ClientIpKey::new(&config.trusted_proxies));
 
     let service = state.service.clone();
+    let tools = ChantraMcp::tools();
     let mcp = StreamableHttpService::new(
-        move || Ok(ChantraMcp::new(service.clone(), source.clone(), page_max_bytes)),
+        move || Ok(ChantraMcp::new(service.clone(), source.clone(), page_max_bytes, tools.clone())),
         sessions,
         http_config,
     );
@@ -80,6 +82,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .nest_service("/mcp", mcp.clone())
         .nest_service("/sse", mcp)
         .layer(middleware::from_fn_with_state(guard, sessions::limit_sessions))
+        .layer(middleware::from_fn_with_state(
+            edges::BodyCap(max_request_bytes(config.max_payload_bytes)),
+            edges::jsonrpc_edges,
+        ))
         .route("/.well-known/mcp-server", get(discovery))
 }
 

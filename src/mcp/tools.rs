@@ -1,6 +1,8 @@
 //! The seven channel tools. Each parses its arguments into domain values and
 //! calls the same service method REST calls: no business rule lives here.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -10,8 +12,8 @@ use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 
 use super::failure::ToolFailure;
 use super::params::{
-    ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadMessage, ReadParams,
-    ReadResult, RevokeGrantParams,
+    Args, ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadMessage, ReadParams,
+    ReadResult, RevokeGrantParams, plain_formats, plain_input_schema,
 };
 use super::source::{MessageSource, RemoteMessage, RemotePage};
 use chantra_core::domain::{
@@ -40,8 +42,26 @@ fn publish_token(raw: &str) -> Result<PublishToken, AppError> {
 
 #[tool_router]
 impl ChantraMcp {
-    pub fn new(service: Service, source: MessageSource, page_max_bytes: usize) -> Self {
-        Self { service, source, page_max_bytes, tool_router: Self::tool_router() }
+    /// A session's handler; `tools` is [`ChantraMcp::tools`], built once per process.
+    pub fn new(service: Service, source: MessageSource, page_max_bytes: usize, tools: ToolRouter<Self>) -> Self {
+        Self { service, source, page_max_bytes, tool_router: tools }
+    }
+
+    /// The tools, with schemas every client can fill: optional arguments as
+    /// plain types and only standard formats (params.rs).
+    pub fn tools() -> ToolRouter<Self> {
+        let mut router = Self::tool_router();
+        for route in router.map.values_mut() {
+            let mut input = (*route.attr.input_schema).clone();
+            plain_input_schema(&mut input);
+            route.attr.input_schema = Arc::new(input);
+            if let Some(output) = &route.attr.output_schema {
+                let mut output = (**output).clone();
+                plain_formats(&mut output);
+                route.attr.output_schema = Some(Arc::new(output));
+            }
+        }
+        router
     }
 
     /// Names of every tool, in the order tools/list gives them.
@@ -61,8 +81,9 @@ impl ChantraMcp {
     ))]
     async fn create_channel(
         &self,
-        Parameters(params): Parameters<CreateChannelParams>,
+        Parameters(args): Parameters<Args<CreateChannelParams>>,
     ) -> Result<Json<CreatedChannel>, ToolFailure> {
+        let params = args.parse()?;
         Ok(Json(self.service.create_channel(params.visibility).await?))
     }
 
@@ -77,8 +98,9 @@ impl ChantraMcp {
     ))]
     async fn delete_channel(
         &self,
-        Parameters(params): Parameters<ChannelAuthParams>,
+        Parameters(args): Parameters<Args<ChannelAuthParams>>,
     ) -> Result<Json<Deleted>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         self.service.delete_channel(id, &publish_token(&params.publish_token)?).await?;
         Ok(Json(Deleted { channel_id: id.to_string(), deleted: true }))
@@ -96,8 +118,9 @@ impl ChantraMcp {
     ))]
     async fn publish_message(
         &self,
-        Parameters(params): Parameters<PublishParams>,
+        Parameters(args): Parameters<Args<PublishParams>>,
     ) -> Result<Json<PublishedMessage>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let token = publish_token(&params.publish_token)?;
         let (payload, default_type) = match (params.payload, params.payload_base64) {
@@ -132,8 +155,9 @@ impl ChantraMcp {
     ))]
     async fn create_read_grant(
         &self,
-        Parameters(params): Parameters<CreateGrantParams>,
+        Parameters(args): Parameters<Args<CreateGrantParams>>,
     ) -> Result<Json<CreatedGrant>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let label = params.label.as_deref().map(Label::parse).transpose()?;
         let token = publish_token(&params.publish_token)?;
@@ -151,8 +175,9 @@ impl ChantraMcp {
     ))]
     async fn revoke_read_grant(
         &self,
-        Parameters(params): Parameters<RevokeGrantParams>,
+        Parameters(args): Parameters<Args<RevokeGrantParams>>,
     ) -> Result<Json<GrantView>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let grant = GrantId::parse(&params.grant_id).map_err(AppError::from)?;
         Ok(Json(self.service.revoke_grant(id, &publish_token(&params.publish_token)?, grant).await?))
@@ -169,8 +194,9 @@ impl ChantraMcp {
     ))]
     async fn get_channel(
         &self,
-        Parameters(params): Parameters<ChannelAuthParams>,
+        Parameters(args): Parameters<Args<ChannelAuthParams>>,
     ) -> Result<Json<ChannelView>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         Ok(Json(self.service.get_channel(id, &publish_token(&params.publish_token)?).await?))
     }
@@ -191,8 +217,9 @@ impl ChantraMcp {
     ))]
     async fn read_channel_messages(
         &self,
-        Parameters(params): Parameters<ReadParams>,
+        Parameters(args): Parameters<Args<ReadParams>>,
     ) -> Result<Json<ReadResult>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let token = params.read_token.as_deref().map(ReadToken::parse).transpose().map_err(AppError::from)?;
         let after = params

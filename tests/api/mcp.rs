@@ -76,7 +76,8 @@ impl McpClient {
             request = request.header("x-forwarded-for", ip);
         }
         let response = request.send().await.unwrap();
-        assert!(response.status().is_success(), "DELETE: {}", response.status());
+        // 204, not rmcp's 202: the official Python SDK warns on anything but 200/204.
+        assert_eq!(response.status(), 204, "DELETE");
     }
 
     fn post(&self, url: &str, body: &Value) -> reqwest::RequestBuilder {
@@ -170,6 +171,64 @@ on_both_backends!(
     pages_are_bounded_in_bytes,
     sessions_are_capped_per_client_and_process
 );
+
+/// Every property of every input schema, with its path, recursively.
+fn schema_nodes<'a>(path: String, schema: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+    match schema {
+        Value::Object(map) => {
+            out.push((path.clone(), schema));
+            for (key, child) in map {
+                schema_nodes(format!("{path}/{key}"), child, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                schema_nodes(format!("{path}/{i}"), child, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Ajv-based clients (the MCP Inspector) refuse nullable type unions and
+/// unknown formats: optional arguments are their plain type, formats standard.
+#[tokio::test]
+async fn schemas_every_client_can_fill() {
+    const STANDARD: &[&str] = &["date-time", "date", "time", "duration", "uuid", "uri", "email"];
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let listed = client.request("tools/list", json!({})).await;
+    let mut optional_integers = 0;
+    for tool in listed["result"]["tools"].as_array().unwrap() {
+        let name = tool["name"].as_str().unwrap();
+        let mut nodes = Vec::new();
+        schema_nodes(format!("{name}/inputSchema"), &tool["inputSchema"], &mut nodes);
+        for (path, node) in &nodes {
+            assert!(!node["type"].is_array(), "{path}: a type union {}", node["type"]);
+            assert_ne!(node["type"], "null", "{path}");
+            if let Some(format) = node["format"].as_str() {
+                assert!(STANDARD.contains(&format), "{path}: non-standard format {format}");
+            }
+        }
+        let required: Vec<&str> = tool["inputSchema"]["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for (field, property) in tool["inputSchema"]["properties"].as_object().unwrap() {
+            if property["type"] == "integer" && !required.contains(&field.as_str()) {
+                optional_integers += 1;
+            }
+        }
+        let mut nodes = Vec::new();
+        schema_nodes(format!("{name}/outputSchema"), &tool["outputSchema"], &mut nodes);
+        for (path, node) in &nodes {
+            if let Some(format) = node["format"].as_str() {
+                assert!(STANDARD.contains(&format), "{path}: non-standard format {format}");
+            }
+        }
+    }
+    assert!(optional_integers >= 3, "ttl_seconds, expires_in_seconds, limit are plain optional integers");
+}
 
 #[tokio::test]
 async fn tools_list_is_stable() {
@@ -329,7 +388,33 @@ async fn tool_errors_match_the_rest_api(backend: Backend) {
     for (tool, arguments, code) in cases {
         let result = client.call(tool, arguments.clone()).await;
         assert_eq!(error_code(&result), code, "{tool} {arguments}");
-        assert!(result.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let message = result.1["error"]["message"].as_str().unwrap();
+        assert!(!message.is_empty());
+        // Written for agents: tool arguments, never HTTP header names.
+        assert!(!message.contains("header") && !message.contains("X-"), "{tool}: {message}");
+    }
+    let missing = client.call("read_channel_messages", json!({ "channel_id": id })).await;
+    assert!(missing.1["error"]["message"].as_str().unwrap().contains("pass read_token"), "{}", missing.1);
+
+    // Arguments that do not fit a tool are tool errors with the REST API's
+    // code for a body that does not fit (invalid_json), naming the argument.
+    let argument_cases = [
+        (
+            "publish_message",
+            json!({ "channel_id": id, "publish_token": token, "payload": "x", "ttl_seconds": "60" }),
+            "ttl_seconds",
+        ),
+        ("publish_message", json!({ "channel_id": id, "publish_token": token, "payload": "x", "bogus": 1 }), "bogus"),
+        ("get_channel", json!({ "channel_id": id }), "publish_token"),
+        ("create_channel", json!({ "visibility": "secret" }), "visibility"),
+        ("read_channel_messages", json!({ "channel_id": id, "limit": -1 }), "limit"),
+    ];
+    for (tool, arguments, named) in argument_cases {
+        let result = client.call(tool, arguments.clone()).await;
+        assert_eq!(error_code(&result), "invalid_json", "{tool} {arguments}");
+        let message = result.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{tool}: {message}");
+        assert!(!message.contains("i64") && !message.contains("u64"), "{tool}: {message}");
     }
     // The same mistake through REST gives the same code and message.
     let rest = app
@@ -349,9 +434,39 @@ async fn tool_errors_match_the_rest_api(backend: Backend) {
         .await;
     assert_eq!(rest["error"], mcp.1["error"]);
 
-    // Unknown arguments and unknown tools are protocol-level errors.
+    // An unknown tool is a protocol-level error.
     let unknown_tool = client.request("tools/call", json!({ "name": "nope", "arguments": {} })).await;
     assert!(unknown_tool["error"].is_object(), "{unknown_tool}");
+}
+
+/// A body that is not JSON, or not JSON-RPC, is answered in JSON-RPC
+/// (-32700, -32600), not with a plain-text 415.
+#[tokio::test]
+async fn malformed_jsonrpc_gets_jsonrpc_errors() {
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let send = |body: &'static str| {
+        app.client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, code, id) in [("{not json", -32700, Value::Null), (r#"{"id": 7, "nothing": true}"#, -32600, json!(7))] {
+        let response = send(body).await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["jsonrpc"], "2.0");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        assert_eq!(answer["id"], id);
+    }
+    // A well-formed request still works after the check, and its session ends with 204.
+    let mut client = McpClient::connect(url).await;
+    let (error, _) = client.call("create_channel", json!({})).await;
+    assert!(!error);
+    client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
