@@ -21,7 +21,7 @@ use crate::http::landing::LandingSettings;
 use crate::http::rate_limit::RateLimit;
 use crate::http::serve::ConnectionLimits;
 use crate::http::{HttpSettings, SseSettings};
-use crate::mcp::{McpSettings, RemoteChannels};
+use crate::mcp::{McpSettings, RemoteChannels, WaitSettings};
 use crate::role::Role;
 
 const SECRET_FILE: &str = "token_secret_salt";
@@ -118,6 +118,27 @@ fn mcp_settings(args: &ServeArgs, trusted_proxies: &[ipnet::IpNet], roles: &[Rol
         keepalive: Duration::from_secs(at_least_one("SSE_KEEPALIVE_SECS", args.sse_keepalive_secs)?),
         trusted_proxies: trusted_proxies.to_vec(),
         remote_channels,
+        waits: wait_settings(args)?,
+    })
+}
+
+/// MCP_WAIT_DEFAULT_SECS ≤ MCP_WAIT_MAX_SECS, MCP_MAX_WAITS, MCP_MAX_WAITS_PER_IP.
+fn wait_settings(args: &ServeArgs) -> anyhow::Result<WaitSettings> {
+    let default = at_least_one("MCP_WAIT_DEFAULT_SECS", args.mcp_wait_default_secs)?;
+    let max = at_least_one("MCP_WAIT_MAX_SECS", args.mcp_wait_max_secs)?;
+    if default > max {
+        bail!("MCP_WAIT_DEFAULT_SECS ({default}) must not be more than MCP_WAIT_MAX_SECS ({max})");
+    }
+    // rmcp closes a session that hears nothing for MCP_SESSION_IDLE_SECS,
+    // waiting call and all: waits stay shorter than that.
+    let max = max.min(args.mcp_session_idle_secs.saturating_sub(1)).max(1);
+    let default = default.min(max);
+    Ok(WaitSettings {
+        default_timeout: Duration::from_secs(default),
+        max_timeout: Duration::from_secs(max),
+        max_waits: at_least_one("MCP_MAX_WAITS", args.mcp_max_waits)?,
+        max_waits_per_ip: at_least_one("MCP_MAX_WAITS_PER_IP", args.mcp_max_waits_per_ip)?,
+        replay_max: at_least_one("SSE_REPLAY_MAX", args.sse_replay_max)?,
     })
 }
 

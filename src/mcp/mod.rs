@@ -15,6 +15,7 @@ mod sessions;
 pub mod settings;
 mod source;
 mod tools;
+mod wait;
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 
 pub use session_store::DbSessionStore;
 pub use sessions::{CappedSessions, SessionSlots};
-pub use settings::{McpSettings, RemoteChannels};
+pub use settings::{McpSettings, RemoteChannels, WaitSettings};
 pub use source::{MessageSource, max_remote_page_bytes};
 pub use tools::ChantraMcp;
 
@@ -73,8 +74,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
 
     let service = state.service.clone();
     let tools = ChantraMcp::tools();
+    let waits =
+        wait::Waits::new(config.waits, ClientIpKey::new(&config.trusted_proxies), config.keepalive, page_max_bytes);
     let mcp = StreamableHttpService::new(
-        move || Ok(ChantraMcp::new(service.clone(), source.clone(), page_max_bytes, tools.clone())),
+        move || Ok(ChantraMcp::new(service.clone(), source.clone(), page_max_bytes, waits.clone(), tools.clone())),
         sessions,
         http_config,
     );
@@ -97,7 +100,7 @@ async fn discovery(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "name": "chantra",
         "version": env!("CARGO_PKG_VERSION"),
-        "description": "Anonymous pub/sub channels: create a channel, publish messages, read them, manage read grants.",
+        "description": "Anonymous pub/sub channels: create a channel, publish messages, read them or wait for them, manage read grants.",
         "endpoints": {
             "streamable_http": format!("{base}/mcp"),
             "sse": format!("{base}/sse"),

@@ -80,6 +80,56 @@ pub struct ReadParams {
     pub limit: Option<u64>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitParams {
+    /// The channel id (a UUID).
+    pub channel_id: String,
+    /// A read token (starts with "chr_"); required for private channels.
+    pub read_token: Option<String>,
+    /// Wait for messages after this message id: the `next_cursor` of the previous call (or of
+    /// read_channel_messages). Omit to wait only for messages published from now on.
+    pub after: Option<String>,
+    /// How long to wait for a message, in seconds: from 1 to the server's maximum (120 unless
+    /// configured otherwise). Default 50, below common client tool timeouts.
+    pub timeout_seconds: Option<u64>,
+    /// The most messages one call returns: 1 to 500, default 50.
+    pub max_messages: Option<u64>,
+}
+
+/// Messages after the cursor that are gone (expired or purged) before they were read.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct GapReport {
+    /// The cursor the call resumed after.
+    pub requested_after: String,
+    /// The oldest message still kept after it, where reading went on; absent when none is left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_available: Option<String>,
+}
+
+/// The result of wait_for_messages.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WaitResult {
+    /// The messages after the cursor, oldest first: at least one unless `timed_out` or the wait ended.
+    pub messages: Vec<ReadMessage>,
+    /// Always given: pass it as `after` to the next call to miss nothing and see nothing twice.
+    pub next_cursor: String,
+    /// No message arrived within `timeout_seconds`: call again with `after` = `next_cursor`.
+    pub timed_out: bool,
+    /// More messages are waiting now (the call stopped at `max_messages` or at the server's byte
+    /// budget for one answer): call again at once.
+    pub has_more: bool,
+    /// Messages after your cursor expired or were purged before you read them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<GapReport>,
+    /// The channel was deleted: stop waiting on it.
+    pub channel_deleted: bool,
+    /// Set when the read token stopped working during the wait: "revoked" or "expired". Stop
+    /// waiting with this token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_ended: Option<String>,
+}
+
 /// One message as an agent reads it. Its payload appears once: as
 /// `payload_text` or as `payload_base64`, never both.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

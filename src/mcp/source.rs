@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use chantra_core::db::entity::message;
 use chantra_core::domain::{ChannelId, MessageId, ReadToken};
 use chantra_core::error::AppError;
 use chantra_core::service::Service;
@@ -175,6 +176,19 @@ fn remote_error(status: u16, detail: ErrorDetail) -> AppError {
             tracing::error!(status, code = %detail.code, "channels role failed a read");
             AppError::Internal
         }
+    }
+}
+
+/// A message from the live stream (or its replay) in the shape a page carries.
+pub fn stream_message(row: &message::Model, payload: &[u8]) -> RemoteMessage {
+    use base64::Engine as _;
+    RemoteMessage {
+        id: row.id.to_string(),
+        channel_id: row.channel_id.to_string(),
+        payload: base64::engine::general_purpose::STANDARD.encode(payload),
+        content_type: row.content_type.clone(),
+        created_at: row.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        expires_at: row.expires_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     }
 }
 

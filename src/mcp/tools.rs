@@ -1,4 +1,4 @@
-//! The seven channel tools. Each parses its arguments into domain values and
+//! The channel tools. Each parses its arguments into domain values and
 //! calls the same service method REST calls: no business rule lives here.
 
 use std::sync::Arc;
@@ -8,14 +8,16 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
-use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
 use super::failure::ToolFailure;
 use super::params::{
     Args, ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadMessage, ReadParams,
-    ReadResult, RevokeGrantParams, plain_formats, plain_input_schema,
+    ReadResult, RevokeGrantParams, WaitParams, WaitResult, plain_formats, plain_input_schema,
 };
 use super::source::{MessageSource, RemoteMessage, RemotePage};
+use super::wait::Waits;
 use chantra_core::domain::{
     ChannelId, ContentType, GrantId, IdempotencyKey, Label, MessageId, PublishToken, ReadToken, Ttl, decode_base64,
 };
@@ -33,6 +35,7 @@ pub struct ChantraMcp {
     source: MessageSource,
     /// PAGE_MAX_BYTES: the most bytes of messages (as JSON) one read returns.
     page_max_bytes: usize,
+    waits: Waits,
     tool_router: ToolRouter<Self>,
 }
 
@@ -43,8 +46,14 @@ fn publish_token(raw: &str) -> Result<PublishToken, AppError> {
 #[tool_router]
 impl ChantraMcp {
     /// A session's handler; `tools` is [`ChantraMcp::tools`], built once per process.
-    pub fn new(service: Service, source: MessageSource, page_max_bytes: usize, tools: ToolRouter<Self>) -> Self {
-        Self { service, source, page_max_bytes, tool_router: tools }
+    pub fn new(
+        service: Service,
+        source: MessageSource,
+        page_max_bytes: usize,
+        waits: Waits,
+        tools: ToolRouter<Self>,
+    ) -> Self {
+        Self { service, source, page_max_bytes, waits, tool_router: tools }
     }
 
     /// The tools, with schemas every client can fill: optional arguments as
@@ -234,6 +243,31 @@ impl ChantraMcp {
         let page = self.source.read(&self.service, id, token.as_ref(), after, limit).await?;
         Ok(Json(bounded_result(page, self.page_max_bytes)))
     }
+
+    /// Wait for messages on a channel and return as soon as there is at
+    /// least one after `after` (omit `after` to wait for messages published
+    /// from now on), or empty with `timed_out: true` after
+    /// `timeout_seconds`. Always returns `next_cursor`: call again with
+    /// `after` = `next_cursor` to follow the channel with nothing missed or
+    /// repeated. `gap` says messages expired before you read them;
+    /// `channel_deleted` or `access_ended` say to stop. Sends progress
+    /// notifications while waiting when the request carries a progressToken.
+    /// Private channels need a read token.
+    #[tool(annotations(
+        title = "Wait for messages",
+        read_only_hint = true,
+        destructive_hint = false,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn wait_for_messages(
+        &self,
+        Parameters(args): Parameters<Args<WaitParams>>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<WaitResult>, ToolFailure> {
+        let params = args.parse()?;
+        Ok(Json(self.waits.wait(&self.service, params, &context).await?))
+    }
 }
 
 /// The tool result of a page, itself bounded: messages are added while
@@ -262,7 +296,7 @@ fn bounded_result(page: RemotePage, budget: usize) -> ReadResult {
 }
 
 /// The payload once: as text when it is textual and UTF-8, else as base64.
-fn read_message(m: RemoteMessage) -> ReadMessage {
+pub(super) fn read_message(m: RemoteMessage) -> ReadMessage {
     let text = if is_textual(&m.content_type) {
         STANDARD.decode(&m.payload).ok().and_then(|bytes| String::from_utf8(bytes).ok())
     } else {
@@ -298,7 +332,7 @@ fn is_textual(content_type: &str) -> bool {
 }
 
 /// The length of a value's JSON, counted without building it.
-fn json_len(value: &impl serde::Serialize) -> usize {
+pub(super) fn json_len(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -318,6 +352,6 @@ fn json_len(value: &impl serde::Serialize) -> usize {
 #[tool_handler(
     router = self.tool_router,
     name = "chantra",
-    instructions = "Chantra: anonymous pub/sub channels. create_channel gives a channel id, a reader URL (Server-Sent Events) and a publish token; publish_message sends messages (kept up to 48 h); read_channel_messages pages through them. Private channels need read tokens (create_read_grant / revoke_read_grant). Tokens are shown once; pass them as tool arguments."
+    instructions = "Chantra: anonymous pub/sub channels. create_channel gives a channel id, a reader URL (Server-Sent Events) and a publish token; publish_message sends messages (kept up to 48 h); read_channel_messages pages through them; wait_for_messages waits for the next ones (loop on it with after = next_cursor to follow a channel). Private channels need read tokens (create_read_grant / revoke_read_grant). Tokens are shown once; pass them as tool arguments."
 )]
 impl ServerHandler for ChantraMcp {}

@@ -169,7 +169,8 @@ on_both_backends!(
     tool_errors_match_the_rest_api,
     each_payload_appears_once,
     pages_are_bounded_in_bytes,
-    sessions_are_capped_per_client_and_process
+    sessions_are_capped_per_client_and_process,
+    wait_for_messages_follows_a_channel
 );
 
 /// Every property of every input schema, with its path, recursively.
@@ -237,7 +238,7 @@ async fn tools_list_is_stable() {
     let listed = client.request("tools/list", json!({})).await;
     let tools = listed["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 7);
+    assert_eq!(names.len(), 8);
     for tool in tools {
         let name = tool["name"].as_str().unwrap();
         assert!(tool["description"].as_str().is_some_and(|d| d.len() > 40), "{name} is described");
@@ -245,7 +246,7 @@ async fn tools_list_is_stable() {
         assert_eq!(tool["outputSchema"]["type"], "object", "{name} publishes an output schema");
         let read_only = tool["annotations"]["readOnlyHint"].as_bool().unwrap();
         let destructive = tool["annotations"]["destructiveHint"].as_bool().unwrap();
-        assert_eq!(read_only, matches!(name, "get_channel" | "read_channel_messages"), "{name}");
+        assert_eq!(read_only, matches!(name, "get_channel" | "read_channel_messages" | "wait_for_messages"), "{name}");
         assert_eq!(destructive, matches!(name, "delete_channel" | "revoke_read_grant"), "{name}");
     }
     insta::assert_json_snapshot!("tools_list", listed["result"]);
@@ -254,7 +255,7 @@ async fn tools_list_is_stable() {
         app.client.get(app.url(Role::Mcp, "/.well-known/mcp-server")).send().await.unwrap().json().await.unwrap();
     assert_eq!(discovery["name"], "chantra");
     assert_eq!(discovery["endpoints"]["streamable_http"], "http://localhost:8090/mcp");
-    assert_eq!(discovery["tools"].as_array().unwrap().len(), 7);
+    assert_eq!(discovery["tools"].as_array().unwrap().len(), 8);
     assert!(discovery["protocol_versions"].as_array().unwrap().iter().any(|v| v == "2025-06-18"));
 }
 
@@ -552,7 +553,7 @@ async fn two_replicas_serve_one_session() {
     let ids: Vec<Value> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
     assert_eq!(ids, published);
     let listed = client.request_at(&url_b, "tools/list", json!({})).await;
-    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 7);
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 8);
 }
 
 #[tokio::test]
@@ -783,4 +784,217 @@ async fn remote_pages_are_bounded_in_bytes() {
         client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"], "limit": 5 })).await;
     assert!(!error, "{page}");
     assert!(!page["messages"].as_array().unwrap().is_empty());
+}
+
+/// Publishes `text` through REST after `delay`; resolves to when the 201 came back.
+fn publish_later(
+    app: &TestApp,
+    channel: &Value,
+    text: &str,
+    delay: std::time::Duration,
+) -> tokio::task::JoinHandle<std::time::Instant> {
+    let (client, url) =
+        (app.client.clone(), app.rest(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap())));
+    let (token, text) = (channel["publish_token"].as_str().unwrap().to_owned(), text.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let response = client
+            .post(url)
+            .header("x-publish-token", token)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        std::time::Instant::now()
+    })
+}
+
+fn texts(result: &Value) -> Vec<&str> {
+    result["messages"].as_array().unwrap().iter().map(|m| m["payload_text"].as_str().unwrap()).collect()
+}
+
+async fn wait_for_messages_follows_a_channel(backend: Backend) {
+    use std::time::{Duration, Instant};
+    let app = mcp_app(backend, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].clone();
+    app.publish_text(&channel, "before").await;
+
+    // Without `after`: only messages published from now on.
+    let (error, first) = client.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert!(!error, "{first}");
+    assert_eq!(first["timed_out"], true);
+    assert_eq!(first["messages"].as_array().unwrap().len(), 0);
+    let (_, page) = client.call("read_channel_messages", json!({ "channel_id": id })).await;
+    assert_eq!(first["next_cursor"], page["next_cursor"], "the cursor stands at the newest message");
+
+    // A publish while waiting returns the call at once.
+    let published = publish_later(&app, &channel, "live", Duration::from_millis(500));
+    let started = Instant::now();
+    let (_, live) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": first["next_cursor"], "timeout_seconds": 20 }))
+        .await;
+    let returned = Instant::now();
+    let published = published.await.unwrap();
+    assert_eq!(texts(&live), ["live"], "{live}");
+    assert_eq!(live["timed_out"], false);
+    assert!(returned.duration_since(started) >= Duration::from_millis(400), "it waited");
+    assert!(
+        returned.saturating_duration_since(published) < Duration::from_secs(1),
+        "returned within 1 s of the publish"
+    );
+    assert_eq!(live["next_cursor"], live["messages"][0]["id"]);
+
+    // A backlog comes at once, in order, bounded by max_messages; the cursor walks on.
+    for i in 0..5 {
+        app.publish_text(&channel, &format!("b{i}")).await;
+    }
+    let (_, part) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": live["next_cursor"], "max_messages": 3 }))
+        .await;
+    assert_eq!(texts(&part), ["b0", "b1", "b2"]);
+    assert_eq!(part["has_more"], true);
+    let (_, rest) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": part["next_cursor"], "timeout_seconds": 1 }))
+        .await;
+    assert_eq!(texts(&rest), ["b3", "b4"]);
+    assert_eq!(rest["has_more"], false);
+
+    // Argument mistakes are tool errors.
+    for (arguments, code) in [
+        (json!({ "channel_id": id, "timeout_seconds": 0 }), "invalid_timeout"),
+        (json!({ "channel_id": id, "timeout_seconds": 100_000 }), "invalid_timeout"),
+        (json!({ "channel_id": id, "max_messages": 0 }), "invalid_limit"),
+        (json!({ "channel_id": id, "after": "nope" }), "invalid_cursor"),
+        (json!({ "channel_id": id, "timeout_seconds": "5" }), "invalid_json"),
+    ] {
+        let result = client.call("wait_for_messages", arguments.clone()).await;
+        assert_eq!(error_code(&result), code, "{arguments}");
+    }
+
+    // Deletion ends the wait, said as a field.
+    let deleter = {
+        let (http, url) = (app.client.clone(), app.rest(&format!("/v1/channels/{}", id.as_str().unwrap())));
+        let token = channel["publish_token"].as_str().unwrap().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            http.delete(url).header("x-publish-token", token).send().await.unwrap().status()
+        })
+    };
+    let (error, deleted) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": rest["next_cursor"], "timeout_seconds": 20 }))
+        .await;
+    assert_eq!(deleter.await.unwrap(), 204);
+    assert!(!error, "{deleted}");
+    assert_eq!(deleted["channel_deleted"], true, "{deleted}");
+    assert_eq!(deleted["timed_out"], false);
+
+    // A private channel: the token is needed, and its revocation ends the wait.
+    let private = app.create_channel("private").await;
+    let pid = private["channel_id"].clone();
+    let missing = client.call("wait_for_messages", json!({ "channel_id": pid })).await;
+    assert_eq!(error_code(&missing), "missing_token");
+    let (_, grant) =
+        client.call("create_read_grant", json!({ "channel_id": pid, "publish_token": private["publish_token"] })).await;
+    let revoker = {
+        let http = app.client.clone();
+        let url = app.rest(&format!(
+            "/v1/channels/{}/read-grants/{}/revoke",
+            pid.as_str().unwrap(),
+            grant["grant_id"].as_str().unwrap()
+        ));
+        let token = private["publish_token"].as_str().unwrap().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            http.post(url).header("x-publish-token", token).send().await.unwrap().status()
+        })
+    };
+    let (_, revoked) = client
+        .call(
+            "wait_for_messages",
+            json!({ "channel_id": pid, "read_token": grant["read_token"], "timeout_seconds": 20 }),
+        )
+        .await;
+    assert_eq!(revoker.await.unwrap(), 200);
+    assert_eq!(revoked["access_ended"], "revoked", "{revoked}");
+}
+
+/// Every waiting call holds a slot: MCP_MAX_WAITS_PER_IP per client, MCP_MAX_WAITS per process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_are_capped_per_client_and_process() {
+    let app = mcp_app(
+        Backend::Sqlite,
+        &["--trusted-proxies", "127.0.0.1", "--mcp-max-waits-per-ip", "1", "--mcp-max-waits", "2"],
+    )
+    .await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].clone();
+    let wait_from = |ip: &'static str| {
+        let (url, id) = (url.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut client = McpClient::connect_from(url, Some(ip)).await;
+            client.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 3 })).await
+        })
+    };
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(700));
+    let mut waiting = vec![wait_from("198.51.100.1")];
+    settle().await;
+    let mut same_ip = McpClient::connect_from(url.clone(), Some("198.51.100.1")).await;
+    let refused = same_ip.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert_eq!(error_code(&refused), "too_many_streams");
+    waiting.push(wait_from("198.51.100.2"));
+    settle().await;
+    let mut third = McpClient::connect_from(url.clone(), Some("198.51.100.3")).await;
+    let refused = third.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert_eq!(error_code(&refused), "server_busy");
+    for waiter in waiting {
+        let (error, result) = waiter.await.unwrap();
+        assert!(!error && result["timed_out"] == true, "{result}");
+    }
+    // The slots come back when the calls return.
+    let (error, result) = third.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert!(!error, "{result}");
+}
+
+/// The publish lands on another process (rest + channels); the mcp process
+/// hears it over PostgreSQL LISTEN/NOTIFY and the waiting call returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_hears_publishes_from_another_process() {
+    use std::time::{Duration, Instant};
+    let database = TestDatabase::create().await;
+    let shared = |roles: Vec<Role>| Options {
+        roles: Some(roles),
+        extra_args: vec!["--database-url".into(), database.url.clone()],
+        ..Default::default()
+    };
+    let publisher = spawn_app_with(Backend::Postgres, shared(vec![Role::Rest, Role::Channels])).await;
+    let mcp = spawn_app_with(Backend::Postgres, shared(vec![Role::Mcp])).await;
+    let mut client = McpClient::connect(mcp.url(Role::Mcp, "/mcp")).await;
+    let channel = publisher.create_channel("private").await;
+    let (_, start) = client
+        .call(
+            "wait_for_messages",
+            json!({ "channel_id": channel["channel_id"], "read_token": channel["read_token"], "timeout_seconds": 1 }),
+        )
+        .await;
+    assert_eq!(start["timed_out"], true, "{start}");
+    let mut cursor = start["next_cursor"].clone();
+    for i in 0..5 {
+        let published = publish_later(&publisher, &channel, &format!("m{i}"), Duration::from_millis(300));
+        let (error, result) = client
+            .call(
+                "wait_for_messages",
+                json!({ "channel_id": channel["channel_id"], "read_token": channel["read_token"], "after": cursor, "timeout_seconds": 20 }),
+            )
+            .await;
+        let returned = Instant::now();
+        assert!(!error, "{result}");
+        assert_eq!(texts(&result), [format!("m{i}")]);
+        assert!(returned.saturating_duration_since(published.await.unwrap()) < Duration::from_secs(1));
+        cursor = result["next_cursor"].clone();
+    }
 }

@@ -32,10 +32,11 @@ EXPECTED_TOOLS = {
     "revoke_read_grant",
     "get_channel",
     "read_channel_messages",
+    "wait_for_messages",
 }
-READ_ONLY = {"get_channel", "read_channel_messages"}
+READ_ONLY = {"get_channel", "read_channel_messages", "wait_for_messages"}
 DESTRUCTIVE = {"delete_channel", "revoke_read_grant"}
-IDEMPOTENT = {"get_channel", "read_channel_messages", "revoke_read_grant"}
+IDEMPOTENT = {"get_channel", "read_channel_messages", "revoke_read_grant", "wait_for_messages"}
 
 # Bytes that are not UTF-8 (0xff, 0xfe and a lone continuation byte 0x80).
 BINARY = b"\xff\xfe\x00\x01chantra\x80\x7f"

@@ -216,6 +216,13 @@ impl ReaderStream {
         &self.reader
     }
 
+    /// Where the reader stands: the id of the last message it was given, or,
+    /// before the first, where it started (the newest message when it joined
+    /// "from now"). A cursor to resume from with nothing missed or repeated.
+    pub fn position(&self) -> MessageId {
+        self.last_sent
+    }
+
     /// The next event; `None` when the stream has ended.
     pub async fn next(&mut self) -> Option<StreamEvent> {
         loop {
