@@ -998,3 +998,43 @@ async fn wait_hears_publishes_from_another_process() {
         cursor = result["next_cursor"].clone();
     }
 }
+
+/// notifications/cancelled ends a waiting call at once: its slot is free
+/// again (MCP_MAX_WAITS_PER_IP = 1) long before its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_ends_at_once() {
+    let app = mcp_app(Backend::Sqlite, &["--mcp-max-waits-per-ip", "1"]).await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].clone();
+    let mut waiter = McpClient::connect(url.clone()).await;
+    let session = waiter.session.clone();
+    let request_id = waiter.next_id;
+    let waiting = {
+        let id = id.clone();
+        tokio::spawn(async move {
+            waiter.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 60 })).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut other = McpClient::connect(url.clone()).await;
+    let busy = other.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert_eq!(error_code(&busy), "too_many_streams", "the first call holds the slot");
+
+    let canceller = McpClient { session, ..McpClient::detached(url) };
+    let cancel = json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": { "requestId": request_id, "reason": "test" } });
+    let response = canceller.post(&canceller.url, &cancel).send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let started = std::time::Instant::now();
+    loop {
+        let result = other.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+        if !result.0 {
+            break;
+        }
+        assert_eq!(error_code(&result), "too_many_streams");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the cancelled call still holds its slot");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    waiting.abort();
+}
