@@ -78,6 +78,21 @@ pub struct ReadParams {
     pub after: Option<String>,
     /// How many messages at most: 1 to 500, default 50.
     pub limit: Option<u64>,
+    /// Where to start without `after`: "oldest" (the default) or "latest" (the newest `limit`
+    /// messages, oldest first: for joining a busy channel). Not with `after` or `since`.
+    pub from: Option<ReadFrom>,
+    /// Start with the messages published at or after this time: RFC 3339 (e.g.
+    /// "2026-12-01T09:30:00Z") or Unix seconds (e.g. "1764581400"). Not with `after` or `from`.
+    pub since: Option<String>,
+}
+
+/// Where read_channel_messages starts without a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub enum ReadFrom {
+    Oldest,
+    Latest,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

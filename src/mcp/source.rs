@@ -33,6 +33,15 @@ pub fn max_remote_page_bytes(page_max_bytes: usize, max_payload_bytes: usize) ->
         + PAGE_SLACK
 }
 
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageStart {
+    /// After a cursor; `None`: from the oldest kept message.
+    After(Option<MessageId>),
+    /// The newest `limit` messages (oldest first within the page).
+    Latest,
+}
+
 #[derive(Clone)]
 pub enum MessageSource {
     InProcess,
@@ -88,18 +97,26 @@ impl MessageSource {
         service: &Service,
         channel: ChannelId,
         token: Option<&ReadToken>,
-        after: Option<MessageId>,
+        start: PageStart,
         limit: u64,
     ) -> Result<RemotePage, AppError> {
         match self {
-            MessageSource::InProcess => Ok(from_local(service.read_page(channel, token, after, limit).await?)),
+            MessageSource::InProcess => {
+                let after = match start {
+                    PageStart::After(after) => after,
+                    PageStart::Latest => service.latest_cursor(channel, token, limit).await?,
+                };
+                Ok(from_local(service.read_page(channel, token, after, limit).await?))
+            }
             MessageSource::Internal { client, base_url, token: internal, max_body } => {
                 let mut request = client
                     .get(format!("{base_url}/internal/v1/channels/{channel}/messages"))
                     .header("x-internal-token", internal)
                     .query(&[("limit", limit.to_string())]);
-                if let Some(after) = after {
-                    request = request.query(&[("after", after.to_string())]);
+                match start {
+                    PageStart::After(Some(after)) => request = request.query(&[("after", after.to_string())]),
+                    PageStart::After(None) => {}
+                    PageStart::Latest => request = request.query(&[("from", "latest")]),
                 }
                 if let Some(read_token) = token {
                     request = request.header("x-read-token", read_token.expose());

@@ -13,10 +13,10 @@ use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
 use super::failure::ToolFailure;
 use super::params::{
-    Args, ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadMessage, ReadParams,
-    ReadResult, RevokeGrantParams, WaitParams, WaitResult, plain_formats, plain_input_schema,
+    Args, ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadFrom, ReadMessage,
+    ReadParams, ReadResult, RevokeGrantParams, WaitParams, WaitResult, plain_formats, plain_input_schema,
 };
-use super::source::{MessageSource, RemoteMessage, RemotePage};
+use super::source::{MessageSource, PageStart, RemoteMessage, RemotePage};
 use super::wait::Waits;
 use chantra_core::domain::{
     ChannelId, ContentType, GrantId, IdempotencyKey, Label, MessageId, PublishToken, ReadToken, Ttl, decode_base64,
@@ -210,7 +210,9 @@ impl ChantraMcp {
         Ok(Json(self.service.get_channel(id, &publish_token(&params.publish_token)?).await?))
     }
 
-    /// Read a channel's messages after a cursor, oldest first. Call again
+    /// Read a channel's messages after a cursor, oldest first (or, with
+    /// `from: "latest"`, the newest `limit` ones; with `since`, those from a
+    /// time on). Call again
     /// with `after` = `next_cursor` to continue while `has_more` is true. A
     /// page also stops early, with `truncated: true`, when its messages reach
     /// the server's byte budget (a few MiB): then continue from `next_cursor`
@@ -231,16 +233,12 @@ impl ChantraMcp {
         let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let token = params.read_token.as_deref().map(ReadToken::parse).transpose().map_err(AppError::from)?;
-        let after = params
-            .after
-            .as_deref()
-            .map(|a| MessageId::parse(a).map_err(|e| AppError::InvalidCursor(format!("after: {e}"))))
-            .transpose()?;
+        let start = page_start(params.after.as_deref(), params.since.as_deref(), params.from)?;
         let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=chantra_core::service::MAX_PAGE).contains(&limit) {
             return Err(AppError::bad_request("invalid_limit", "limit must be from 1 to 500").into());
         }
-        let page = self.source.read(&self.service, id, token.as_ref(), after, limit).await?;
+        let page = self.source.read(&self.service, id, token.as_ref(), start, limit).await?;
         Ok(Json(bounded_result(page, self.page_max_bytes)))
     }
 
@@ -268,6 +266,37 @@ impl ChantraMcp {
         let params = args.parse()?;
         Ok(Json(self.waits.wait(&self.service, params, &context).await?))
     }
+}
+
+/// Where a read starts: after a cursor, at a time (the floor id of that
+/// moment, as the SSE `?since=`), the newest messages, or the oldest.
+fn page_start(after: Option<&str>, since: Option<&str>, from: Option<ReadFrom>) -> Result<PageStart, AppError> {
+    let latest = from == Some(ReadFrom::Latest);
+    if [after.is_some(), since.is_some(), latest].iter().filter(|given| **given).count() > 1 {
+        return Err(AppError::InvalidCursor("give at most one of after, since and from: \"latest\"".into()));
+    }
+    if latest {
+        return Ok(PageStart::Latest);
+    }
+    if let Some(after) = after {
+        let after = MessageId::parse(after).map_err(|e| AppError::InvalidCursor(format!("after: {e}")))?;
+        return Ok(PageStart::After(Some(after)));
+    }
+    let Some(since) = since else { return Ok(PageStart::After(None)) };
+    let since = since.trim();
+    let millis = match since.parse::<u64>() {
+        Ok(seconds) => seconds.checked_mul(1000),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(since)
+            .ok()
+            .and_then(|time| u64::try_from(time.timestamp_millis()).ok()),
+    }
+    .filter(|millis| *millis < 1 << 48)
+    .ok_or_else(|| {
+        AppError::InvalidCursor(
+            "since must be an RFC 3339 time (e.g. 2026-12-01T09:30:00Z) or Unix seconds (e.g. 1764581400)".into(),
+        )
+    })?;
+    Ok(PageStart::After(Some(MessageId::floor_at(millis))))
 }
 
 /// The tool result of a page, itself bounded: messages are added while

@@ -170,7 +170,8 @@ on_both_backends!(
     each_payload_appears_once,
     pages_are_bounded_in_bytes,
     sessions_are_capped_per_client_and_process,
-    wait_for_messages_follows_a_channel
+    wait_for_messages_follows_a_channel,
+    reads_from_latest_and_since
 );
 
 /// Every property of every input schema, with its path, recursively.
@@ -502,6 +503,15 @@ async fn reads_through_the_channels_internal_api() {
         .await;
     assert!(!error, "{page}");
     assert_eq!(page["messages"][0]["payload_text"], "via the internal API");
+    channels.publish_text(&channel, "the newest").await;
+    let (error, latest) = client
+        .call(
+            "read_channel_messages",
+            json!({ "channel_id": channel["channel_id"], "read_token": channel["read_token"], "from": "latest", "limit": 1 }),
+        )
+        .await;
+    assert!(!error, "{latest}");
+    assert_eq!(texts(&latest), ["the newest"], "from: latest through the internal API");
     let denied = client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"] })).await;
     assert_eq!(error_code(&denied), "missing_token");
 
@@ -1037,4 +1047,58 @@ async fn a_cancelled_wait_ends_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     waiting.abort();
+}
+
+async fn reads_from_latest_and_since(backend: Backend) {
+    let app = mcp_app(backend, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let channel = app.create_channel("private").await;
+    let (id, token) = (channel["channel_id"].clone(), channel["read_token"].clone());
+    for i in 0..3 {
+        app.publish_text(&channel, &format!("a{i}")).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for i in 0..3 {
+        app.publish_text(&channel, &format!("b{i}")).await;
+    }
+    let read = |args: Value| {
+        let mut arguments = json!({ "channel_id": id, "read_token": token });
+        arguments.as_object_mut().unwrap().extend(args.as_object().unwrap().clone());
+        arguments
+    };
+
+    // The newest `limit`, oldest first; the cursor then follows new messages.
+    let (error, latest) = client.call("read_channel_messages", read(json!({ "from": "latest", "limit": 2 }))).await;
+    assert!(!error, "{latest}");
+    assert_eq!(texts(&latest), ["b1", "b2"]);
+    assert_eq!(latest["has_more"], false);
+    app.publish_text(&channel, "c0").await;
+    let (_, next) = client.call("read_channel_messages", read(json!({ "after": latest["next_cursor"] }))).await;
+    assert_eq!(texts(&next), ["c0"]);
+    let (_, all) = client.call("read_channel_messages", read(json!({ "from": "latest", "limit": 50 }))).await;
+    assert_eq!(texts(&all), ["a0", "a1", "a2", "b0", "b1", "b2", "c0"], "fewer than limit: all of them");
+    let (_, oldest) = client.call("read_channel_messages", read(json!({ "from": "oldest", "limit": 1 }))).await;
+    assert_eq!(texts(&oldest), ["a0"]);
+
+    // From a time on: RFC 3339 or Unix seconds.
+    let (error, since) = client.call("read_channel_messages", read(json!({ "since": between }))).await;
+    assert!(!error, "{since}");
+    assert_eq!(texts(&since), ["b0", "b1", "b2", "c0"]);
+    let (_, epoch) = client.call("read_channel_messages", read(json!({ "since": "0", "limit": 2 }))).await;
+    assert_eq!(texts(&epoch), ["a0", "a1"]);
+    let (_, future) = client.call("read_channel_messages", read(json!({ "since": "4102444800" }))).await;
+    assert_eq!(texts(&future), Vec::<&str>::new());
+
+    for (args, code) in [
+        (json!({ "from": "newest" }), "invalid_json"),
+        (json!({ "from": "latest", "after": latest["next_cursor"] }), "invalid_cursor"),
+        (json!({ "since": between, "after": latest["next_cursor"] }), "invalid_cursor"),
+        (json!({ "since": "yesterday" }), "invalid_cursor"),
+        (json!({ "since": "-5" }), "invalid_cursor"),
+    ] {
+        let result = client.call("read_channel_messages", read(args.clone())).await;
+        assert_eq!(error_code(&result), code, "{args}");
+    }
 }
