@@ -2,7 +2,8 @@
 # Checks the mcp role with real third-party MCP clients against a running
 # `chantra serve --role all`:
 #   1. the official Python MCP SDK (tests/mcp_clients/sdk_client.py): tools,
-#      schemas, annotations and the whole channel life cycle;
+#      schemas, annotations and the whole channel life cycle, over Streamable
+#      HTTP (/mcp) and over the legacy HTTP+SSE transport (sse_client, /sse);
 #   1b. an agent loop on wait_for_messages with the same SDK
 #      (tests/mcp_clients/wait_client.py): 100 messages published through REST,
 #      each seen once, in order, within 1 s; then again with the publish on
@@ -64,6 +65,8 @@ CHANTRA_SSE_KEEPALIVE_SECS=2 start_chantra
 sdk_status=0
 log "Python MCP SDK client against $MCP_URL/mcp"
 timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/sdk_client.py "$MCP_URL/mcp" || sdk_status=$?
+log "Python MCP SDK client (sse_client, legacy HTTP+SSE) against $MCP_URL/sse"
+timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/sdk_client.py "$MCP_URL/sse" || sdk_status=$?
 
 wait_status=0
 log "Python MCP SDK agent loop on wait_for_messages (one process, SQLite)"

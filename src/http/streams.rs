@@ -29,6 +29,11 @@ impl StreamSlots {
         Arc::new(Self { open: AtomicUsize::new(0), per_ip: Mutex::new(HashMap::new()), max_total, max_per_ip })
     }
 
+    /// The per-process cap.
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }

@@ -1102,3 +1102,117 @@ async fn reads_from_latest_and_since(backend: Backend) {
         assert_eq!(error_code(&result), code, "{args}");
     }
 }
+
+/// Reads the next SSE event (name, data) from a streaming response, skipping comments.
+async fn next_sse_event(response: &mut reqwest::Response, buffer: &mut String) -> (String, String) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::from("message");
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = value.trim().to_owned();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push(value.trim_start().to_owned());
+                }
+            }
+            if data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            return (name, data.join("\n"));
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an SSE event within 10 s")
+            .unwrap()
+            .expect("the stream is open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// The legacy HTTP+SSE transport: GET /sse announces the endpoint, POSTs
+/// there are answered on the stream; capped per client; DNS-rebinding
+/// protection as on /mcp; closing the stream ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_sse_transport_serves_tools() {
+    let app = mcp_app(Backend::Sqlite, &["--mcp-max-sessions-per-ip", "1"]).await;
+    let base = app.url(Role::Mcp, "");
+    let open = || app.client.get(format!("{base}/sse")).header("accept", "text/event-stream").send();
+    let mut events = open().await.unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(events.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut buffer = String::new();
+    let (name, endpoint) = next_sse_event(&mut events, &mut buffer).await;
+    assert_eq!(name, "endpoint");
+    assert!(endpoint.starts_with("/messages?sessionId="), "{endpoint}");
+    let post = |body: Value| {
+        app.client.post(format!("{base}{endpoint}")).header("content-type", "application/json").json(&body).send()
+    };
+
+    let init = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize_params() });
+    assert_eq!(post(init).await.unwrap().status(), 202);
+    let (name, answer) = next_sse_event(&mut events, &mut buffer).await;
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!((name.as_str(), &answer["id"]), ("message", &json!(1)));
+    assert_eq!(answer["result"]["serverInfo"]["name"], "chantra", "{answer}");
+    assert_eq!(post(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await.unwrap().status(), 202);
+    let call = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": { "name": "create_channel", "arguments": { "visibility": "private" } } });
+    assert_eq!(post(call).await.unwrap().status(), 202);
+    let (_, answer) = next_sse_event(&mut events, &mut buffer).await;
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["id"], 2);
+    assert_eq!(answer["result"]["structuredContent"]["visibility"], "private", "{answer}");
+
+    // One session per client here: a second stream is refused like a second initialize.
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_sessions");
+    // Foreign Host or Origin: refused, as on /mcp.
+    let foreign = app.client.get(format!("{base}/sse")).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    let foreign = app.client.get(format!("{base}/sse")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    // A malformed message gets a JSON-RPC error; an unknown session a JSON error.
+    let malformed = app
+        .client
+        .post(format!("{base}{endpoint}"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(malformed.json::<Value>().await.unwrap()["error"]["code"], -32700);
+    let unknown = app
+        .client
+        .post(format!("{base}/messages?sessionId=nope"))
+        .header("content-type", "application/json")
+        .json(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.json::<Value>().await.unwrap()["error"]["code"], "session_not_found");
+
+    // Closing the stream ends the session and frees its slot.
+    drop(events);
+    let mut reopened = None;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let response = open().await.unwrap();
+        if response.status() == 200 {
+            reopened = Some(response);
+            break;
+        }
+    }
+    assert!(reopened.is_some(), "the slot came back");
+    let gone = post(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await.unwrap();
+    assert_eq!(gone.json::<Value>().await.unwrap()["error"]["code"], "session_not_found");
+
+    // Streamable HTTP still answers on /sse (a POST).
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/sse")).await;
+    let (error, _) = client.call("create_channel", json!({})).await;
+    assert!(!error);
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drive Chantra's MCP role with the official Python MCP SDK (mcp 2.x).
 
-Usage: python sdk_client.py http://127.0.0.1:PORT/mcp
+Usage: python sdk_client.py http://127.0.0.1:PORT/mcp   (Streamable HTTP)
+       python sdk_client.py http://127.0.0.1:PORT/sse   (legacy HTTP+SSE)
 
 Lists the tools and checks their schemas and annotations, then walks the
 whole channel life cycle (public and private channels, read grants, binary
@@ -22,6 +23,7 @@ import uuid
 from typing import Any
 
 from mcp import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 EXPECTED_TOOLS = {
@@ -234,7 +236,9 @@ async def scenario(r: Runner) -> None:
 async def main(url: str) -> int:
     started = time.monotonic()
     failure: CheckFailed | None = None
-    async with streamable_http_client(url) as (read_stream, write_stream):
+    # A URL ending in /sse: the legacy HTTP+SSE transport (GET /sse + POST /messages).
+    transport = sse_client(url) if url.rstrip("/").endswith("/sse") else streamable_http_client(url)
+    async with transport as (read_stream, write_stream):
         async with ClientSession(read_stream, write_stream) as session:
             r = Runner(session)
             try:
@@ -254,7 +258,7 @@ async def main(url: str) -> int:
     elapsed = time.monotonic() - started
     print(
         f"sdk_client: OK, {r.checks} checks over {r.calls} tool calls "
-        f"(protocol {init.protocol_version}, server {init.server_info.name} {init.server_info.version}) in {elapsed:.1f}s"
+        f"({'legacy HTTP+SSE' if url.rstrip('/').endswith('/sse') else 'Streamable HTTP'}, protocol {init.protocol_version}, server {init.server_info.name} {init.server_info.version}) in {elapsed:.1f}s"
     )
     return 0
 
