@@ -6,7 +6,8 @@
 #      HTTP (/mcp) and over the legacy HTTP+SSE transport (sse_client, /sse);
 #   1b. an agent loop on wait_for_messages with the same SDK
 #      (tests/mcp_clients/wait_client.py): 100 messages published through REST,
-#      each seen once, in order, within 1 s; then again with the publish on
+#      each seen once, in order, within 1 s, with both protocol revisions the
+#      SDK speaks (2025-11-25 handshake, 2026-07-28 discover); then again with the publish on
 #      another process (rest + channels) and the wait on an mcp-only process,
 #      both on PostgreSQL (a scratch database, dropped after; PostgreSQL at
 #      127.0.0.1:5432 is started if down, as scripts/test-env.sh does);
@@ -71,6 +72,9 @@ timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/sdk_client.py "$MCP_U
 wait_status=0
 log "Python MCP SDK agent loop on wait_for_messages (one process, SQLite)"
 timeout 180 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/wait_client.py "$MCP_URL/mcp" "$REST_URL" "one process" \
+  || wait_status=$?
+# The same with the SDK's other protocol revision (2026-07-28: server/discover, no session).
+timeout 180 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/wait_client.py --modern "$MCP_URL/mcp" "$REST_URL" "one process" \
   || wait_status=$?
 
 # The publish on one process, the wait on another: PostgreSQL carries the notice.

@@ -549,6 +549,22 @@ mod tests {
     }
 
     #[test]
+    fn wait_timeouts_stay_within_bounds() {
+        let salt = "salt-0123456789abcdef-salt";
+        let base = ["--database-url", "sqlite::memory:", "--token-secret-salt", salt];
+        let config = Config::from_args(&serve_args(&base)).unwrap();
+        assert_eq!(config.mcp.waits.default_timeout, Duration::from_secs(50));
+        assert_eq!(config.mcp.waits.max_timeout, Duration::from_secs(120));
+        let args = serve_args(&[&base[..], &["--mcp-wait-default-secs", "200"]].concat());
+        let err = Config::from_args(&args).unwrap_err().to_string();
+        assert!(err.contains("MCP_WAIT_DEFAULT_SECS (200) must not be more than MCP_WAIT_MAX_SECS (120)"), "{err}");
+        // Waits end before rmcp closes the idle session.
+        let args = serve_args(&[&base[..], &["--mcp-session-idle-secs", "30"]].concat());
+        let waits = Config::from_args(&args).unwrap().mcp.waits;
+        assert_eq!((waits.default_timeout, waits.max_timeout), (Duration::from_secs(29), Duration::from_secs(29)));
+    }
+
+    #[test]
     fn bucket_names() {
         assert!(valid_bucket_name("chantra"));
         assert!(!valid_bucket_name("Chantra"));

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """An agent that listens, with the official Python MCP SDK (mcp 2.x).
 
-Usage: python wait_client.py MCP_URL REST_URL [LABEL]
+Usage: python wait_client.py [--modern] MCP_URL REST_URL [LABEL]
+
+--modern connects with the 2026-07-28 revision (`server/discover`, no
+`initialize`); without it the SDK's handshake revision (2025-11-25).
 
 MCP_URL is the mcp role's /mcp; REST_URL the rest role messages are
 published through (another process, on PostgreSQL, for the cross-process
@@ -92,7 +95,7 @@ async def call(session: ClientSession, args: dict[str, Any], progress=None) -> d
     return data
 
 
-async def agent(mcp_url: str, rest_url: str, label: str) -> str:
+async def agent(mcp_url: str, rest_url: str, label: str, modern: bool) -> str:
     channel = rest("POST", f"{rest_url}/v1/channels", json.dumps({"visibility": "private"}).encode(),
                    {"content-type": "application/json"})
     base = {"channel_id": channel["channel_id"], "read_token": channel["read_token"]}
@@ -101,7 +104,10 @@ async def agent(mcp_url: str, rest_url: str, label: str) -> str:
 
     async with streamable_http_client(mcp_url) as (read_stream, write_stream):
         async with ClientSession(read_stream, write_stream) as session:
-            await session.initialize()
+            if modern:
+                await session.discover()
+            else:
+                await session.initialize()
 
             # From now on only, with progress while waiting (SSE_KEEPALIVE_SECS apart).
             progress: list[float] = []
@@ -153,12 +159,15 @@ async def agent(mcp_url: str, rest_url: str, label: str) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) not in (3, 4):
-        sys.exit("usage: wait_client.py MCP_URL REST_URL [LABEL]")
+    args = sys.argv[1:]
+    modern = "--modern" in args
+    args = [a for a in args if a != "--modern"]
+    if len(args) not in (2, 3):
+        sys.exit("usage: wait_client.py [--modern] MCP_URL REST_URL [LABEL]")
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
-    label = sys.argv[3] if len(sys.argv) == 4 else "one process"
+    label = (args[2] if len(args) == 3 else "one process") + (", 2026-07-28" if modern else ", 2025-11-25")
     try:
-        print(asyncio.run(agent(sys.argv[1], sys.argv[2].rstrip("/"), label)))
+        print(asyncio.run(agent(args[0], args[1].rstrip("/"), label, modern)))
         return 0
     except CheckFailed as err:
         print(f"wait_client[{label}]: FAILED: {err}", file=sys.stderr)
