@@ -281,8 +281,13 @@ pub fn plain_input_schema(schema: &mut serde_json::Map<String, serde_json::Value
         values.retain(|v| !v.is_null());
     }
     plain_formats(schema);
-    for value in schema.values_mut() {
+    for (key, value) in schema.iter_mut() {
         match value {
+            // Maps of names to schemas: each value is a schema, the map is not
+            // (a property named "type" must not be taken for a keyword).
+            Value::Object(named) if matches!(key.as_str(), "properties" | "$defs" | "definitions") => {
+                named.values_mut().filter_map(Value::as_object_mut).for_each(plain_input_schema)
+            }
             Value::Object(child) => plain_input_schema(child),
             Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).for_each(plain_input_schema),
             _ => {}
@@ -303,5 +308,37 @@ pub fn plain_formats(schema: &mut serde_json::Map<String, serde_json::Value>) {
             Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).for_each(plain_formats),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn optional_arguments_become_plain_types_with_standard_formats() {
+        let mut schema = json!({
+            "type": "object",
+            "properties": {
+                "ttl_seconds": { "type": ["integer", "null"], "format": "int64" },
+                "type": { "type": "string" },
+                "from": { "anyOf": [{ "enum": ["oldest", "latest"], "type": "string" }, { "type": "null" }] },
+                "at": { "type": ["string", "null"], "format": "date-time" }
+            }
+        });
+        plain_input_schema(schema.as_object_mut().unwrap());
+        assert_eq!(
+            schema,
+            json!({
+                "type": "object",
+                "properties": {
+                    "ttl_seconds": { "type": "integer" },
+                    "type": { "type": "string" },
+                    "from": { "enum": ["oldest", "latest"], "type": "string" },
+                    "at": { "type": "string", "format": "date-time" }
+                }
+            })
+        );
     }
 }
