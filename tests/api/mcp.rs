@@ -1216,3 +1216,36 @@ async fn legacy_sse_transport_serves_tools() {
     let (error, _) = client.call("create_channel", json!({})).await;
     assert!(!error);
 }
+
+/// Messages after the cursor that expired before the wait are reported as
+/// a gap, and the wait goes on from the oldest one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_reports_a_gap() {
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].clone();
+    let (_, start) = client.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    let publish = |text: &'static str, ttl: Option<u64>| {
+        let mut url = app.rest(&format!("/v1/channels/{}/publish", id.as_str().unwrap()));
+        if let Some(ttl) = ttl {
+            url.push_str(&format!("?ttl={ttl}"));
+        }
+        app.client
+            .post(url)
+            .header("x-publish-token", channel["publish_token"].as_str().unwrap())
+            .header("content-type", "text/plain")
+            .body(text)
+            .send()
+    };
+    assert_eq!(publish("short-lived", Some(1)).await.unwrap().status(), 201);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let kept: Value = publish("kept", None).await.unwrap().json().await.unwrap();
+    let (error, result) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": start["next_cursor"], "timeout_seconds": 5 }))
+        .await;
+    assert!(!error, "{result}");
+    assert_eq!(texts(&result), ["kept"]);
+    assert_eq!(result["gap"]["requested_after"], start["next_cursor"], "{result}");
+    assert_eq!(result["gap"]["oldest_available"], kept["message_id"], "{result}");
+}
