@@ -11,6 +11,9 @@
 #      another process (rest + channels) and the wait on an mcp-only process,
 #      both on PostgreSQL (a scratch database, dropped after; PostgreSQL at
 #      127.0.0.1:5432 is started if down, as scripts/test-env.sh does);
+#   1c. the MCP Inspector CLI (tests/mcp_clients/inspector_client.py): tools
+#      listed and called with integer arguments over /mcp and /sse, with no
+#      Ajv complaint about the schemas;
 #   2. the MCP conformance suite (@modelcontextprotocol/conformance), active
 #      suite, with tests/mcp_clients/conformance-expected-failures.yml;
 #   3. the pending `server-sse-polling` scenario, reported only (never fails
@@ -18,7 +21,8 @@
 #
 # Uses, from $CHANTRA_TOOLS_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools),
 # the pinned Python venv with `mcp` (mcp-venv/) and Node 22 plus the
-# conformance suite (node/), which `bash scripts/setup-test-tools.sh` installs;
+# conformance suite (node/), the MCP Inspector (inspector/), which
+# `bash scripts/setup-test-tools.sh` installs;
 # fails naming that script when they are missing.
 # Builds target/debug/chantra if missing (CHANTRA_BIN picks another binary).
 # Exits non-zero if the Python client or the conformance suite fails.
@@ -38,7 +42,7 @@ die() { printf 'mcp-clients: %s\n' "$*" >&2; exit 1; }
 
 # --- tools -------------------------------------------------------------------
 
-require_tools mcp-sdk node conformance
+require_tools mcp-sdk node conformance inspector
 # Node 22 first on PATH (the suite needs Node >= 22).
 export PATH=$TOOLS/node/node_modules/.bin:$PATH
 
@@ -68,6 +72,11 @@ log "Python MCP SDK client against $MCP_URL/mcp"
 timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/sdk_client.py "$MCP_URL/mcp" || sdk_status=$?
 log "Python MCP SDK client (sse_client, legacy HTTP+SSE) against $MCP_URL/sse"
 timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/sdk_client.py "$MCP_URL/sse" || sdk_status=$?
+
+inspector_status=0
+log "MCP Inspector CLI $INSPECTOR_VERSION against $MCP_URL/mcp and /sse"
+timeout 300 python3 tests/mcp_clients/inspector_client.py "$TOOLS/inspector/node_modules/.bin/mcp-inspector" "$MCP_URL" \
+  || inspector_status=$?
 
 wait_status=0
 log "Python MCP SDK agent loop on wait_for_messages (one process, SQLite)"
@@ -150,8 +159,9 @@ echo "  (exit status $polling_status)"
 stop_chantra
 echo
 echo "python sdk client: $([[ $sdk_status == 0 ]] && echo passed || echo "FAILED ($sdk_status)")"
+echo "inspector cli:     $([[ $inspector_status == 0 ]] && echo passed || echo "FAILED ($inspector_status)")"
 echo "wait (1 process):  $([[ $wait_status == 0 ]] && echo passed || echo "FAILED ($wait_status)")"
 echo "wait (PostgreSQL): $([[ $pg_status == 0 ]] && echo passed || echo "FAILED ($pg_status)")"
 echo "conformance:       $([[ $conf_status == 0 ]] && echo passed || echo "FAILED ($conf_status)") -- $summary"
 echo "mcp-clients finished in $(($(date +%s) - started)) s"
-[[ $sdk_status == 0 && $wait_status == 0 && $pg_status == 0 && $conf_status == 0 ]]
+[[ $sdk_status == 0 && $inspector_status == 0 && $wait_status == 0 && $pg_status == 0 && $conf_status == 0 ]]
