@@ -88,7 +88,7 @@ impl LegacySse {
         let (allowed_hosts, allowed_origins) = allowed;
         let inner = Inner {
             sessions: Mutex::new(HashMap::new()),
-            slots: StreamSlots::new(max_sessions, max_sessions_per_ip),
+            slots: StreamSlots::other(max_sessions, max_sessions_per_ip),
             client_ip,
             factory: Arc::new(factory),
             keepalive,

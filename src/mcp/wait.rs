@@ -59,7 +59,7 @@ impl Waits {
         progress_every: Duration,
         page_max_bytes: usize,
     ) -> Self {
-        let slots = StreamSlots::new(settings.max_waits, settings.max_waits_per_ip);
+        let slots = StreamSlots::other(settings.max_waits, settings.max_waits_per_ip);
         Self { settings, slots, client_ip, progress_every, page_max_bytes }
     }
 
