@@ -36,9 +36,13 @@ use chantra_core::error::AppError;
 use chantra_core::service::{Cursor, MAX_PAGE, Service, StreamEvent, StreamSettings};
 
 const DEFAULT_MAX_MESSAGES: u64 = 50;
-/// Once a call holds a message, it takes the ones that follow within this
-/// pause too (a replayed backlog, a burst), then answers.
+/// Once a call holds a message, it takes the live ones that follow within
+/// this pause too (a burst), then answers.
 const BATCH_LINGER: Duration = Duration::from_millis(25);
+/// The same while a backlog is read from the database, whose next message
+/// may take a few queries (more on a loaded server); paid at most once, at
+/// the end of the backlog.
+const REPLAY_LINGER: Duration = Duration::from_millis(250);
 
 /// What every wait shares in one process.
 #[derive(Clone)]
@@ -111,7 +115,8 @@ impl Waits {
             let waited = if answer.messages.is_empty() {
                 tokio::time::timeout_at(deadline, stream.next()).await
             } else {
-                tokio::time::timeout_at(deadline.min(Instant::now() + BATCH_LINGER), stream.next()).await
+                let linger = if stream.replaying() { REPLAY_LINGER } else { BATCH_LINGER };
+                tokio::time::timeout_at(deadline.min(Instant::now() + linger), stream.next()).await
             };
             let event = match waited {
                 Err(_) => {

@@ -822,7 +822,8 @@ fn publish_later(
 }
 
 fn texts(result: &Value) -> Vec<&str> {
-    result["messages"].as_array().unwrap().iter().map(|m| m["payload_text"].as_str().unwrap()).collect()
+    let messages = result["messages"].as_array().unwrap_or_else(|| panic!("no messages: {result}"));
+    messages.iter().map(|m| m["payload_text"].as_str().unwrap_or_else(|| panic!("not text: {m}"))).collect()
 }
 
 async fn wait_for_messages_follows_a_channel(backend: Backend) {
@@ -844,11 +845,12 @@ async fn wait_for_messages_follows_a_channel(backend: Backend) {
     // A publish while waiting returns the call at once.
     let published = publish_later(&app, &channel, "live", Duration::from_millis(500));
     let started = Instant::now();
-    let (_, live) = client
+    let (error, live) = client
         .call("wait_for_messages", json!({ "channel_id": id, "after": first["next_cursor"], "timeout_seconds": 20 }))
         .await;
     let returned = Instant::now();
     let published = published.await.unwrap();
+    assert!(!error, "{live}");
     assert_eq!(texts(&live), ["live"], "{live}");
     assert_eq!(live["timed_out"], false);
     assert!(returned.duration_since(started) >= Duration::from_millis(400), "it waited");
@@ -862,14 +864,16 @@ async fn wait_for_messages_follows_a_channel(backend: Backend) {
     for i in 0..5 {
         app.publish_text(&channel, &format!("b{i}")).await;
     }
-    let (_, part) = client
+    let (error, part) = client
         .call("wait_for_messages", json!({ "channel_id": id, "after": live["next_cursor"], "max_messages": 3 }))
         .await;
+    assert!(!error, "{part}");
     assert_eq!(texts(&part), ["b0", "b1", "b2"]);
     assert_eq!(part["has_more"], true);
-    let (_, rest) = client
+    let (error, rest) = client
         .call("wait_for_messages", json!({ "channel_id": id, "after": part["next_cursor"], "timeout_seconds": 1 }))
         .await;
+    assert!(!error, "{rest}");
     assert_eq!(texts(&rest), ["b3", "b4"]);
     assert_eq!(rest["has_more"], false);
 
