@@ -190,7 +190,7 @@ fn fanout_for(kind: DatabaseKind, hub: Arc<Hub>) -> Fanout {
 /// - `commit_writer`: writes every publish (service/commit.rs). It ignores
 ///   `shutdown`, so publishes in flight during a graceful shutdown commit.
 /// - `notification_listener` + `notification_loader` (PostgreSQL, channels
-///   role): live delivery from every process (service/listener.rs).
+///   or mcp role): live delivery from every process (service/listener.rs).
 /// - `sweeper`: expiry and orphan cleanup (unless --no-sweeper).
 /// - `rate_limit_cleanup`: forgets idle clients' buckets (if RATE_LIMIT is on).
 fn start_tasks(
@@ -202,7 +202,10 @@ fn start_tasks(
     let tasks = Tasks::new();
     let writer = service.clone();
     tasks.supervise(shutdown.clone(), move || vec![(COMMIT_WRITER, writer.commit_writer())]);
-    if config.backends.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
+    // Live readers live in the channels role (SSE) and the mcp role
+    // (wait_for_messages): each such process hears every other process's publishes.
+    let has_readers = config.roles.contains(&Role::Channels) || config.roles.contains(&Role::Mcp);
+    if config.backends.database.kind() == DatabaseKind::Postgres && has_readers {
         let (service, stopping) = (service.clone(), shutdown.clone());
         tasks.supervise(shutdown.clone(), move || {
             chantra_core::service::listener::jobs(service.clone(), stopping.clone())

@@ -216,6 +216,20 @@ impl ReaderStream {
         &self.reader
     }
 
+    /// Where the reader stands: the id of the last message it was given, or,
+    /// before the first, where it started (the newest message when it joined
+    /// "from now"). A cursor to resume from with nothing missed or repeated.
+    pub fn position(&self) -> MessageId {
+        self.last_sent
+    }
+
+    /// Whether the next events come from the database (a replay or catch-up
+    /// with rows left to send or to read) or are already queued, rather than
+    /// awaited from the live feed.
+    pub fn replaying(&self) -> bool {
+        self.replay.as_ref().is_some_and(|replay| replay.more || !replay.rows.is_empty()) || !self.pending.is_empty()
+    }
+
     /// The next event; `None` when the stream has ended.
     pub async fn next(&mut self) -> Option<StreamEvent> {
         loop {
