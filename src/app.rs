@@ -187,7 +187,7 @@ fn fanout_for(kind: DatabaseKind, hub: Arc<Hub>) -> Fanout {
 /// session itself (MCP_SESSION_IDLE_SECS, mcp/sessions.rs) and ends them all
 /// on the shutdown token.
 ///
-/// - `commit_writer`: writes every publish (service/commit.rs). It ignores
+/// - `commit_writer`: writes every publish (service/publish.rs). It ignores
 ///   `shutdown`, so publishes in flight during a graceful shutdown commit.
 /// - `notification_listener` + `notification_loader` (PostgreSQL, channels
 ///   or mcp role): live delivery from every process (service/listener.rs).

@@ -3,10 +3,9 @@
 //! written once. It is the only caller of `db/` and `payload/`.
 
 mod channels;
-mod commit;
 mod grants;
 pub mod listener;
-mod messages;
+mod publish;
 mod reads;
 mod stream;
 mod sweeper;
@@ -23,9 +22,9 @@ use crate::error::AppError;
 use crate::fanout::Fanout;
 use crate::payload::PayloadStore;
 
-pub use commit::{TASK as COMMIT_WRITER, within_unless_committing};
 pub use grants::{GRANTS_IN_VIEW, MAX_GRANT_PAGE};
-pub use messages::{PublishInput, Published};
+pub use publish::{PublishInput, Published};
+pub use publish::{TASK as COMMIT_WRITER, within_unless_committing};
 pub use reads::{Gap, MAX_PAGE, Reader, ReaderState, ReplayStart, message_event};
 pub use stream::{Cursor, ReaderStream, Revocation, StreamEvent, StreamSettings};
 pub use sweeper::{SweepReport, SweepSettings};
@@ -60,7 +59,7 @@ pub struct Service {
     publish_auth: Arc<std::sync::Mutex<std::collections::HashMap<ChannelId, PublishAuth>>>,
     /// The group-commit queue; its writer runs as a supervised task
     /// ([`Service::commit_writer`]).
-    commits: commit::CommitQueue,
+    commits: publish::CommitQueue,
 }
 
 impl Service {
@@ -81,11 +80,11 @@ impl Service {
             settings: Arc::new(settings),
             sweep_guard: Arc::default(),
             publish_auth: Arc::default(),
-            commits: commit::CommitQueue::new(),
+            commits: publish::CommitQueue::new(),
         }
     }
 
-    fn commits(&self) -> &commit::CommitQueue {
+    fn commits(&self) -> &publish::CommitQueue {
         &self.commits
     }
 
