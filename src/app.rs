@@ -26,7 +26,7 @@ use crate::state::AppState;
 use chantra_core::clock::Clock;
 use chantra_core::db::DatabaseKind;
 use chantra_core::domain::TokenHasher;
-use chantra_core::fanout::{Fanout, Hub};
+use chantra_core::fanout::{Fanout, Hub, PostgresBus};
 use chantra_core::payload::PayloadStore;
 use chantra_core::service::{COMMIT_WRITER, Service};
 use chantra_core::supervisor::{Job, Tasks};
@@ -57,7 +57,7 @@ impl Application {
         }
 
         let hub = Hub::with_limits(config.hub.buffer, config.hub.live_frame_max, config.hub.replay_memory);
-        let fanout = fanout_for(config.backends.database.kind(), hub);
+        let fanout = fanout_for(config.backends.database.kind(), &db, hub);
         let hasher = TokenHasher::new(config.token_secret.expose());
         let service = Service::new(db, store, hasher, clock, fanout, config.service.clone());
         let shutdown = CancellationToken::new();
@@ -141,7 +141,7 @@ impl Application {
 pub async fn sweep_service(config: SweepConfig) -> anyhow::Result<Service> {
     let (db, store) = open_backends(&config.backends).await?;
     // No reader streams from this process: the smallest buffer does.
-    let fanout = fanout_for(config.backends.database.kind(), Hub::new(1));
+    let fanout = fanout_for(config.backends.database.kind(), &db, Hub::new(1));
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
     Ok(Service::new(db, store, TokenHasher::new(&key), Clock::system(), fanout, config.service))
@@ -172,10 +172,10 @@ async fn open_backends(backends: &Backends) -> anyhow::Result<(DatabaseConnectio
 }
 
 /// PostgreSQL carries events between processes; SQLite serves one process.
-fn fanout_for(kind: DatabaseKind, hub: Arc<Hub>) -> Fanout {
+fn fanout_for(kind: DatabaseKind, db: &DatabaseConnection, hub: Arc<Hub>) -> Fanout {
     match kind {
         DatabaseKind::Sqlite => Fanout::local(hub),
-        DatabaseKind::Postgres => Fanout::postgres(hub),
+        DatabaseKind::Postgres => Fanout::new(hub, Arc::new(PostgresBus::new(db.clone()))),
     }
 }
 
@@ -189,8 +189,9 @@ fn fanout_for(kind: DatabaseKind, hub: Arc<Hub>) -> Fanout {
 ///
 /// - `commit_writer`: writes every publish (service/commit.rs). It ignores
 ///   `shutdown`, so publishes in flight during a graceful shutdown commit.
-/// - `notification_listener` + `notification_loader` (PostgreSQL, channels
-///   role): live delivery from every process (service/listener.rs).
+/// - the notice bus's receivers (`notification_listener` on PostgreSQL,
+///   `nats_subscriber` on NATS) + `notification_loader` (channels role):
+///   live delivery from every process (service/listener.rs).
 /// - `sweeper`: expiry and orphan cleanup (unless --no-sweeper).
 /// - `rate_limit_cleanup`: forgets idle clients' buckets (if RATE_LIMIT is on).
 fn start_tasks(
@@ -202,7 +203,7 @@ fn start_tasks(
     let tasks = Tasks::new();
     let writer = service.clone();
     tasks.supervise(shutdown.clone(), move || vec![(COMMIT_WRITER, writer.commit_writer())]);
-    if config.backends.database.kind() == DatabaseKind::Postgres && config.roles.contains(&Role::Channels) {
+    if !service.fanout().bus().in_process() && config.roles.contains(&Role::Channels) {
         let (service, stopping) = (service.clone(), shutdown.clone());
         tasks.supervise(shutdown.clone(), move || {
             chantra_core::service::listener::jobs(service.clone(), stopping.clone())
