@@ -26,7 +26,7 @@ use crate::state::AppState;
 use chantra_core::clock::Clock;
 use chantra_core::db::DatabaseKind;
 use chantra_core::domain::TokenHasher;
-use chantra_core::fanout::{Fanout, Hub, PostgresBus};
+use chantra_core::fanout::{Fanout, Hub, NoticeBus, PostgresBus};
 use chantra_core::payload::PayloadStore;
 use chantra_core::service::{COMMIT_WRITER, Service};
 use chantra_core::supervisor::{Job, Tasks};
@@ -57,7 +57,7 @@ impl Application {
         }
 
         let hub = Hub::with_limits(config.hub.buffer, config.hub.live_frame_max, config.hub.replay_memory);
-        let fanout = fanout_for(config.backends.database.kind(), &db, hub);
+        let fanout = fanout_for(&config.backends, &db, hub).await?;
         let hasher = TokenHasher::new(config.token_secret.expose());
         let service = Service::new(db, store, hasher, clock, fanout, config.service.clone());
         let shutdown = CancellationToken::new();
@@ -141,7 +141,7 @@ impl Application {
 pub async fn sweep_service(config: SweepConfig) -> anyhow::Result<Service> {
     let (db, store) = open_backends(&config.backends).await?;
     // No reader streams from this process: the smallest buffer does.
-    let fanout = fanout_for(config.backends.database.kind(), &db, Hub::new(1));
+    let fanout = fanout_for(&config.backends, &db, Hub::new(1)).await?;
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
     Ok(Service::new(db, store, TokenHasher::new(&key), Clock::system(), fanout, config.service))
@@ -171,12 +171,17 @@ async fn open_backends(backends: &Backends) -> anyhow::Result<(DatabaseConnectio
     Ok((db, store))
 }
 
-/// PostgreSQL carries events between processes; SQLite serves one process.
-fn fanout_for(kind: DatabaseKind, db: &DatabaseConnection, hub: Arc<Hub>) -> Fanout {
-    match kind {
-        DatabaseKind::Sqlite => Fanout::local(hub),
-        DatabaseKind::Postgres => Fanout::new(hub, Arc::new(PostgresBus::new(db.clone()))),
-    }
+/// The notice bus between processes: NATS when FANOUT_URL is set (config
+/// refuses it with SQLite), else PostgreSQL LISTEN/NOTIFY; SQLite serves one
+/// process, in-process.
+async fn fanout_for(backends: &Backends, db: &DatabaseConnection, hub: Arc<Hub>) -> anyhow::Result<Fanout> {
+    let bus: Arc<dyn NoticeBus> = match (&backends.nats, backends.database.kind()) {
+        (Some(nats), _) => Arc::new(chantra_nats::NatsBus::connect(nats).await?),
+        (None, DatabaseKind::Postgres) => Arc::new(PostgresBus::new(db.clone())),
+        (None, DatabaseKind::Sqlite) => return Ok(Fanout::local(hub)),
+    };
+    tracing::info!(bus = bus.kind(), "fan-out between processes");
+    Ok(Fanout::new(hub, bus))
 }
 
 /// Starts every background task of the process, by name, under

@@ -101,13 +101,20 @@ pub enum Incoming {
 #[derive(Clone)]
 pub struct NoticeSink {
     sender: mpsc::Sender<Incoming>,
-    waiting: Arc<Mutex<HashSet<ChannelId>>>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+/// What waits in the queue, so it is not queued twice.
+#[derive(Default)]
+struct Waiting {
+    channels: HashSet<ChannelId>,
+    resync: bool,
 }
 
 /// The loader's side of the queue.
 pub struct NoticeQueue {
     receiver: mpsc::Receiver<Incoming>,
-    waiting: Arc<Mutex<HashSet<ChannelId>>>,
+    waiting: Arc<Mutex<Waiting>>,
 }
 
 /// The loader stopped; the receiving job should end (the group restarts).
@@ -117,7 +124,7 @@ pub struct QueueClosed;
 /// A fresh queue between a bus's receivers and the loader.
 pub fn queue() -> (NoticeSink, NoticeQueue) {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    let waiting = Arc::new(Mutex::new(HashSet::new()));
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
     (NoticeSink { sender, waiting: waiting.clone() }, NoticeQueue { receiver, waiting })
 }
 
@@ -129,14 +136,23 @@ impl NoticeSink {
     /// Queues a catch-up of `channel`, unless one is already waiting (it
     /// will read what this notice announced: it has not started yet).
     pub async fn behind(&self, channel: ChannelId) -> Result<(), QueueClosed> {
-        if !self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(channel) {
+        if !self.lock().channels.insert(channel) {
             return Ok(());
         }
         self.sender.send(Incoming::Behind(channel)).await.map_err(|_| QueueClosed)
     }
 
+    /// Queues a resync, unless one is already waiting (coalesced like
+    /// [`NoticeSink::behind`], so a bus polling on a timer never piles them up).
     pub async fn resync(&self) -> Result<(), QueueClosed> {
+        if std::mem::replace(&mut self.lock().resync, true) {
+            return Ok(());
+        }
         self.sender.send(Incoming::Resync).await.map_err(|_| QueueClosed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the loader is gone.
@@ -150,8 +166,13 @@ impl NoticeQueue {
     /// taken out for its catch-up may be queued again by the next notice.
     pub async fn recv(&mut self) -> Option<Incoming> {
         let incoming = self.receiver.recv().await?;
-        if let Incoming::Behind(channel) = incoming {
-            self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&channel);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        match incoming {
+            Incoming::Behind(channel) => {
+                waiting.channels.remove(&channel);
+            }
+            Incoming::Resync => waiting.resync = false,
+            Incoming::Notice(_) => {}
         }
         Some(incoming)
     }
@@ -174,6 +195,11 @@ mod tests {
         sink.behind(b).await.unwrap();
         assert_eq!(queue.recv().await, Some(Incoming::Behind(b)));
         assert_eq!(queue.recv().await, Some(Incoming::Behind(a)));
+        sink.resync().await.unwrap();
+        sink.resync().await.unwrap();
+        assert_eq!(queue.recv().await, Some(Incoming::Resync));
+        sink.resync().await.unwrap();
+        assert_eq!(queue.recv().await, Some(Incoming::Resync));
         drop(sink);
         assert_eq!(queue.recv().await, None);
     }
