@@ -121,17 +121,21 @@ impl Application {
             Ok::<(), anyhow::Error>(())
         };
         tokio::pin!(drain);
+        let bus = self.state.service.fanout().bus().clone();
         tokio::select! {
             result = &mut drain => return result,
             () = shutdown => self.state.shutdown.cancel(),
         }
-        match tokio::time::timeout(grace, drain).await {
+        let result = match tokio::time::timeout(grace, drain).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(?grace, "connections still open after the grace period; exiting anyway");
                 Ok(())
             }
-        }
+        };
+        // Notices of the last commits leave before the process does (NATS).
+        bus.drain(std::time::Duration::from_secs(2)).await;
+        result
     }
 }
 

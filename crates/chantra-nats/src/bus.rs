@@ -3,7 +3,7 @@
 //! process starts and publishes while NATS is down.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -22,6 +22,8 @@ use crate::settings::{NatsAuth, NatsSettings};
 const PUBLISH_WAIT: Duration = Duration::from_secs(1);
 /// How often the publisher checks whether it owes a resync announcement.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// How long startup waits for the first connection before going on degraded.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
@@ -53,6 +55,8 @@ pub(crate) struct Shared {
     owes_resync: AtomicBool,
     /// Something was published since the last (re)connect.
     published: AtomicBool,
+    /// Notices handed to [`NoticeBus::committed`] and not yet sent or dropped.
+    pending: AtomicUsize,
     /// The client dropped messages for a subscription that fell behind:
     /// the receivers resync.
     pub(crate) lost_notices: AtomicBool,
@@ -129,10 +133,20 @@ impl NatsBus {
             owes_resync: AtomicBool::new(false),
             published: AtomicBool::new(false),
             lost_notices: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
         });
         let _ = shared_slot.set(shared.clone());
         let (outbox, queued) = mpsc::channel(settings.outbox.max(1));
         tokio::spawn(publish(shared.clone(), queued));
+        // Notices are dropped while not connected: give the first connection
+        // a moment, so a short-lived process (`chantra sweep --once`) sends its own.
+        let waited = tokio::time::Instant::now();
+        while !shared.connected() && waited.elapsed() < FIRST_CONNECT_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !shared.connected() {
+            tracing::warn!("NATS unreachable at startup; going on degraded and reconnecting in the background");
+        }
         Ok(Self { shared, outbox })
     }
 }
@@ -181,6 +195,7 @@ async fn publish(shared: Arc<Shared>, mut queued: mpsc::Receiver<Notice>) {
                 } else {
                     dropped(&shared);
                 }
+                shared.pending.fetch_sub(1, Ordering::AcqRel);
             }
             _ = announce.tick() => {
                 if shared.owes_resync.load(Ordering::Acquire)
@@ -212,9 +227,22 @@ impl NoticeBus for NatsBus {
 
     fn committed(&self, notices: &[Notice]) {
         for notice in notices {
+            self.shared.pending.fetch_add(1, Ordering::AcqRel);
             if self.outbox.try_send(*notice).is_err() {
+                self.shared.pending.fetch_sub(1, Ordering::AcqRel);
                 dropped(&self.shared);
             }
+        }
+    }
+
+    async fn drain(&self, limit: Duration) {
+        let started = tokio::time::Instant::now();
+        while self.shared.pending.load(Ordering::Acquire) > 0 && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.shared.connected() {
+            let left = limit.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left, self.shared.client.flush()).await;
         }
     }
 

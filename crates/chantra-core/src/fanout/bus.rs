@@ -59,6 +59,10 @@ pub trait NoticeBus: Send + Sync + 'static {
     /// cannot be sent now is dropped, and readers catch up by cursor.
     fn committed(&self, _notices: &[Notice]) {}
 
+    /// Sends what is still queued from [`NoticeBus::committed`], waiting at
+    /// most `limit` (before a process exits).
+    async fn drain(&self, _limit: std::time::Duration) {}
+
     /// The jobs that receive other processes' notices and feed them to
     /// `sink`, until `shutdown`. `hub` tells which channels have readers here.
     fn receivers(&self, _hub: &Arc<Hub>, _sink: NoticeSink, _shutdown: CancellationToken) -> Vec<(&'static str, Job)> {
