@@ -299,6 +299,27 @@ fn backends(
     })
 }
 
+/// `%xx` escapes of a URL's user or password, decoded.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// FANOUT_URL and FANOUT_NATS_* as the NATS bus takes them; `None` when
 /// FANOUT_URL is unset. Error messages never repeat a URL or a secret.
 fn nats_settings(args: &FanoutArgs, kind: DatabaseKind, process: &str) -> anyhow::Result<Option<NatsSettings>> {
@@ -311,22 +332,43 @@ fn nats_settings(args: &FanoutArgs, kind: DatabaseKind, process: &str) -> anyhow
              (unset FANOUT_URL, or use a postgres:// DATABASE_URL)"
         );
     }
+    // Credentials in a URL (`nats://user:password@…`, `nats://token@…`) are
+    // taken out of it, so the client never holds (nor logs) them in an address.
     let mut servers = Vec::new();
+    let mut url_credentials: Option<(String, Option<String>)> = None;
     for (i, server) in url.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
         let scheme = server.split_once("://").map(|(scheme, _)| scheme);
         if !matches!(scheme, Some("nats" | "tls")) {
             bail!("FANOUT_URL: server {} must be a nats:// or tls:// URL", i + 1);
         }
-        url::Url::parse(server)
+        let mut parsed = url::Url::parse(server)
             .map_err(|e| anyhow::anyhow!("FANOUT_URL: server {} is not a valid URL ({e})", i + 1))?;
-        servers.push(server.to_owned());
+        if !parsed.username().is_empty() {
+            let decode = |s: &str| percent_decode(s);
+            let found = (decode(parsed.username()), parsed.password().map(decode));
+            if url_credentials.as_ref().is_some_and(|known| *known != found) {
+                bail!("FANOUT_URL: every server must carry the same credentials");
+            }
+            url_credentials = Some(found);
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+        }
+        servers.push(parsed.to_string());
     }
     if servers.is_empty() {
         bail!("FANOUT_URL names no NATS server");
     }
     let given = |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
-    let (user, password) = (given(&args.fanout_nats_user), given(&args.fanout_nats_password));
-    let (token, seed) = (given(&args.fanout_nats_token), given(&args.fanout_nats_nkey_seed));
+    let (mut user, mut password) = (given(&args.fanout_nats_user), given(&args.fanout_nats_password));
+    let (mut token, seed) = (given(&args.fanout_nats_token), given(&args.fanout_nats_nkey_seed));
+    match url_credentials {
+        Some(_) if user.is_some() || password.is_some() || token.is_some() => {
+            bail!("FANOUT_URL carries credentials and FANOUT_NATS_USER/PASSWORD/TOKEN are set too: use one")
+        }
+        Some((name, Some(secret))) => (user, password) = (Some(name), Some(secret)),
+        Some((name, None)) => token = Some(name),
+        None => {}
+    }
     let creds = args.fanout_nats_creds_file.clone();
     let methods = [user.is_some() || password.is_some(), token.is_some(), seed.is_some(), creds.is_some()];
     if methods.iter().filter(|given| **given).count() > 1 {
@@ -619,19 +661,29 @@ mod tests {
         assert!(none.backends.nats.is_none(), "unset FANOUT_URL: LISTEN/NOTIFY");
 
         let (password, token) = ("nats-password-0123456789", "nats-token-0123456789");
-        let url = format!("nats://app:{password}@127.0.0.1:4222, tls://127.0.0.1:4223");
+        let url = format!("nats://app:{password}@127.0.0.1:4222, tls://app:{password}@127.0.0.1:4223");
         let config = with(&["--fanout-url", &url, "--role", "channels"]).unwrap();
         let nats = config.backends.nats.as_ref().expect("NATS");
         assert_eq!(nats.servers.len(), 2);
+        assert_eq!(nats.servers[0].expose(), "nats://127.0.0.1:4222", "credentials are taken out of the URL");
+        assert!(
+            matches!(&nats.auth, NatsAuth::UserPassword { user, password: p } if user == "app" && p.expose() == password)
+        );
         assert_eq!((nats.subject_prefix.as_str(), nats.name.as_str()), ("chantra", "chantra-channels"));
         let printed = format!("{config:?}");
         assert!(!printed.contains(password), "Debug printed the URL's password:\n{printed}");
+        let config = with(&["--fanout-url", "nats://t%40ken@127.0.0.1:4222"]).unwrap();
+        let nats = config.backends.nats.as_ref().unwrap();
+        assert!(matches!(&nats.auth, NatsAuth::Token(t) if t.expose() == "t@ken"), "a URL's lone user is a token");
+        assert_eq!(nats.servers[0].expose(), "nats://127.0.0.1:4222");
         let config = with(&["--fanout-url", "nats://127.0.0.1:4222", "--fanout-nats-token", token]).unwrap();
         assert!(matches!(config.backends.nats.as_ref().unwrap().auth, NatsAuth::Token(_)));
         assert!(!format!("{config:?}").contains(token));
 
         for (extra, needle) in [
             (vec!["--fanout-url", "http://127.0.0.1:4222"], "nats:// or tls://"),
+            (vec!["--fanout-url", "nats://a:b@127.0.0.1", "--fanout-nats-token", "t"], "use one"),
+            (vec!["--fanout-url", "nats://a:b@127.0.0.1,nats://a:c@127.0.0.2"], "same credentials"),
             (vec!["--fanout-url", "nats://127.0.0.1", "--fanout-nats-user", "app"], "go together"),
             (
                 vec!["--fanout-url", "nats://127.0.0.1", "--fanout-nats-token", "t", "--fanout-nats-nkey-seed", "s"],

@@ -9,7 +9,9 @@ use chantra_core::domain::Secret;
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
     /// One or more server URLs (`nats://host:4222`, `tls://…`), comma-separated
-    /// in FANOUT_URL. Kept secret as a whole: a URL may carry `user:password@`.
+    /// in FANOUT_URL. Credentials a URL carried are moved to `auth` by the
+    /// configuration (async-nats would log them with the address at debug
+    /// level); kept secret anyway.
     pub servers: Vec<Secret<String>>,
     pub auth: NatsAuth,
     pub tls: NatsTls,
