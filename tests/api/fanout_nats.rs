@@ -184,6 +184,47 @@ async fn nats_two_rest_three_channels_every_message_once_in_order() {
     eprintln!("test ran for {:?}", started.elapsed());
 }
 
+/// A NATS server that requires a password: a process given the right one in
+/// FANOUT_URL delivers over NATS; a process given a wrong one starts anyway,
+/// reports the bus degraded, and its reader still receives every message (by
+/// polling the database). Neither password reaches a log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_credentials_and_a_refused_client() {
+    const PASSWORD: &str = "nats-pass-0123456789abcdef";
+    const WRONG: &str = "wrong-pass-9876543210fedcba";
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_with(dir.path().join("nats.log"), &["--user", "chantra", "--pass", PASSWORD]).await;
+    let launcher = |name: &str, role: &str, password: &str| {
+        Launcher::new(bin!(), dir.path())
+            .name(name)
+            .roles(role)
+            .database(&database.url)
+            .s3(&s3_env())
+            .env("FANOUT_URL", format!("nats://chantra:{password}@{}", nats.addr()))
+    };
+    let good = launcher("good", "rest,channels", PASSWORD).start().await;
+    let refused = launcher("refused", "channels", WRONG).env("AUTO_MIGRATE", "false").start().await;
+    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    wait_degraded(&client, &good, false).await;
+    wait_degraded(&client, &refused, true).await;
+
+    let channel = create_channel(&client, &good, "public").await;
+    let mut over_nats = open(&good, &channel, &[]).await;
+    let mut polling = open(&refused, &channel, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish(&client, &good, &channel, &format!("m {i}")).await);
+    }
+    assert_eq!(self::ids(&over_nats.messages(5, WAIT).await), ids, "delivered over NATS");
+    assert_eq!(self::ids(&polling.messages(5, WAIT).await), ids, "delivered by polling while NATS refuses the client");
+    for process in [&good, &refused] {
+        let log = process.log();
+        assert!(!log.contains(PASSWORD) && !log.contains(WRONG), "{} logged a NATS password:\n{log}", process.name());
+    }
+    assert!(refused.log().contains("NATS unreachable"), "the refused process says why it is degraded");
+}
+
 // ---------------------------------------------------------------- processes
 
 struct Cluster {

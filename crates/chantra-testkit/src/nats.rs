@@ -16,14 +16,28 @@ pub struct NatsServer {
     addr: SocketAddr,
     child: Option<Child>,
     log: PathBuf,
+    /// Extra arguments (authentication).
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts one, logging to `log`, and waits until it accepts connections.
     pub async fn start(log: PathBuf) -> Self {
-        let mut server = Self { addr: SocketAddr::from(([127, 0, 0, 1], free_port())), child: None, log };
+        Self::start_with(log, &[]).await
+    }
+
+    /// Starts one with extra arguments, e.g. `["--user", "u", "--pass", "p"]`.
+    pub async fn start_with(log: PathBuf, args: &[&str]) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut server = Self { addr, child: None, log, args };
         server.launch().await;
         server
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -47,6 +61,7 @@ impl NatsServer {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("nats-server log");
         let child = Command::new(&program)
             .args(["-a", "127.0.0.1", "-p", &self.addr.port().to_string()])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("nats-server log"))
             .stderr(log)
