@@ -205,9 +205,11 @@ async fn nats_credentials_and_a_refused_client() {
     };
     let good = launcher("good", "rest,channels", PASSWORD).start().await;
     let refused = launcher("refused", "channels", WRONG).env("AUTO_MIGRATE", "false").start().await;
+    let started = Instant::now();
     let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     wait_degraded(&client, &good, false).await;
     wait_degraded(&client, &refused, true).await;
+    eprintln!("bus states as expected after {:?}", started.elapsed());
 
     let channel = create_channel(&client, &good, "public").await;
     let mut over_nats = open(&good, &channel, &[]).await;
@@ -216,8 +218,11 @@ async fn nats_credentials_and_a_refused_client() {
     for i in 0..5 {
         ids.push(publish(&client, &good, &channel, &format!("m {i}")).await);
     }
+    eprintln!("published after {:?}", started.elapsed());
     assert_eq!(self::ids(&over_nats.messages(5, WAIT).await), ids, "delivered over NATS");
+    eprintln!("delivered over NATS after {:?}", started.elapsed());
     assert_eq!(self::ids(&polling.messages(5, WAIT).await), ids, "delivered by polling while NATS refuses the client");
+    eprintln!("delivered by polling after {:?}", started.elapsed());
     for process in [&good, &refused] {
         let log = process.log();
         assert!(!log.contains(PASSWORD) && !log.contains(WRONG), "{} logged a NATS password:\n{log}", process.name());
