@@ -187,7 +187,8 @@ async fn nats_two_rest_three_channels_every_message_once_in_order() {
 /// A NATS server that requires a password: a process given the right one in
 /// FANOUT_URL delivers over NATS; a process given a wrong one starts anyway,
 /// reports the bus degraded, and its reader still receives every message (by
-/// polling the database). Neither password reaches a log.
+/// polling the database). Neither password reaches a log. Forged deletion and
+/// revocation notices end no stream; a real deletion ends both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_credentials_and_a_refused_client() {
     const PASSWORD: &str = "nats-pass-0123456789abcdef";
@@ -223,11 +224,59 @@ async fn nats_credentials_and_a_refused_client() {
     eprintln!("delivered over NATS after {:?}", started.elapsed());
     assert_eq!(self::ids(&polling.messages(5, WAIT).await), ids, "delivered by polling while NATS refuses the client");
     eprintln!("delivered by polling after {:?}", started.elapsed());
+
+    // Forged deletion and revocation notices on the channel's subject (anyone
+    // who may publish there could send them) end no stream: the process
+    // checks the database, which says the channel and its readers are fine.
+    let id = channel["channel_id"].as_str().unwrap();
+    let forged = [format!("d {id}"), format!("r {id} {}", uuid::Uuid::now_v7())];
+    forge_notices(nats.addr(), PASSWORD, &format!("chantra.ch.{id}"), &forged).await;
+    let after = publish(&client, &good, &channel, "after forgery").await;
+    let got = over_nats.messages(1, WAIT).await;
+    assert_eq!(self::ids(&got), [after], "a forged deletion ended no stream: {:?}", over_nats.end);
+
+    // A real deletion ends both streams: over NATS, and by polling.
+    let response = client
+        .delete(good.rest_url(&format!("/v1/channels/{id}")))
+        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    for (name, stream) in [("over NATS", &mut over_nats), ("polling", &mut polling)] {
+        let deleted = loop {
+            match stream.next(WAIT).await {
+                Some(event) if event.event == "message" => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(deleted.map(|e| e.event), Some("deleted".to_owned()), "{name}: the deletion ends the stream");
+        assert!(stream.ends_within(WAIT).await, "{name}: the stream ends");
+    }
     for process in [&good, &refused] {
         let log = process.log();
         assert!(!log.contains(PASSWORD) && !log.contains(WRONG), "{} logged a NATS password:\n{log}", process.name());
     }
     assert!(refused.log().contains("NATS unreachable"), "the refused process says why it is degraded");
+}
+
+/// Publishes raw notices on `subject` with NATS's text protocol, as any
+/// client allowed on the server could.
+async fn forge_notices(addr: std::net::SocketAddr, password: &str, subject: &str, payloads: &[String]) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect to nats-server");
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let info = lines.next_line().await.unwrap().unwrap_or_default();
+    assert!(info.starts_with("INFO"), "{info}");
+    let mut out = format!("CONNECT {{\"verbose\":false,\"user\":\"chantra\",\"pass\":\"{password}\"}}\r\n");
+    for payload in payloads {
+        out.push_str(&format!("PUB {subject} {}\r\n{payload}\r\n", payload.len()));
+    }
+    out.push_str("PING\r\n");
+    write.write_all(out.as_bytes()).await.unwrap();
+    let pong = tokio::time::timeout(WAIT, lines.next_line()).await.expect("PONG in time").unwrap().unwrap_or_default();
+    assert_eq!(pong, "PONG", "nats-server accepted the forged notices");
 }
 
 // ---------------------------------------------------------------- processes

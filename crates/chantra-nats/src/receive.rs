@@ -142,14 +142,17 @@ async fn subscribe(shared: &Shared, subject: String) -> Option<Subscriber> {
 
 /// One channel's notices into the loader's queue. A message notice only
 /// says the channel is behind (notices from several publishers can arrive
-/// out of commit order): the loader reads what is new by cursor.
+/// out of commit order): the loader reads what is new by cursor. A deletion
+/// or revocation notice makes it check the channel and its readers' grants.
 async fn forward(channel: ChannelId, mut subscription: Subscriber, sink: NoticeSink) {
     while let Some(message) = subscription.next().await {
         chantra_core::metrics::get().notices_received.increment(1);
         let notice = std::str::from_utf8(&message.payload).ok().and_then(Notice::parse);
         let queued = match notice {
             Some(Notice::Message { .. }) => sink.behind(channel).await,
-            Some(notice) if notice.channel() == channel => sink.notice(notice).await,
+            // Anyone who may publish on the subject could forge these: they
+            // make the loader check the database, never end a stream themselves.
+            Some(Notice::Deleted { .. } | Notice::Revoked { .. }) => sink.check(channel).await,
             _ => {
                 tracing::warn!(%channel, bytes = message.payload.len(), "NATS: ignoring an unknown notice");
                 Ok(())

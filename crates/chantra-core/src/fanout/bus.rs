@@ -93,15 +93,22 @@ pub enum Incoming {
     /// processes' notices (NATS): catch it up by cursor from the last
     /// message broadcast here.
     Behind(ChannelId),
+    /// A channel may have been deleted or one of its grants revoked, as said
+    /// by a bus whose notices are not to be trusted as facts (NATS: anyone
+    /// who may publish there could forge them): the service checks the
+    /// database — the channel still exists, each reader's grant still holds —
+    /// and catches the channel up.
+    Check(ChannelId),
     /// Notices may have been lost (a reconnect, an outage): catch every
     /// followed channel up, and have readers re-check deletions and grants.
     Resync,
 }
 
 /// The bus's side of the queue to the service's loader; cheap to clone.
-/// [`NoticeSink::behind`] is coalesced: a channel waits in the queue at
-/// most once, so a burst of notices costs one catch-up, and the queue's
-/// length is bounded by the channels followed here.
+/// [`NoticeSink::behind`], [`NoticeSink::check`] and [`NoticeSink::resync`]
+/// are coalesced: each waits in the queue at most once per channel, so a
+/// burst of notices (or a flood of forged ones) costs one catch-up, and the
+/// queue's length is bounded by the channels followed here.
 #[derive(Clone)]
 pub struct NoticeSink {
     sender: mpsc::Sender<Incoming>,
@@ -112,6 +119,7 @@ pub struct NoticeSink {
 #[derive(Default)]
 struct Waiting {
     channels: HashSet<ChannelId>,
+    checks: HashSet<ChannelId>,
     resync: bool,
 }
 
@@ -148,6 +156,15 @@ impl NoticeSink {
 
     /// Queues a resync, unless one is already waiting (coalesced like
     /// [`NoticeSink::behind`], so a bus polling on a timer never piles them up).
+    /// Queues a check of `channel`, unless one is already waiting (coalesced
+    /// like [`NoticeSink::behind`]).
+    pub async fn check(&self, channel: ChannelId) -> Result<(), QueueClosed> {
+        if !self.lock().checks.insert(channel) {
+            return Ok(());
+        }
+        self.sender.send(Incoming::Check(channel)).await.map_err(|_| QueueClosed)
+    }
+
     pub async fn resync(&self) -> Result<(), QueueClosed> {
         if std::mem::replace(&mut self.lock().resync, true) {
             return Ok(());
@@ -174,6 +191,9 @@ impl NoticeQueue {
         match incoming {
             Incoming::Behind(channel) => {
                 waiting.channels.remove(&channel);
+            }
+            Incoming::Check(channel) => {
+                waiting.checks.remove(&channel);
             }
             Incoming::Resync => waiting.resync = false,
             Incoming::Notice(_) => {}
@@ -202,6 +222,9 @@ mod tests {
         sink.resync().await.unwrap();
         sink.resync().await.unwrap();
         assert_eq!(queue.recv().await, Some(Incoming::Resync));
+        sink.check(a).await.unwrap();
+        sink.check(a).await.unwrap();
+        assert_eq!(queue.recv().await, Some(Incoming::Check(a)));
         sink.resync().await.unwrap();
         assert_eq!(queue.recv().await, Some(Incoming::Resync));
         drop(sink);

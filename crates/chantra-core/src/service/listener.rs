@@ -47,6 +47,7 @@ pub fn jobs(service: Service, shutdown: CancellationToken) -> Vec<(&'static str,
 enum Ready {
     Event(ChannelId, HubEvent),
     Behind(ChannelId),
+    Check(ChannelId),
     Resync,
     Nothing,
 }
@@ -59,6 +60,7 @@ async fn load_and_broadcast(service: Service, work: NoticeQueue) {
         match item {
             Ready::Event(channel, event) => hub.send(channel, event),
             Ready::Behind(channel) => catch_up(&service, channel).await,
+            Ready::Check(channel) => check(&service, channel).await,
             Ready::Resync => resync(&service).await,
             Ready::Nothing => {}
         }
@@ -69,6 +71,7 @@ async fn load(service: Service, work: Incoming) -> Ready {
     let notice = match work {
         Incoming::Resync => return Ready::Resync,
         Incoming::Behind(channel) => return Ready::Behind(channel),
+        Incoming::Check(channel) => return Ready::Check(channel),
         Incoming::Notice(notice) => notice,
     };
     let hub = service.fanout().hub();
@@ -107,6 +110,19 @@ async fn catch_up(service: &Service, channel: ChannelId) {
     if let Err(err) = broadcast_after(service, channel, last).await {
         tracing::warn!(%channel, error = %err, "cannot catch a channel up for broadcast");
         hub.send(channel, HubEvent::CatchUp);
+    }
+}
+
+/// A notice said `channel` was deleted or lost a grant, and the bus does
+/// not vouch for it: the database decides. If it cannot say now, readers
+/// catch up and re-check on their own (retrying until it can).
+async fn check(service: &Service, channel: ChannelId) {
+    let hub = service.fanout().hub();
+    let Some(last) = hub.last_message(channel) else { return };
+    if let Err(err) = resync_channel(service, channel, last).await {
+        tracing::warn!(%channel, error = %err, "cannot check a channel after a notice");
+        hub.send(channel, HubEvent::CatchUp);
+        hub.send(channel, HubEvent::Recheck { channel: true });
     }
 }
 
