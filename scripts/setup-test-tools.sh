@@ -74,6 +74,11 @@ install_tool() {
       PATH=$TOOLS/node/node_modules/.bin:$PATH npm_install "$TOOLS/node" \
         "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
       ;;
+    # A folder of its own: the Inspector's dependencies stay apart from the conformance suite's.
+    inspector)
+      PATH=$TOOLS/node/node_modules/.bin:$PATH npm_install "$TOOLS/inspector" \
+        "@modelcontextprotocol/inspector@$INSPECTOR_VERSION"
+      ;;
     # playwright-core has no install script and downloads no browser: it drives Debian's chromium.
     playwright) npm_install "$TOOLS/browser" "playwright-core@$PLAYWRIGHT_VERSION" ;;
     schemathesis)

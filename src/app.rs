@@ -199,8 +199,8 @@ async fn fanout_for(backends: &Backends, db: &DatabaseConnection, hub: Arc<Hub>)
 /// - `commit_writer`: writes every publish (service/commit.rs). It ignores
 ///   `shutdown`, so publishes in flight during a graceful shutdown commit.
 /// - the notice bus's receivers (`notification_listener` on PostgreSQL,
-///   `nats_subscriber` on NATS) + `notification_loader` (channels role):
-///   live delivery from every process (service/listener.rs).
+///   `nats_subscriber` on NATS) + `notification_loader` (channels or mcp
+///   role): live delivery from every process (service/listener.rs).
 /// - `sweeper`: expiry and orphan cleanup (unless --no-sweeper).
 /// - `rate_limit_cleanup`: forgets idle clients' buckets (if RATE_LIMIT is on).
 fn start_tasks(
@@ -212,7 +212,10 @@ fn start_tasks(
     let tasks = Tasks::new();
     let writer = service.clone();
     tasks.supervise(shutdown.clone(), move || vec![(COMMIT_WRITER, writer.commit_writer())]);
-    if !service.fanout().bus().in_process() && config.roles.contains(&Role::Channels) {
+    // Live readers live in the channels role (SSE) and the mcp role
+    // (wait_for_messages): each such process hears every other process's publishes.
+    let has_readers = config.roles.contains(&Role::Channels) || config.roles.contains(&Role::Mcp);
+    if !service.fanout().bus().in_process() && has_readers {
         let (service, stopping) = (service.clone(), shutdown.clone());
         tasks.supervise(shutdown.clone(), move || {
             chantra_core::service::listener::jobs(service.clone(), stopping.clone())

@@ -451,6 +451,23 @@ pub struct ServeArgs {
     #[arg(long, env = "MCP_SESSION_IDLE_SECS", default_value_t = 300)]
     pub mcp_session_idle_secs: u64,
 
+    /// Seconds a wait_for_messages call waits when it names no timeout_seconds.
+    #[arg(long, env = "MCP_WAIT_DEFAULT_SECS", default_value_t = 50)]
+    pub mcp_wait_default_secs: u64,
+
+    /// The longest timeout_seconds a wait_for_messages call may ask for (more is a tool error);
+    /// kept below MCP_SESSION_IDLE_SECS.
+    #[arg(long, env = "MCP_WAIT_MAX_SECS", default_value_t = 120)]
+    pub mcp_wait_max_secs: u64,
+
+    /// Most wait_for_messages calls waiting at once in this process (beyond: tool error server_busy).
+    #[arg(long, env = "MCP_MAX_WAITS", default_value_t = 1000)]
+    pub mcp_max_waits: usize,
+
+    /// Most wait_for_messages calls waiting at once per client IP (beyond: tool error too_many_streams).
+    #[arg(long, env = "MCP_MAX_WAITS_PER_IP", default_value_t = 20)]
+    pub mcp_max_waits_per_ip: usize,
+
     /// Do not run the lifecycle sweeper in this process (run `chantra sweep` elsewhere).
     #[arg(long, env = "NO_SWEEPER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub no_sweeper: bool,

@@ -22,7 +22,7 @@ use crate::http::landing::LandingSettings;
 use crate::http::rate_limit::RateLimit;
 use crate::http::serve::ConnectionLimits;
 use crate::http::{HttpSettings, SseSettings};
-use crate::mcp::{McpSettings, RemoteChannels};
+use crate::mcp::{McpSettings, RemoteChannels, WaitSettings};
 use crate::role::Role;
 
 const SECRET_FILE: &str = "token_secret_salt";
@@ -121,6 +121,27 @@ fn mcp_settings(args: &ServeArgs, trusted_proxies: &[ipnet::IpNet], roles: &[Rol
         keepalive: Duration::from_secs(at_least_one("SSE_KEEPALIVE_SECS", args.sse_keepalive_secs)?),
         trusted_proxies: trusted_proxies.to_vec(),
         remote_channels,
+        waits: wait_settings(args)?,
+    })
+}
+
+/// MCP_WAIT_DEFAULT_SECS ≤ MCP_WAIT_MAX_SECS, MCP_MAX_WAITS, MCP_MAX_WAITS_PER_IP.
+fn wait_settings(args: &ServeArgs) -> anyhow::Result<WaitSettings> {
+    let default = at_least_one("MCP_WAIT_DEFAULT_SECS", args.mcp_wait_default_secs)?;
+    let max = at_least_one("MCP_WAIT_MAX_SECS", args.mcp_wait_max_secs)?;
+    if default > max {
+        bail!("MCP_WAIT_DEFAULT_SECS ({default}) must not be more than MCP_WAIT_MAX_SECS ({max})");
+    }
+    // rmcp closes a session that hears nothing for MCP_SESSION_IDLE_SECS,
+    // waiting call and all: waits stay shorter than that.
+    let max = max.min(args.mcp_session_idle_secs.saturating_sub(1)).max(1);
+    let default = default.min(max);
+    Ok(WaitSettings {
+        default_timeout: Duration::from_secs(default),
+        max_timeout: Duration::from_secs(max),
+        max_waits: at_least_one("MCP_MAX_WAITS", args.mcp_max_waits)?,
+        max_waits_per_ip: at_least_one("MCP_MAX_WAITS_PER_IP", args.mcp_max_waits_per_ip)?,
+        replay_max: at_least_one("SSE_REPLAY_MAX", args.sse_replay_max)?,
     })
 }
 
@@ -644,6 +665,22 @@ mod tests {
             let err = Config::from_args(&args).unwrap_err().to_string();
             assert_eq!(err, format!("{setting} must be at least 1"));
         }
+    }
+
+    #[test]
+    fn wait_timeouts_stay_within_bounds() {
+        let salt = "salt-0123456789abcdef-salt";
+        let base = ["--database-url", "sqlite::memory:", "--token-secret-salt", salt];
+        let config = Config::from_args(&serve_args(&base)).unwrap();
+        assert_eq!(config.mcp.waits.default_timeout, Duration::from_secs(50));
+        assert_eq!(config.mcp.waits.max_timeout, Duration::from_secs(120));
+        let args = serve_args(&[&base[..], &["--mcp-wait-default-secs", "200"]].concat());
+        let err = Config::from_args(&args).unwrap_err().to_string();
+        assert!(err.contains("MCP_WAIT_DEFAULT_SECS (200) must not be more than MCP_WAIT_MAX_SECS (120)"), "{err}");
+        // Waits end before rmcp closes the idle session.
+        let args = serve_args(&[&base[..], &["--mcp-session-idle-secs", "30"]].concat());
+        let waits = Config::from_args(&args).unwrap().mcp.waits;
+        assert_eq!((waits.default_timeout, waits.max_timeout), (Duration::from_secs(29), Duration::from_secs(29)));
     }
 
     #[test]

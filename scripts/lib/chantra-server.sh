@@ -24,6 +24,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # Starts every role on free loopback ports, on SQLite + files under $WORK,
 # with rate limiting off, and waits until each role answers /healthz.
+# CHANTRA_SSE_KEEPALIVE_SECS (default 15) sets SSE_KEEPALIVE_SECS, which also
+# paces MCP progress notifications.
 start_chantra() {
   local rest channels mcp landing
   read -r rest channels mcp landing < <(free_ports 4)
@@ -44,6 +46,7 @@ start_chantra() {
     LANDING_REST_URL="$REST_URL" CHANNEL_BASE_URL="$CHANNELS_URL" MCP_PUBLIC_URL="$MCP_URL" \
     DATABASE_URL="sqlite://$WORK/server/data/chantra.db?mode=rwc" DATA_DIR="$WORK/server/data" \
     RATE_LIMIT_PER_SECOND=0 MCP_MAX_SESSIONS_PER_IP=1000 \
+    SSE_KEEPALIVE_SECS="${CHANTRA_SSE_KEEPALIVE_SECS:-15}" \
     "$BIN" serve --role all) >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   local deadline=$((SECONDS + 60)) url

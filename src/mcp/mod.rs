@@ -1,19 +1,23 @@
 //! The mcp role: Chantra's tools for AI agents over MCP Streamable HTTP
 //! (rmcp), at `/mcp` and, for clients configured with that path, `/sse`;
-//! plus `/.well-known/mcp-server`, a description of this server.
+//! the legacy HTTP+SSE transport at `GET /sse` + `POST /messages`
+//! (legacy_sse.rs); plus `/.well-known/mcp-server`, a description of this server.
 //!
 //! Sessions are stored in the database (session_store.rs), so several mcp
 //! replicas behind one address serve one client without sticky sessions;
 //! the ones held in memory are capped per process and per client IP
 //! (sessions.rs).
 
+mod edges;
 mod failure;
+mod legacy_sse;
 mod params;
 mod session_store;
 mod sessions;
 pub mod settings;
 mod source;
 mod tools;
+mod wait;
 
 use std::sync::Arc;
 
@@ -28,12 +32,13 @@ use serde_json::{Value, json};
 
 pub use session_store::DbSessionStore;
 pub use sessions::{CappedSessions, SessionSlots};
-pub use settings::{McpSettings, RemoteChannels};
+pub use settings::{McpSettings, RemoteChannels, WaitSettings};
 pub use source::{MessageSource, max_remote_page_bytes};
 pub use tools::ChantraMcp;
 
 use crate::http::rate_limit::ClientIpKey;
 use crate::state::AppState;
+use chantra_core::error::AppError;
 
 /// Room in a request for a base64 payload at the limit, plus the envelope.
 const REQUEST_SLACK: usize = 64 * 1024;
@@ -71,15 +76,37 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let guard = sessions::SessionGuard::new(slots, sessions.clone(), ClientIpKey::new(&config.trusted_proxies));
 
     let service = state.service.clone();
-    let mcp = StreamableHttpService::new(
-        move || Ok(ChantraMcp::new(service.clone(), source.clone(), page_max_bytes)),
-        sessions,
-        http_config,
+    let tools = ChantraMcp::tools();
+    let waits =
+        wait::Waits::new(config.waits, ClientIpKey::new(&config.trusted_proxies), config.keepalive, page_max_bytes);
+    let handler =
+        move || ChantraMcp::new(service.clone(), source.clone(), page_max_bytes, waits.clone(), tools.clone());
+    let legacy = legacy_sse::LegacySse::new(
+        config.max_sessions,
+        config.max_sessions_per_ip,
+        ClientIpKey::new(&config.trusted_proxies),
+        config.keepalive,
+        state.shutdown.child_token(),
+        max_request_bytes(config.max_payload_bytes),
+        (config.allowed_hosts.clone(), config.allowed_origins.clone()),
+        handler.clone(),
     );
+    let mcp = StreamableHttpService::new(move || Ok(handler()), sessions, http_config);
     Router::new()
         .nest_service("/mcp", mcp.clone())
         .nest_service("/sse", mcp)
+        // Answered by legacy_sse::intercept; a route so the layers below see the path.
+        .route(
+            legacy_sse::MESSAGES_PATH,
+            axum::routing::post(|| async { crate::http::error::ApiError(AppError::RouteNotFound) }),
+        )
         .layer(middleware::from_fn_with_state(guard, sessions::limit_sessions))
+        // Outside the session cap: the legacy transport has its own (legacy_sse.rs).
+        .layer(middleware::from_fn_with_state(legacy, legacy_sse::intercept))
+        .layer(middleware::from_fn_with_state(
+            edges::BodyCap(max_request_bytes(config.max_payload_bytes)),
+            edges::jsonrpc_edges,
+        ))
         .route("/.well-known/mcp-server", get(discovery))
 }
 
@@ -91,12 +118,14 @@ async fn discovery(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "name": "chantra",
         "version": env!("CARGO_PKG_VERSION"),
-        "description": "Anonymous pub/sub channels: create a channel, publish messages, read them, manage read grants.",
+        "description": "Anonymous pub/sub channels: create a channel, publish messages, read them or wait for them, manage read grants.",
         "endpoints": {
             "streamable_http": format!("{base}/mcp"),
             "sse": format!("{base}/sse"),
         },
         "transport": "streamable-http",
+        // /sse: GET opens the legacy HTTP+SSE transport (2024-11-05); a POST there is Streamable HTTP.
+        "transports": ["streamable-http", "sse"],
         "protocol_versions": versions,
         "tools": tools,
         "authentication": "none; channel tokens are tool arguments",

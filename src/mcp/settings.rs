@@ -26,6 +26,24 @@ pub struct McpSettings {
     /// The channels role's internal API, when this process does not run
     /// the channels role itself; otherwise messages are read in process.
     pub remote_channels: Option<RemoteChannels>,
+    pub waits: WaitSettings,
+}
+
+/// wait_for_messages: how long a call may wait, and how many may wait at
+/// once (each holds a live subscription and a task until it returns).
+#[derive(Debug, Clone, Copy)]
+pub struct WaitSettings {
+    /// MCP_WAIT_DEFAULT_SECS: when the call names no timeout.
+    pub default_timeout: Duration,
+    /// MCP_WAIT_MAX_SECS: the longest timeout a call may ask for.
+    pub max_timeout: Duration,
+    /// MCP_MAX_WAITS: waiting calls in this process.
+    pub max_waits: usize,
+    /// MCP_MAX_WAITS_PER_IP: waiting calls per client IP.
+    pub max_waits_per_ip: usize,
+    /// SSE_REPLAY_MAX: the most messages a resuming wait replays before it
+    /// reports a gap, as for SSE readers.
+    pub replay_max: u64,
 }
 
 /// CHANNELS_INTERNAL_URL with INTERNAL_API_TOKEN.

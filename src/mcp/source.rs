@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use chantra_core::db::entity::message;
 use chantra_core::domain::{ChannelId, MessageId, ReadToken};
 use chantra_core::error::AppError;
 use chantra_core::service::Service;
@@ -30,6 +31,15 @@ pub fn max_remote_page_bytes(page_max_bytes: usize, max_payload_bytes: usize) ->
     page_max_bytes.saturating_add(max_payload_bytes).div_ceil(3).saturating_mul(4)
         + chantra_core::service::MAX_PAGE as usize * ENVELOPE_PER_MESSAGE
         + PAGE_SLACK
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageStart {
+    /// After a cursor; `None`: from the oldest kept message.
+    After(Option<MessageId>),
+    /// The newest `limit` messages (oldest first within the page).
+    Latest,
 }
 
 #[derive(Clone)]
@@ -87,18 +97,26 @@ impl MessageSource {
         service: &Service,
         channel: ChannelId,
         token: Option<&ReadToken>,
-        after: Option<MessageId>,
+        start: PageStart,
         limit: u64,
     ) -> Result<RemotePage, AppError> {
         match self {
-            MessageSource::InProcess => Ok(from_local(service.read_page(channel, token, after, limit).await?)),
+            MessageSource::InProcess => {
+                let after = match start {
+                    PageStart::After(after) => after,
+                    PageStart::Latest => service.latest_cursor(channel, token, limit).await?,
+                };
+                Ok(from_local(service.read_page(channel, token, after, limit).await?))
+            }
             MessageSource::Internal { client, base_url, token: internal, max_body } => {
                 let mut request = client
                     .get(format!("{base_url}/internal/v1/channels/{channel}/messages"))
                     .header("x-internal-token", internal)
                     .query(&[("limit", limit.to_string())]);
-                if let Some(after) = after {
-                    request = request.query(&[("after", after.to_string())]);
+                match start {
+                    PageStart::After(Some(after)) => request = request.query(&[("after", after.to_string())]),
+                    PageStart::After(None) => {}
+                    PageStart::Latest => request = request.query(&[("from", "latest")]),
                 }
                 if let Some(read_token) = token {
                     request = request.header("x-read-token", read_token.expose());
@@ -175,6 +193,19 @@ fn remote_error(status: u16, detail: ErrorDetail) -> AppError {
             tracing::error!(status, code = %detail.code, "channels role failed a read");
             AppError::Internal
         }
+    }
+}
+
+/// A message from the live stream (or its replay) in the shape a page carries.
+pub fn stream_message(row: &message::Model, payload: &[u8]) -> RemoteMessage {
+    use base64::Engine as _;
+    RemoteMessage {
+        id: row.id.to_string(),
+        channel_id: row.channel_id.to_string(),
+        payload: base64::engine::general_purpose::STANDARD.encode(payload),
+        content_type: row.content_type.clone(),
+        created_at: row.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        expires_at: row.expires_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     }
 }
 

@@ -1,19 +1,23 @@
-//! The seven channel tools. Each parses its arguments into domain values and
+//! The channel tools. Each parses its arguments into domain values and
 //! calls the same service method REST calls: no business rule lives here.
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
-use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
 use super::failure::ToolFailure;
 use super::params::{
-    ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadMessage, ReadParams,
-    ReadResult, RevokeGrantParams,
+    Args, ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadFrom, ReadMessage,
+    ReadParams, ReadResult, RevokeGrantParams, WaitParams, WaitResult, plain_formats, plain_input_schema,
 };
-use super::source::{MessageSource, RemoteMessage, RemotePage};
+use super::source::{MessageSource, PageStart, RemoteMessage, RemotePage};
+use super::wait::Waits;
 use chantra_core::domain::{
     ChannelId, ContentType, GrantId, IdempotencyKey, Label, MessageId, PublishToken, ReadToken, Ttl, decode_base64,
 };
@@ -31,6 +35,7 @@ pub struct ChantraMcp {
     source: MessageSource,
     /// PAGE_MAX_BYTES: the most bytes of messages (as JSON) one read returns.
     page_max_bytes: usize,
+    waits: Waits,
     tool_router: ToolRouter<Self>,
 }
 
@@ -40,8 +45,32 @@ fn publish_token(raw: &str) -> Result<PublishToken, AppError> {
 
 #[tool_router]
 impl ChantraMcp {
-    pub fn new(service: Service, source: MessageSource, page_max_bytes: usize) -> Self {
-        Self { service, source, page_max_bytes, tool_router: Self::tool_router() }
+    /// A session's handler; `tools` is [`ChantraMcp::tools`], built once per process.
+    pub fn new(
+        service: Service,
+        source: MessageSource,
+        page_max_bytes: usize,
+        waits: Waits,
+        tools: ToolRouter<Self>,
+    ) -> Self {
+        Self { service, source, page_max_bytes, waits, tool_router: tools }
+    }
+
+    /// The tools, with schemas every client can fill: optional arguments as
+    /// plain types and only standard formats (params.rs).
+    pub fn tools() -> ToolRouter<Self> {
+        let mut router = Self::tool_router();
+        for route in router.map.values_mut() {
+            let mut input = (*route.attr.input_schema).clone();
+            plain_input_schema(&mut input);
+            route.attr.input_schema = Arc::new(input);
+            if let Some(output) = &route.attr.output_schema {
+                let mut output = (**output).clone();
+                plain_formats(&mut output);
+                route.attr.output_schema = Some(Arc::new(output));
+            }
+        }
+        router
     }
 
     /// Names of every tool, in the order tools/list gives them.
@@ -61,8 +90,9 @@ impl ChantraMcp {
     ))]
     async fn create_channel(
         &self,
-        Parameters(params): Parameters<CreateChannelParams>,
+        Parameters(args): Parameters<Args<CreateChannelParams>>,
     ) -> Result<Json<CreatedChannel>, ToolFailure> {
+        let params = args.parse()?;
         Ok(Json(self.service.create_channel(params.visibility).await?))
     }
 
@@ -77,8 +107,9 @@ impl ChantraMcp {
     ))]
     async fn delete_channel(
         &self,
-        Parameters(params): Parameters<ChannelAuthParams>,
+        Parameters(args): Parameters<Args<ChannelAuthParams>>,
     ) -> Result<Json<Deleted>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         self.service.delete_channel(id, &publish_token(&params.publish_token)?).await?;
         Ok(Json(Deleted { channel_id: id.to_string(), deleted: true }))
@@ -96,8 +127,9 @@ impl ChantraMcp {
     ))]
     async fn publish_message(
         &self,
-        Parameters(params): Parameters<PublishParams>,
+        Parameters(args): Parameters<Args<PublishParams>>,
     ) -> Result<Json<PublishedMessage>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let token = publish_token(&params.publish_token)?;
         let (payload, default_type) = match (params.payload, params.payload_base64) {
@@ -132,8 +164,9 @@ impl ChantraMcp {
     ))]
     async fn create_read_grant(
         &self,
-        Parameters(params): Parameters<CreateGrantParams>,
+        Parameters(args): Parameters<Args<CreateGrantParams>>,
     ) -> Result<Json<CreatedGrant>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let label = params.label.as_deref().map(Label::parse).transpose()?;
         let token = publish_token(&params.publish_token)?;
@@ -151,8 +184,9 @@ impl ChantraMcp {
     ))]
     async fn revoke_read_grant(
         &self,
-        Parameters(params): Parameters<RevokeGrantParams>,
+        Parameters(args): Parameters<Args<RevokeGrantParams>>,
     ) -> Result<Json<GrantView>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let grant = GrantId::parse(&params.grant_id).map_err(AppError::from)?;
         Ok(Json(self.service.revoke_grant(id, &publish_token(&params.publish_token)?, grant).await?))
@@ -169,13 +203,16 @@ impl ChantraMcp {
     ))]
     async fn get_channel(
         &self,
-        Parameters(params): Parameters<ChannelAuthParams>,
+        Parameters(args): Parameters<Args<ChannelAuthParams>>,
     ) -> Result<Json<ChannelView>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         Ok(Json(self.service.get_channel(id, &publish_token(&params.publish_token)?).await?))
     }
 
-    /// Read a channel's messages after a cursor, oldest first. Call again
+    /// Read a channel's messages after a cursor, oldest first (or, with
+    /// `from: "latest"`, the newest `limit` ones; with `since`, those from a
+    /// time on). Call again
     /// with `after` = `next_cursor` to continue while `has_more` is true. A
     /// page also stops early, with `truncated: true`, when its messages reach
     /// the server's byte budget (a few MiB): then continue from `next_cursor`
@@ -191,22 +228,75 @@ impl ChantraMcp {
     ))]
     async fn read_channel_messages(
         &self,
-        Parameters(params): Parameters<ReadParams>,
+        Parameters(args): Parameters<Args<ReadParams>>,
     ) -> Result<Json<ReadResult>, ToolFailure> {
+        let params = args.parse()?;
         let id = ChannelId::parse(&params.channel_id).map_err(AppError::from)?;
         let token = params.read_token.as_deref().map(ReadToken::parse).transpose().map_err(AppError::from)?;
-        let after = params
-            .after
-            .as_deref()
-            .map(|a| MessageId::parse(a).map_err(|e| AppError::InvalidCursor(format!("after: {e}"))))
-            .transpose()?;
+        let start = page_start(params.after.as_deref(), params.since.as_deref(), params.from)?;
         let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=chantra_core::service::MAX_PAGE).contains(&limit) {
             return Err(AppError::bad_request("invalid_limit", "limit must be from 1 to 500").into());
         }
-        let page = self.source.read(&self.service, id, token.as_ref(), after, limit).await?;
+        let page = self.source.read(&self.service, id, token.as_ref(), start, limit).await?;
         Ok(Json(bounded_result(page, self.page_max_bytes)))
     }
+
+    /// Wait for messages on a channel and return as soon as there is at
+    /// least one after `after` (omit `after` to wait for messages published
+    /// from now on), or empty with `timed_out: true` after
+    /// `timeout_seconds`. Always returns `next_cursor`: call again with
+    /// `after` = `next_cursor` to follow the channel with nothing missed or
+    /// repeated. `gap` says messages expired before you read them;
+    /// `channel_deleted` or `access_ended` say to stop. Sends progress
+    /// notifications while waiting when the request carries a progressToken.
+    /// Private channels need a read token.
+    #[tool(annotations(
+        title = "Wait for messages",
+        read_only_hint = true,
+        destructive_hint = false,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn wait_for_messages(
+        &self,
+        Parameters(args): Parameters<Args<WaitParams>>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<WaitResult>, ToolFailure> {
+        let params = args.parse()?;
+        Ok(Json(self.waits.wait(&self.service, params, &context).await?))
+    }
+}
+
+/// Where a read starts: after a cursor, at a time (the floor id of that
+/// moment, as the SSE `?since=`), the newest messages, or the oldest.
+fn page_start(after: Option<&str>, since: Option<&str>, from: Option<ReadFrom>) -> Result<PageStart, AppError> {
+    let latest = from == Some(ReadFrom::Latest);
+    if [after.is_some(), since.is_some(), latest].iter().filter(|given| **given).count() > 1 {
+        return Err(AppError::InvalidCursor("give at most one of after, since and from: \"latest\"".into()));
+    }
+    if latest {
+        return Ok(PageStart::Latest);
+    }
+    if let Some(after) = after {
+        let after = MessageId::parse(after).map_err(|e| AppError::InvalidCursor(format!("after: {e}")))?;
+        return Ok(PageStart::After(Some(after)));
+    }
+    let Some(since) = since else { return Ok(PageStart::After(None)) };
+    let since = since.trim();
+    let millis = match since.parse::<u64>() {
+        Ok(seconds) => seconds.checked_mul(1000),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(since)
+            .ok()
+            .and_then(|time| u64::try_from(time.timestamp_millis()).ok()),
+    }
+    .filter(|millis| *millis < 1 << 48)
+    .ok_or_else(|| {
+        AppError::InvalidCursor(
+            "since must be an RFC 3339 time (e.g. 2026-12-01T09:30:00Z) or Unix seconds (e.g. 1764581400)".into(),
+        )
+    })?;
+    Ok(PageStart::After(Some(MessageId::floor_at(millis))))
 }
 
 /// The tool result of a page, itself bounded: messages are added while
@@ -235,7 +325,7 @@ fn bounded_result(page: RemotePage, budget: usize) -> ReadResult {
 }
 
 /// The payload once: as text when it is textual and UTF-8, else as base64.
-fn read_message(m: RemoteMessage) -> ReadMessage {
+pub(super) fn read_message(m: RemoteMessage) -> ReadMessage {
     let text = if is_textual(&m.content_type) {
         STANDARD.decode(&m.payload).ok().and_then(|bytes| String::from_utf8(bytes).ok())
     } else {
@@ -271,7 +361,7 @@ fn is_textual(content_type: &str) -> bool {
 }
 
 /// The length of a value's JSON, counted without building it.
-fn json_len(value: &impl serde::Serialize) -> usize {
+pub(super) fn json_len(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -291,6 +381,6 @@ fn json_len(value: &impl serde::Serialize) -> usize {
 #[tool_handler(
     router = self.tool_router,
     name = "chantra",
-    instructions = "Chantra: anonymous pub/sub channels. create_channel gives a channel id, a reader URL (Server-Sent Events) and a publish token; publish_message sends messages (kept up to 48 h); read_channel_messages pages through them. Private channels need read tokens (create_read_grant / revoke_read_grant). Tokens are shown once; pass them as tool arguments."
+    instructions = "Chantra: anonymous pub/sub channels. create_channel gives a channel id, a reader URL (Server-Sent Events) and a publish token; publish_message sends messages (kept up to 48 h); read_channel_messages pages through them; wait_for_messages waits for the next ones (loop on it with after = next_cursor to follow a channel). Private channels need read tokens (create_read_grant / revoke_read_grant). Tokens are shown once; pass them as tool arguments."
 )]
 impl ServerHandler for ChantraMcp {}

@@ -76,7 +76,8 @@ impl McpClient {
             request = request.header("x-forwarded-for", ip);
         }
         let response = request.send().await.unwrap();
-        assert!(response.status().is_success(), "DELETE: {}", response.status());
+        // 204, not rmcp's 202: the official Python SDK warns on anything but 200/204.
+        assert_eq!(response.status(), 204, "DELETE");
     }
 
     fn post(&self, url: &str, body: &Value) -> reqwest::RequestBuilder {
@@ -168,8 +169,68 @@ on_both_backends!(
     tool_errors_match_the_rest_api,
     each_payload_appears_once,
     pages_are_bounded_in_bytes,
-    sessions_are_capped_per_client_and_process
+    sessions_are_capped_per_client_and_process,
+    wait_for_messages_follows_a_channel,
+    reads_from_latest_and_since
 );
+
+/// Every property of every input schema, with its path, recursively.
+fn schema_nodes<'a>(path: String, schema: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+    match schema {
+        Value::Object(map) => {
+            out.push((path.clone(), schema));
+            for (key, child) in map {
+                schema_nodes(format!("{path}/{key}"), child, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                schema_nodes(format!("{path}/{i}"), child, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Ajv-based clients (the MCP Inspector) refuse nullable type unions and
+/// unknown formats: optional arguments are their plain type, formats standard.
+#[tokio::test]
+async fn schemas_every_client_can_fill() {
+    const STANDARD: &[&str] = &["date-time", "date", "time", "duration", "uuid", "uri", "email"];
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let listed = client.request("tools/list", json!({})).await;
+    let mut optional_integers = 0;
+    for tool in listed["result"]["tools"].as_array().unwrap() {
+        let name = tool["name"].as_str().unwrap();
+        let mut nodes = Vec::new();
+        schema_nodes(format!("{name}/inputSchema"), &tool["inputSchema"], &mut nodes);
+        for (path, node) in &nodes {
+            assert!(!node["type"].is_array(), "{path}: a type union {}", node["type"]);
+            assert_ne!(node["type"], "null", "{path}");
+            if let Some(format) = node["format"].as_str() {
+                assert!(STANDARD.contains(&format), "{path}: non-standard format {format}");
+            }
+        }
+        let required: Vec<&str> = tool["inputSchema"]["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for (field, property) in tool["inputSchema"]["properties"].as_object().unwrap() {
+            if property["type"] == "integer" && !required.contains(&field.as_str()) {
+                optional_integers += 1;
+            }
+        }
+        let mut nodes = Vec::new();
+        schema_nodes(format!("{name}/outputSchema"), &tool["outputSchema"], &mut nodes);
+        for (path, node) in &nodes {
+            if let Some(format) = node["format"].as_str() {
+                assert!(STANDARD.contains(&format), "{path}: non-standard format {format}");
+            }
+        }
+    }
+    assert!(optional_integers >= 3, "ttl_seconds, expires_in_seconds, limit are plain optional integers");
+}
 
 #[tokio::test]
 async fn tools_list_is_stable() {
@@ -178,7 +239,7 @@ async fn tools_list_is_stable() {
     let listed = client.request("tools/list", json!({})).await;
     let tools = listed["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 7);
+    assert_eq!(names.len(), 8);
     for tool in tools {
         let name = tool["name"].as_str().unwrap();
         assert!(tool["description"].as_str().is_some_and(|d| d.len() > 40), "{name} is described");
@@ -186,7 +247,7 @@ async fn tools_list_is_stable() {
         assert_eq!(tool["outputSchema"]["type"], "object", "{name} publishes an output schema");
         let read_only = tool["annotations"]["readOnlyHint"].as_bool().unwrap();
         let destructive = tool["annotations"]["destructiveHint"].as_bool().unwrap();
-        assert_eq!(read_only, matches!(name, "get_channel" | "read_channel_messages"), "{name}");
+        assert_eq!(read_only, matches!(name, "get_channel" | "read_channel_messages" | "wait_for_messages"), "{name}");
         assert_eq!(destructive, matches!(name, "delete_channel" | "revoke_read_grant"), "{name}");
     }
     insta::assert_json_snapshot!("tools_list", listed["result"]);
@@ -195,7 +256,7 @@ async fn tools_list_is_stable() {
         app.client.get(app.url(Role::Mcp, "/.well-known/mcp-server")).send().await.unwrap().json().await.unwrap();
     assert_eq!(discovery["name"], "chantra");
     assert_eq!(discovery["endpoints"]["streamable_http"], "http://localhost:8090/mcp");
-    assert_eq!(discovery["tools"].as_array().unwrap().len(), 7);
+    assert_eq!(discovery["tools"].as_array().unwrap().len(), 8);
     assert!(discovery["protocol_versions"].as_array().unwrap().iter().any(|v| v == "2025-06-18"));
 }
 
@@ -329,7 +390,33 @@ async fn tool_errors_match_the_rest_api(backend: Backend) {
     for (tool, arguments, code) in cases {
         let result = client.call(tool, arguments.clone()).await;
         assert_eq!(error_code(&result), code, "{tool} {arguments}");
-        assert!(result.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let message = result.1["error"]["message"].as_str().unwrap();
+        assert!(!message.is_empty());
+        // Written for agents: tool arguments, never HTTP header names.
+        assert!(!message.contains("header") && !message.contains("X-"), "{tool}: {message}");
+    }
+    let missing = client.call("read_channel_messages", json!({ "channel_id": id })).await;
+    assert!(missing.1["error"]["message"].as_str().unwrap().contains("pass read_token"), "{}", missing.1);
+
+    // Arguments that do not fit a tool are tool errors with the REST API's
+    // code for a body that does not fit (invalid_json), naming the argument.
+    let argument_cases = [
+        (
+            "publish_message",
+            json!({ "channel_id": id, "publish_token": token, "payload": "x", "ttl_seconds": "60" }),
+            "ttl_seconds",
+        ),
+        ("publish_message", json!({ "channel_id": id, "publish_token": token, "payload": "x", "bogus": 1 }), "bogus"),
+        ("get_channel", json!({ "channel_id": id }), "publish_token"),
+        ("create_channel", json!({ "visibility": "secret" }), "visibility"),
+        ("read_channel_messages", json!({ "channel_id": id, "limit": -1 }), "limit"),
+    ];
+    for (tool, arguments, named) in argument_cases {
+        let result = client.call(tool, arguments.clone()).await;
+        assert_eq!(error_code(&result), "invalid_json", "{tool} {arguments}");
+        let message = result.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{tool}: {message}");
+        assert!(!message.contains("i64") && !message.contains("u64"), "{tool}: {message}");
     }
     // The same mistake through REST gives the same code and message.
     let rest = app
@@ -349,9 +436,39 @@ async fn tool_errors_match_the_rest_api(backend: Backend) {
         .await;
     assert_eq!(rest["error"], mcp.1["error"]);
 
-    // Unknown arguments and unknown tools are protocol-level errors.
+    // An unknown tool is a protocol-level error.
     let unknown_tool = client.request("tools/call", json!({ "name": "nope", "arguments": {} })).await;
     assert!(unknown_tool["error"].is_object(), "{unknown_tool}");
+}
+
+/// A body that is not JSON, or not JSON-RPC, is answered in JSON-RPC
+/// (-32700, -32600), not with a plain-text 415.
+#[tokio::test]
+async fn malformed_jsonrpc_gets_jsonrpc_errors() {
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let send = |body: &'static str| {
+        app.client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, code, id) in [("{not json", -32700, Value::Null), (r#"{"id": 7, "nothing": true}"#, -32600, json!(7))] {
+        let response = send(body).await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["jsonrpc"], "2.0");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        assert_eq!(answer["id"], id);
+    }
+    // A well-formed request still works after the check, and its session ends with 204.
+    let mut client = McpClient::connect(url).await;
+    let (error, _) = client.call("create_channel", json!({})).await;
+    assert!(!error);
+    client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,6 +503,15 @@ async fn reads_through_the_channels_internal_api() {
         .await;
     assert!(!error, "{page}");
     assert_eq!(page["messages"][0]["payload_text"], "via the internal API");
+    channels.publish_text(&channel, "the newest").await;
+    let (error, latest) = client
+        .call(
+            "read_channel_messages",
+            json!({ "channel_id": channel["channel_id"], "read_token": channel["read_token"], "from": "latest", "limit": 1 }),
+        )
+        .await;
+    assert!(!error, "{latest}");
+    assert_eq!(texts(&latest), ["the newest"], "from: latest through the internal API");
     let denied = client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"] })).await;
     assert_eq!(error_code(&denied), "missing_token");
 
@@ -437,7 +563,7 @@ async fn two_replicas_serve_one_session() {
     let ids: Vec<Value> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
     assert_eq!(ids, published);
     let listed = client.request_at(&url_b, "tools/list", json!({})).await;
-    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 7);
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 8);
 }
 
 #[tokio::test]
@@ -668,4 +794,462 @@ async fn remote_pages_are_bounded_in_bytes() {
         client.call("read_channel_messages", json!({ "channel_id": channel["channel_id"], "limit": 5 })).await;
     assert!(!error, "{page}");
     assert!(!page["messages"].as_array().unwrap().is_empty());
+}
+
+/// Publishes `text` through REST after `delay`; resolves to when the 201 came back.
+fn publish_later(
+    app: &TestApp,
+    channel: &Value,
+    text: &str,
+    delay: std::time::Duration,
+) -> tokio::task::JoinHandle<std::time::Instant> {
+    let (client, url) =
+        (app.client.clone(), app.rest(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap())));
+    let (token, text) = (channel["publish_token"].as_str().unwrap().to_owned(), text.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let response = client
+            .post(url)
+            .header("x-publish-token", token)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        std::time::Instant::now()
+    })
+}
+
+fn texts(result: &Value) -> Vec<&str> {
+    let messages = result["messages"].as_array().unwrap_or_else(|| panic!("no messages: {result}"));
+    messages.iter().map(|m| m["payload_text"].as_str().unwrap_or_else(|| panic!("not text: {m}"))).collect()
+}
+
+async fn wait_for_messages_follows_a_channel(backend: Backend) {
+    use std::time::{Duration, Instant};
+    let app = mcp_app(backend, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].clone();
+    app.publish_text(&channel, "before").await;
+
+    // Without `after`: only messages published from now on.
+    let (error, first) = client.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert!(!error, "{first}");
+    assert_eq!(first["timed_out"], true);
+    assert_eq!(first["messages"].as_array().unwrap().len(), 0);
+    let (_, page) = client.call("read_channel_messages", json!({ "channel_id": id })).await;
+    assert_eq!(first["next_cursor"], page["next_cursor"], "the cursor stands at the newest message");
+
+    // A publish while waiting returns the call at once.
+    let published = publish_later(&app, &channel, "live", Duration::from_millis(500));
+    let started = Instant::now();
+    let (error, live) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": first["next_cursor"], "timeout_seconds": 20 }))
+        .await;
+    let returned = Instant::now();
+    let published = published.await.unwrap();
+    assert!(!error, "{live}");
+    assert_eq!(texts(&live), ["live"], "{live}");
+    assert_eq!(live["timed_out"], false);
+    assert!(returned.duration_since(started) >= Duration::from_millis(400), "it waited");
+    assert!(
+        returned.saturating_duration_since(published) < Duration::from_secs(1),
+        "returned within 1 s of the publish"
+    );
+    assert_eq!(live["next_cursor"], live["messages"][0]["id"]);
+
+    // A backlog comes at once, in order, bounded by max_messages; the cursor walks on.
+    for i in 0..5 {
+        app.publish_text(&channel, &format!("b{i}")).await;
+    }
+    let (error, part) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": live["next_cursor"], "max_messages": 3 }))
+        .await;
+    assert!(!error, "{part}");
+    assert_eq!(texts(&part), ["b0", "b1", "b2"]);
+    assert_eq!(part["has_more"], true);
+    let (error, rest) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": part["next_cursor"], "timeout_seconds": 1 }))
+        .await;
+    assert!(!error, "{rest}");
+    assert_eq!(texts(&rest), ["b3", "b4"]);
+    assert_eq!(rest["has_more"], false);
+
+    // Argument mistakes are tool errors.
+    for (arguments, code) in [
+        (json!({ "channel_id": id, "timeout_seconds": 0 }), "invalid_timeout"),
+        (json!({ "channel_id": id, "timeout_seconds": 100_000 }), "invalid_timeout"),
+        (json!({ "channel_id": id, "max_messages": 0 }), "invalid_limit"),
+        (json!({ "channel_id": id, "after": "nope" }), "invalid_cursor"),
+        (json!({ "channel_id": id, "timeout_seconds": "5" }), "invalid_json"),
+    ] {
+        let result = client.call("wait_for_messages", arguments.clone()).await;
+        assert_eq!(error_code(&result), code, "{arguments}");
+    }
+
+    // Deletion ends the wait, said as a field.
+    let deleter = {
+        let (http, url) = (app.client.clone(), app.rest(&format!("/v1/channels/{}", id.as_str().unwrap())));
+        let token = channel["publish_token"].as_str().unwrap().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            http.delete(url).header("x-publish-token", token).send().await.unwrap().status()
+        })
+    };
+    let (error, deleted) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": rest["next_cursor"], "timeout_seconds": 20 }))
+        .await;
+    assert_eq!(deleter.await.unwrap(), 204);
+    assert!(!error, "{deleted}");
+    assert_eq!(deleted["channel_deleted"], true, "{deleted}");
+    assert_eq!(deleted["timed_out"], false);
+
+    // A private channel: the token is needed, and its revocation ends the wait.
+    let private = app.create_channel("private").await;
+    let pid = private["channel_id"].clone();
+    let missing = client.call("wait_for_messages", json!({ "channel_id": pid })).await;
+    assert_eq!(error_code(&missing), "missing_token");
+    let (_, grant) =
+        client.call("create_read_grant", json!({ "channel_id": pid, "publish_token": private["publish_token"] })).await;
+    let revoker = {
+        let http = app.client.clone();
+        let url = app.rest(&format!(
+            "/v1/channels/{}/read-grants/{}/revoke",
+            pid.as_str().unwrap(),
+            grant["grant_id"].as_str().unwrap()
+        ));
+        let token = private["publish_token"].as_str().unwrap().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            http.post(url).header("x-publish-token", token).send().await.unwrap().status()
+        })
+    };
+    let (_, revoked) = client
+        .call(
+            "wait_for_messages",
+            json!({ "channel_id": pid, "read_token": grant["read_token"], "timeout_seconds": 20 }),
+        )
+        .await;
+    assert_eq!(revoker.await.unwrap(), 200);
+    assert_eq!(revoked["access_ended"], "revoked", "{revoked}");
+}
+
+/// Every waiting call holds a slot: MCP_MAX_WAITS_PER_IP per client, MCP_MAX_WAITS per process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_are_capped_per_client_and_process() {
+    let app = mcp_app(
+        Backend::Sqlite,
+        &["--trusted-proxies", "127.0.0.1", "--mcp-max-waits-per-ip", "1", "--mcp-max-waits", "2"],
+    )
+    .await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].clone();
+    let wait_from = |ip: &'static str| {
+        let (url, id) = (url.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut client = McpClient::connect_from(url, Some(ip)).await;
+            client.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 3 })).await
+        })
+    };
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(700));
+    let mut waiting = vec![wait_from("198.51.100.1")];
+    settle().await;
+    let mut same_ip = McpClient::connect_from(url.clone(), Some("198.51.100.1")).await;
+    let refused = same_ip.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert_eq!(error_code(&refused), "too_many_streams");
+    waiting.push(wait_from("198.51.100.2"));
+    settle().await;
+    let mut third = McpClient::connect_from(url.clone(), Some("198.51.100.3")).await;
+    let refused = third.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert_eq!(error_code(&refused), "server_busy");
+    for waiter in waiting {
+        let (error, result) = waiter.await.unwrap();
+        assert!(!error && result["timed_out"] == true, "{result}");
+    }
+    // The slots come back when the calls return.
+    let (error, result) = third.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert!(!error, "{result}");
+}
+
+/// The publish lands on another process (rest + channels); the mcp process
+/// hears it over PostgreSQL LISTEN/NOTIFY and the waiting call returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_hears_publishes_from_another_process() {
+    use std::time::{Duration, Instant};
+    let database = TestDatabase::create().await;
+    let shared = |roles: Vec<Role>| Options {
+        roles: Some(roles),
+        extra_args: vec!["--database-url".into(), database.url.clone()],
+        ..Default::default()
+    };
+    let publisher = spawn_app_with(Backend::Postgres, shared(vec![Role::Rest, Role::Channels])).await;
+    let mcp = spawn_app_with(Backend::Postgres, shared(vec![Role::Mcp])).await;
+    let mut client = McpClient::connect(mcp.url(Role::Mcp, "/mcp")).await;
+    let channel = publisher.create_channel("private").await;
+    let (_, start) = client
+        .call(
+            "wait_for_messages",
+            json!({ "channel_id": channel["channel_id"], "read_token": channel["read_token"], "timeout_seconds": 1 }),
+        )
+        .await;
+    assert_eq!(start["timed_out"], true, "{start}");
+    let mut cursor = start["next_cursor"].clone();
+    for i in 0..5 {
+        let published = publish_later(&publisher, &channel, &format!("m{i}"), Duration::from_millis(300));
+        let (error, result) = client
+            .call(
+                "wait_for_messages",
+                json!({ "channel_id": channel["channel_id"], "read_token": channel["read_token"], "after": cursor, "timeout_seconds": 20 }),
+            )
+            .await;
+        let returned = Instant::now();
+        assert!(!error, "{result}");
+        assert_eq!(texts(&result), [format!("m{i}")]);
+        assert!(returned.saturating_duration_since(published.await.unwrap()) < Duration::from_secs(1));
+        cursor = result["next_cursor"].clone();
+    }
+}
+
+/// notifications/cancelled ends a waiting call at once: its slot is free
+/// again (MCP_MAX_WAITS_PER_IP = 1) long before its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_ends_at_once() {
+    let app = mcp_app(Backend::Sqlite, &["--mcp-max-waits-per-ip", "1"]).await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].clone();
+    let mut waiter = McpClient::connect(url.clone()).await;
+    let session = waiter.session.clone();
+    let request_id = waiter.next_id;
+    let waiting = {
+        let id = id.clone();
+        tokio::spawn(async move {
+            waiter.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 60 })).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut other = McpClient::connect(url.clone()).await;
+    let busy = other.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    assert_eq!(error_code(&busy), "too_many_streams", "the first call holds the slot");
+
+    let canceller = McpClient { session, ..McpClient::detached(url) };
+    let cancel = json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": { "requestId": request_id, "reason": "test" } });
+    let response = canceller.post(&canceller.url, &cancel).send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let started = std::time::Instant::now();
+    loop {
+        let result = other.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+        if !result.0 {
+            break;
+        }
+        assert_eq!(error_code(&result), "too_many_streams");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the cancelled call still holds its slot");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    waiting.abort();
+}
+
+async fn reads_from_latest_and_since(backend: Backend) {
+    let app = mcp_app(backend, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let channel = app.create_channel("private").await;
+    let (id, token) = (channel["channel_id"].clone(), channel["read_token"].clone());
+    for i in 0..3 {
+        app.publish_text(&channel, &format!("a{i}")).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for i in 0..3 {
+        app.publish_text(&channel, &format!("b{i}")).await;
+    }
+    let read = |args: Value| {
+        let mut arguments = json!({ "channel_id": id, "read_token": token });
+        arguments.as_object_mut().unwrap().extend(args.as_object().unwrap().clone());
+        arguments
+    };
+
+    // The newest `limit`, oldest first; the cursor then follows new messages.
+    let (error, latest) = client.call("read_channel_messages", read(json!({ "from": "latest", "limit": 2 }))).await;
+    assert!(!error, "{latest}");
+    assert_eq!(texts(&latest), ["b1", "b2"]);
+    assert_eq!(latest["has_more"], false);
+    app.publish_text(&channel, "c0").await;
+    let (_, next) = client.call("read_channel_messages", read(json!({ "after": latest["next_cursor"] }))).await;
+    assert_eq!(texts(&next), ["c0"]);
+    let (_, all) = client.call("read_channel_messages", read(json!({ "from": "latest", "limit": 50 }))).await;
+    assert_eq!(texts(&all), ["a0", "a1", "a2", "b0", "b1", "b2", "c0"], "fewer than limit: all of them");
+    let (_, oldest) = client.call("read_channel_messages", read(json!({ "from": "oldest", "limit": 1 }))).await;
+    assert_eq!(texts(&oldest), ["a0"]);
+
+    // From a time on: RFC 3339 or Unix seconds.
+    let (error, since) = client.call("read_channel_messages", read(json!({ "since": between }))).await;
+    assert!(!error, "{since}");
+    assert_eq!(texts(&since), ["b0", "b1", "b2", "c0"]);
+    let (_, epoch) = client.call("read_channel_messages", read(json!({ "since": "0", "limit": 2 }))).await;
+    assert_eq!(texts(&epoch), ["a0", "a1"]);
+    let (_, future) = client.call("read_channel_messages", read(json!({ "since": "4102444800" }))).await;
+    assert_eq!(texts(&future), Vec::<&str>::new());
+
+    for (args, code) in [
+        (json!({ "from": "newest" }), "invalid_json"),
+        (json!({ "from": "latest", "after": latest["next_cursor"] }), "invalid_cursor"),
+        (json!({ "since": between, "after": latest["next_cursor"] }), "invalid_cursor"),
+        (json!({ "since": "yesterday" }), "invalid_cursor"),
+        (json!({ "since": "-5" }), "invalid_cursor"),
+    ] {
+        let result = client.call("read_channel_messages", read(args.clone())).await;
+        assert_eq!(error_code(&result), code, "{args}");
+    }
+}
+
+/// Reads the next SSE event (name, data) from a streaming response, skipping comments.
+async fn next_sse_event(response: &mut reqwest::Response, buffer: &mut String) -> (String, String) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::from("message");
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = value.trim().to_owned();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push(value.trim_start().to_owned());
+                }
+            }
+            if data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            return (name, data.join("\n"));
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an SSE event within 10 s")
+            .unwrap()
+            .expect("the stream is open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// The legacy HTTP+SSE transport: GET /sse announces the endpoint, POSTs
+/// there are answered on the stream; capped per client; DNS-rebinding
+/// protection as on /mcp; closing the stream ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_sse_transport_serves_tools() {
+    let app = mcp_app(Backend::Sqlite, &["--mcp-max-sessions-per-ip", "1"]).await;
+    let base = app.url(Role::Mcp, "");
+    let open = || app.client.get(format!("{base}/sse")).header("accept", "text/event-stream").send();
+    let mut events = open().await.unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(events.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut buffer = String::new();
+    let (name, endpoint) = next_sse_event(&mut events, &mut buffer).await;
+    assert_eq!(name, "endpoint");
+    assert!(endpoint.starts_with("/messages?sessionId="), "{endpoint}");
+    let post = |body: Value| {
+        app.client.post(format!("{base}{endpoint}")).header("content-type", "application/json").json(&body).send()
+    };
+
+    let init = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize_params() });
+    assert_eq!(post(init).await.unwrap().status(), 202);
+    let (name, answer) = next_sse_event(&mut events, &mut buffer).await;
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!((name.as_str(), &answer["id"]), ("message", &json!(1)));
+    assert_eq!(answer["result"]["serverInfo"]["name"], "chantra", "{answer}");
+    assert_eq!(post(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await.unwrap().status(), 202);
+    let call = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": { "name": "create_channel", "arguments": { "visibility": "private" } } });
+    assert_eq!(post(call).await.unwrap().status(), 202);
+    let (_, answer) = next_sse_event(&mut events, &mut buffer).await;
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["id"], 2);
+    assert_eq!(answer["result"]["structuredContent"]["visibility"], "private", "{answer}");
+
+    // One session per client here: a second stream is refused like a second initialize.
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_sessions");
+    // Foreign Host or Origin: refused, as on /mcp.
+    let foreign = app.client.get(format!("{base}/sse")).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    let foreign = app.client.get(format!("{base}/sse")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    // A malformed message gets a JSON-RPC error; an unknown session a JSON error.
+    let malformed = app
+        .client
+        .post(format!("{base}{endpoint}"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(malformed.json::<Value>().await.unwrap()["error"]["code"], -32700);
+    let unknown = app
+        .client
+        .post(format!("{base}/messages?sessionId=nope"))
+        .header("content-type", "application/json")
+        .json(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.json::<Value>().await.unwrap()["error"]["code"], "session_not_found");
+
+    // Closing the stream ends the session and frees its slot.
+    drop(events);
+    let mut reopened = None;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let response = open().await.unwrap();
+        if response.status() == 200 {
+            reopened = Some(response);
+            break;
+        }
+    }
+    assert!(reopened.is_some(), "the slot came back");
+    let gone = post(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await.unwrap();
+    assert_eq!(gone.json::<Value>().await.unwrap()["error"]["code"], "session_not_found");
+
+    // Streamable HTTP still answers on /sse (a POST).
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/sse")).await;
+    let (error, _) = client.call("create_channel", json!({})).await;
+    assert!(!error);
+}
+
+/// Messages after the cursor that expired before the wait are reported as
+/// a gap, and the wait goes on from the oldest one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_reports_a_gap() {
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let channel = app.create_channel("public").await;
+    let id = channel["channel_id"].clone();
+    let (_, start) = client.call("wait_for_messages", json!({ "channel_id": id, "timeout_seconds": 1 })).await;
+    let publish = |text: &'static str, ttl: Option<u64>| {
+        let mut url = app.rest(&format!("/v1/channels/{}/publish", id.as_str().unwrap()));
+        if let Some(ttl) = ttl {
+            url.push_str(&format!("?ttl={ttl}"));
+        }
+        app.client
+            .post(url)
+            .header("x-publish-token", channel["publish_token"].as_str().unwrap())
+            .header("content-type", "text/plain")
+            .body(text)
+            .send()
+    };
+    assert_eq!(publish("short-lived", Some(1)).await.unwrap().status(), 201);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let kept: Value = publish("kept", None).await.unwrap().json().await.unwrap();
+    let (error, result) = client
+        .call("wait_for_messages", json!({ "channel_id": id, "after": start["next_cursor"], "timeout_seconds": 5 }))
+        .await;
+    assert!(!error, "{result}");
+    assert_eq!(texts(&result), ["kept"]);
+    assert_eq!(result["gap"]["requested_after"], start["next_cursor"], "{result}");
+    assert_eq!(result["gap"]["oldest_available"], kept["message_id"], "{result}");
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drive Chantra's MCP role with the official Python MCP SDK (mcp 2.x).
 
-Usage: python sdk_client.py http://127.0.0.1:PORT/mcp
+Usage: python sdk_client.py http://127.0.0.1:PORT/mcp   (Streamable HTTP)
+       python sdk_client.py http://127.0.0.1:PORT/sse   (legacy HTTP+SSE)
 
 Lists the tools and checks their schemas and annotations, then walks the
 whole channel life cycle (public and private channels, read grants, binary
@@ -22,6 +23,7 @@ import uuid
 from typing import Any
 
 from mcp import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 EXPECTED_TOOLS = {
@@ -32,10 +34,11 @@ EXPECTED_TOOLS = {
     "revoke_read_grant",
     "get_channel",
     "read_channel_messages",
+    "wait_for_messages",
 }
-READ_ONLY = {"get_channel", "read_channel_messages"}
+READ_ONLY = {"get_channel", "read_channel_messages", "wait_for_messages"}
 DESTRUCTIVE = {"delete_channel", "revoke_read_grant"}
-IDEMPOTENT = {"get_channel", "read_channel_messages", "revoke_read_grant"}
+IDEMPOTENT = {"get_channel", "read_channel_messages", "revoke_read_grant", "wait_for_messages"}
 
 # Bytes that are not UTF-8 (0xff, 0xfe and a lone continuation byte 0x80).
 BINARY = b"\xff\xfe\x00\x01chantra\x80\x7f"
@@ -113,7 +116,20 @@ async def check_tools(r: Runner) -> None:
             r.ok(a.destructive_hint is False, f"tools/list: {name} destructiveHint is {a.destructive_hint!r}, expected false")
         if name in IDEMPOTENT:
             r.ok(a.idempotent_hint is True, f"tools/list: {name} idempotentHint is {a.idempotent_hint!r}, expected true")
+    # Schemas every client can fill: optional arguments as plain types, standard formats only.
+    standard = {"date-time", "date", "time", "duration", "uuid", "uri", "email"}
+    for name, tool in tools.items():
+        stack = [tool.input_schema]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                r.ok(not isinstance(node.get("type"), list), f"tools/list: {name} has a type union {node.get('type')!r}")
+                r.ok(node.get("format") in (None, *standard), f"tools/list: {name} has format {node.get('format')!r}")
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
     props = tools["publish_message"].input_schema.get("properties", {})
+    r.ok(props.get("ttl_seconds", {}).get("type") == "integer", f"tools/list: ttl_seconds is {props.get('ttl_seconds')!r}")
     for field in ("channel_id", "publish_token", "payload", "payload_base64", "ttl_seconds"):
         r.ok(field in props and props[field].get("description"), f"tools/list: publish_message.{field} is not documented")
 
@@ -190,6 +206,11 @@ async def scenario(r: Runner) -> None:
     await r.failure("get_channel", {"channel_id": unknown, "publish_token": pub_token}, "channel_not_found")
     await r.failure("publish_message", {"channel_id": pub_id, "publish_token": pub_token, "payload": "x", "ttl_seconds": 172801}, "invalid_ttl")
     await r.failure("publish_message", {"channel_id": pub_id, "publish_token": pub_token, "payload_base64": "not base64!"}, "invalid_payload")
+    # Arguments that do not fit are tool errors naming the argument, not protocol errors.
+    wrong = await r.failure("publish_message", {"channel_id": pub_id, "publish_token": pub_token, "payload": "x", "ttl_seconds": "60"}, "invalid_json")
+    r.ok("ttl_seconds" in wrong["message"], f"argument error does not name ttl_seconds: {wrong['message']!r}")
+    missing = await r.failure("read_channel_messages", {"channel_id": priv_id}, "missing_token")
+    r.ok("pass read_token" in missing["message"] and "header" not in missing["message"], f"missing_token: {missing['message']!r}")
 
     # Metadata.
     info = await r.success("get_channel", {"channel_id": pub_id, "publish_token": pub_token})
@@ -215,7 +236,9 @@ async def scenario(r: Runner) -> None:
 async def main(url: str) -> int:
     started = time.monotonic()
     failure: CheckFailed | None = None
-    async with streamable_http_client(url) as (read_stream, write_stream):
+    # A URL ending in /sse: the legacy HTTP+SSE transport (GET /sse + POST /messages).
+    transport = sse_client(url) if url.rstrip("/").endswith("/sse") else streamable_http_client(url)
+    async with transport as (read_stream, write_stream):
         async with ClientSession(read_stream, write_stream) as session:
             r = Runner(session)
             try:
@@ -235,26 +258,38 @@ async def main(url: str) -> int:
     elapsed = time.monotonic() - started
     print(
         f"sdk_client: OK, {r.checks} checks over {r.calls} tool calls "
-        f"(protocol {init.protocol_version}, server {init.server_info.name} {init.server_info.version}) in {elapsed:.1f}s"
+        f"({'legacy HTTP+SSE' if url.rstrip('/').endswith('/sse') else 'Streamable HTTP'}, protocol {init.protocol_version}, server {init.server_info.name} {init.server_info.version}) in {elapsed:.1f}s"
     )
     return 0
 
 
-class _DeleteAccepted(logging.Filter):
-    """rmcp answers the session DELETE with 202 Accepted (the session is gone);
-    this SDK expects 200/204 and logs a misleading warning for any other code."""
+class _TerminationWarnings(logging.Handler):
+    """Records the SDK's "Session termination failed" warnings: the session
+    DELETE must be answered 200/204 (rmcp alone says 202)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "Session termination failed: 202"
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Session termination failed" in record.getMessage():
+            self.seen.append(record.getMessage())
+
+
+TERMINATION = _TerminationWarnings()
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: sdk_client.py http://HOST:PORT/mcp")
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
-    logging.getLogger("mcp.client.streamable_http").addFilter(_DeleteAccepted())
+    logging.getLogger("mcp.client.streamable_http").addHandler(TERMINATION)
     try:
-        sys.exit(asyncio.run(main(sys.argv[1])))
+        status = asyncio.run(main(sys.argv[1]))
+        if TERMINATION.seen:
+            print(f"sdk_client: FAILED: the session DELETE was refused: {TERMINATION.seen}", file=sys.stderr)
+            status = 1
+        sys.exit(status)
     except Exception as err:  # the transport itself failed (no server, broken stream)
         leaves = []
         stack = [err]

@@ -1,4 +1,4 @@
-//! SSE frames (src/http/channels/frame.rs) read back by an independent SSE parser,
+//! SSE frames (src/http/channels/sse.rs) read back by an independent SSE parser,
 //! `eventsource-stream`, which follows the WHATWG event-stream rules (CR, LF
 //! and CRLF end lines; `data:` lines join with LF; one space after the colon
 //! is dropped; a blank line dispatches).
@@ -14,7 +14,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use chantra::http::channels::frame;
+use chantra::http::channels::sse as frame;
 use chantra_core::db::entity::message;
 use chantra_core::domain::{ChannelId, MessageId};
 use chantra_core::service::message_event;

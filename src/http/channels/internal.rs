@@ -1,4 +1,4 @@
-//! GET /internal/v1/channels/{id}/messages?after=&limit= — a page of
+//! GET /internal/v1/channels/{id}/messages?after=&limit=&from= — a page of
 //! messages with payloads, for an mcp role deployed apart. It needs
 //! INTERNAL_API_TOKEN (compared in constant time) and, for a private channel,
 //! a read token; without a configured internal token it does not exist (404).
@@ -45,5 +45,12 @@ pub async fn messages(
         })?,
     };
     let token = token_from_headers(&headers, READ_TOKEN_HEADER)?.map(ReadToken::parse).transpose()?;
+    // from=latest: the newest `limit` messages (the default, from=oldest, pages from `after`).
+    let after = match query_param(query.as_deref(), "from").as_deref() {
+        None | Some("oldest") => after,
+        Some("latest") if after.is_none() => state.service.latest_cursor(channel, token.as_ref(), limit).await?,
+        Some("latest") => return Err(AppError::InvalidCursor("give either after or from=latest".into()).into()),
+        Some(_) => return Err(AppError::bad_request("invalid_from", "from must be oldest or latest").into()),
+    };
     Ok(Json(state.service.read_page(channel, token.as_ref(), after, limit).await?))
 }

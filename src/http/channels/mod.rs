@@ -3,9 +3,8 @@
 //! returns work with and without the edge proxy), plus the internal read API
 //! that an mcp role deployed apart uses.
 
-pub mod frame;
 mod internal;
-mod sse;
+pub mod sse;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};

@@ -261,6 +261,22 @@ impl Service {
     }
 }
 
+impl Service {
+    /// The cursor a page of the newest `n` messages starts after: the id of
+    /// the (n+1)-th newest unexpired message, or `None` (from the oldest)
+    /// when the channel keeps no more than `n`. Checks the reader first.
+    pub async fn latest_cursor(
+        &self,
+        id: ChannelId,
+        token: Option<&ReadToken>,
+        n: u64,
+    ) -> Result<Option<MessageId>, AppError> {
+        self.authorize_reader(id, None, token).await?;
+        let n = n.clamp(1, MAX_PAGE);
+        Ok(db::messages::nth_newest(&self.db, id, n, self.clock.now()).await?.map(|row| row.id))
+    }
+}
+
 /// How many of `rows`, from the first, fit `budget` payload bytes; at least
 /// one (a single message is bounded by MAX_PAYLOAD_BYTES).
 fn fitting(rows: &[message::Model], budget: u64) -> usize {

@@ -6,7 +6,7 @@
 //! (channel deleted, grant revoked or expired, server shutting down).
 //!
 //! Events are data, not bytes: the edge that carries them encodes them (the
-//! SSE frames live in chantra's `http::channels::frame`), so any transport —
+//! SSE frames live in chantra's `http::channels::sse`), so any transport —
 //! SSE, a future MCP subscription — shares this one protocol.
 //!
 //! The reader joins the hub *before* the replay is read, and every event
@@ -214,6 +214,20 @@ impl ReaderStream {
     /// The reader let in (its channel, and grant on a private channel).
     pub fn reader(&self) -> &Reader {
         &self.reader
+    }
+
+    /// Where the reader stands: the id of the last message it was given, or,
+    /// before the first, where it started (the newest message when it joined
+    /// "from now"). A cursor to resume from with nothing missed or repeated.
+    pub fn position(&self) -> MessageId {
+        self.last_sent
+    }
+
+    /// Whether the next events come from the database (a replay or catch-up
+    /// with rows left to send or to read) or are already queued, rather than
+    /// awaited from the live feed.
+    pub fn replaying(&self) -> bool {
+        self.replay.as_ref().is_some_and(|replay| replay.more || !replay.rows.is_empty()) || !self.pending.is_empty()
     }
 
     /// The next event; `None` when the stream has ended.
