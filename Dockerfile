@@ -15,7 +15,7 @@ ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo \
 
 # 1. Dependencies only. The manifests plus an empty stand-in for every target
 #    Cargo.toml declares or cargo needs to load the workspace: the chantra
-#    binary and library, the workspace crates (chantra-core, chantra-s3,
+#    binary and library, the workspace crates (chantra-core, chantra-s3, chantra-nats,
 #    migration), the `token_hash` bench, and the members never built here
 #    (chantra-testkit, a dev-dependency of the tests; tools/chantra-load):
 #    only their manifests and stand-ins are needed. This layer is rebuilt only
@@ -25,26 +25,29 @@ ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo \
 COPY Cargo.toml Cargo.lock ./
 COPY crates/chantra-core/Cargo.toml crates/chantra-core/Cargo.toml
 COPY crates/chantra-s3/Cargo.toml crates/chantra-s3/Cargo.toml
+COPY crates/chantra-nats/Cargo.toml crates/chantra-nats/Cargo.toml
 COPY crates/chantra-testkit/Cargo.toml crates/chantra-testkit/Cargo.toml
 COPY migration/Cargo.toml migration/Cargo.toml
 COPY tools/chantra-load/Cargo.toml tools/chantra-load/Cargo.toml
 RUN mkdir -p src migration/src benches tools/chantra-load/src \
-        crates/chantra-core/src crates/chantra-s3/src crates/chantra-testkit/src \
+        crates/chantra-core/src crates/chantra-s3/src crates/chantra-nats/src crates/chantra-testkit/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > tools/chantra-load/src/main.rs \
     && touch src/lib.rs migration/src/lib.rs \
-        crates/chantra-core/src/lib.rs crates/chantra-s3/src/lib.rs crates/chantra-testkit/src/lib.rs \
+        crates/chantra-core/src/lib.rs crates/chantra-s3/src/lib.rs crates/chantra-nats/src/lib.rs \
+        crates/chantra-testkit/src/lib.rs \
     && echo 'fn main() {}' > benches/token_hash.rs \
     && cargo build --release --locked --bin chantra \
     && cargo clean --release --package chantra --package migration \
-        --package chantra-core --package chantra-s3 \
-    && rm -rf src migration/src crates/chantra-core/src crates/chantra-s3/src
+        --package chantra-core --package chantra-s3 --package chantra-nats \
+    && rm -rf src migration/src crates/chantra-core/src crates/chantra-s3/src crates/chantra-nats/src
 
 # 2. The application. templates/ and static/ are copied for the landing role,
 #    which may embed them at compile time.
 COPY src src
 COPY crates/chantra-core/src crates/chantra-core/src
 COPY crates/chantra-s3/src crates/chantra-s3/src
+COPY crates/chantra-nats/src crates/chantra-nats/src
 COPY migration/src migration/src
 COPY templates templates
 COPY static static

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 #
-# Real backends for the integration tests: PostgreSQL and an S3 server (garage).
+# Real backends for the integration tests: PostgreSQL, an S3 server (garage)
+# and NATS (nats-server).
 #
 # This file is meant to be *sourced* (by scripts/test.sh and .ci/run), not run:
 #
@@ -8,7 +9,8 @@
 #   ensure_postgres
 #   ensure_garage_installed
 #   start_garage
-#   trap stop_garage EXIT
+#   ensure_nats_server
+#   trap 'stop_garage; stop_nats_server' EXIT
 #
 # It starts and stops services; it installs nothing. garage (and every other
 # test tool) comes from scripts/setup-test-tools.sh, and a missing one fails
@@ -22,6 +24,8 @@
 #   CHANTRA_TEST_S3_ACCESS_KEY  key id of a key allowed to create buckets
 #   CHANTRA_TEST_S3_SECRET_KEY  its secret
 #   CHANTRA_TEST_S3_BUCKET      chantra-test (already exists, key has read/write/owner)
+# After ensure_nats_server:
+#   CHANTRA_TEST_NATS_SERVER    the nats-server program the NATS tests start
 #
 # If CHANTRA_TEST_S3_ENDPOINT is already set, start_garage leaves your S3
 # server alone and starts nothing.
@@ -207,5 +211,48 @@ stop_garage() {
     if [ -n "$GARAGE_DIR" ]; then
         rm -rf "$GARAGE_DIR"
         GARAGE_DIR=""
+    fi
+}
+
+# ---------------------------------------------------------------- nats-server
+
+# Set by ensure_nats_server when it started one, used by stop_nats_server.
+NATS_PID=""
+
+# The NATS tests (tests/api/fanout_nats.rs) start their own nats-server on a
+# free port, so that they can stop it; they need the program, which this
+# checks by running it. A shared one on 127.0.0.1:4222 (for FANOUT_URL in
+# manual runs and tools) is started when none listens there. Fails, never
+# skips, when nats-server is missing or cannot start.
+ensure_nats_server() {
+    require_tools nats-server || return 1
+    if ! nats-server --version >/dev/null 2>&1; then
+        echo "error: nats-server is installed but does not run" >&2
+        return 1
+    fi
+    export CHANTRA_TEST_NATS_SERVER
+    CHANTRA_TEST_NATS_SERVER=$(command -v nats-server)
+    if port_in_use 4222; then
+        return 0
+    fi
+    nats-server -a 127.0.0.1 -p 4222 >/dev/null 2>&1 &
+    NATS_PID=$!
+    local waited=0
+    while ! port_in_use 4222; do
+        if ! kill -0 "$NATS_PID" 2>/dev/null || [ "$waited" -ge 100 ]; then
+            echo "error: nats-server did not listen on 127.0.0.1:4222 within 10 s" >&2
+            NATS_PID=""
+            return 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+}
+
+stop_nats_server() {
+    if [ -n "$NATS_PID" ]; then
+        kill "$NATS_PID" 2>/dev/null || true
+        wait "$NATS_PID" 2>/dev/null || true
+        NATS_PID=""
     fi
 }

@@ -11,7 +11,7 @@
 #   5. the load tool (chantra-load) once at a tiny size
 #
 # Needs: Rust (cargo), PostgreSQL installed locally (started if it is down),
-# and the test tools (cargo-nextest, garage, strace, chromium, caddy, the venvs
+# and the test tools (cargo-nextest, garage, strace, nats-server, chromium, caddy, the venvs
 # and Node tools under ~/.cache/chantra-tools). This script installs nothing:
 # run `bash scripts/setup-test-tools.sh` first (once; later runs are no-ops).
 # A missing tool fails at the start, naming that script.
@@ -28,13 +28,14 @@ source scripts/test-env.sh
 if [[ $# -eq 0 ]]; then
   require_tools "${TEST_TOOLS[@]}"
 else
-  require_tools cargo-nextest garage strace
+  require_tools cargo-nextest garage strace nats-server
 fi
 
 ensure_postgres
 ensure_garage_installed
 start_garage
-trap stop_garage EXIT
+ensure_nats_server
+trap 'stop_garage; stop_nats_server' EXIT
 
 # Snapshots are checked, never rewritten, in a test run.
 export INSTA_UPDATE="${INSTA_UPDATE:-no}"

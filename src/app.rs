@@ -26,7 +26,7 @@ use crate::state::AppState;
 use chantra_core::clock::Clock;
 use chantra_core::db::DatabaseKind;
 use chantra_core::domain::TokenHasher;
-use chantra_core::fanout::{Fanout, Hub};
+use chantra_core::fanout::{Fanout, Hub, NoticeBus, PostgresBus};
 use chantra_core::payload::PayloadStore;
 use chantra_core::service::{COMMIT_WRITER, Service};
 use chantra_core::supervisor::{Job, Tasks};
@@ -57,7 +57,7 @@ impl Application {
         }
 
         let hub = Hub::with_limits(config.hub.buffer, config.hub.live_frame_max, config.hub.replay_memory);
-        let fanout = fanout_for(config.backends.database.kind(), hub);
+        let fanout = fanout_for(&config.backends, &db, hub).await?;
         let hasher = TokenHasher::new(config.token_secret.expose());
         let service = Service::new(db, store, hasher, clock, fanout, config.service.clone());
         let shutdown = CancellationToken::new();
@@ -121,17 +121,21 @@ impl Application {
             Ok::<(), anyhow::Error>(())
         };
         tokio::pin!(drain);
+        let bus = self.state.service.fanout().bus().clone();
         tokio::select! {
             result = &mut drain => return result,
             () = shutdown => self.state.shutdown.cancel(),
         }
-        match tokio::time::timeout(grace, drain).await {
+        let result = match tokio::time::timeout(grace, drain).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(?grace, "connections still open after the grace period; exiting anyway");
                 Ok(())
             }
-        }
+        };
+        // Notices of the last commits leave before the process does (NATS).
+        bus.drain(std::time::Duration::from_secs(2)).await;
+        result
     }
 }
 
@@ -141,7 +145,7 @@ impl Application {
 pub async fn sweep_service(config: SweepConfig) -> anyhow::Result<Service> {
     let (db, store) = open_backends(&config.backends).await?;
     // No reader streams from this process: the smallest buffer does.
-    let fanout = fanout_for(config.backends.database.kind(), Hub::new(1));
+    let fanout = fanout_for(&config.backends, &db, Hub::new(1)).await?;
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
     Ok(Service::new(db, store, TokenHasher::new(&key), Clock::system(), fanout, config.service))
@@ -171,12 +175,17 @@ async fn open_backends(backends: &Backends) -> anyhow::Result<(DatabaseConnectio
     Ok((db, store))
 }
 
-/// PostgreSQL carries events between processes; SQLite serves one process.
-fn fanout_for(kind: DatabaseKind, hub: Arc<Hub>) -> Fanout {
-    match kind {
-        DatabaseKind::Sqlite => Fanout::local(hub),
-        DatabaseKind::Postgres => Fanout::postgres(hub),
-    }
+/// The notice bus between processes: NATS when FANOUT_URL is set (config
+/// refuses it with SQLite), else PostgreSQL LISTEN/NOTIFY; SQLite serves one
+/// process, in-process.
+async fn fanout_for(backends: &Backends, db: &DatabaseConnection, hub: Arc<Hub>) -> anyhow::Result<Fanout> {
+    let bus: Arc<dyn NoticeBus> = match (&backends.nats, backends.database.kind()) {
+        (Some(nats), _) => Arc::new(chantra_nats::NatsBus::connect(nats).await?),
+        (None, DatabaseKind::Postgres) => Arc::new(PostgresBus::new(db.clone())),
+        (None, DatabaseKind::Sqlite) => return Ok(Fanout::local(hub)),
+    };
+    tracing::info!(bus = bus.kind(), "fan-out between processes");
+    Ok(Fanout::new(hub, bus))
 }
 
 /// Starts every background task of the process, by name, under
@@ -189,8 +198,9 @@ fn fanout_for(kind: DatabaseKind, hub: Arc<Hub>) -> Fanout {
 ///
 /// - `commit_writer`: writes every publish (service/publish.rs). It ignores
 ///   `shutdown`, so publishes in flight during a graceful shutdown commit.
-/// - `notification_listener` + `notification_loader` (PostgreSQL, channels
-///   or mcp role): live delivery from every process (service/listener.rs).
+/// - the notice bus's receivers (`notification_listener` on PostgreSQL,
+///   `nats_subscriber` on NATS) + `notification_loader` (channels or mcp
+///   role): live delivery from every process (service/listener.rs).
 /// - `sweeper`: expiry and orphan cleanup (unless --no-sweeper).
 /// - `rate_limit_cleanup`: forgets idle clients' buckets (if RATE_LIMIT is on).
 fn start_tasks(
@@ -205,7 +215,7 @@ fn start_tasks(
     // Live readers live in the channels role (SSE) and the mcp role
     // (wait_for_messages): each such process hears every other process's publishes.
     let has_readers = config.roles.contains(&Role::Channels) || config.roles.contains(&Role::Mcp);
-    if config.backends.database.kind() == DatabaseKind::Postgres && has_readers {
+    if !service.fanout().bus().in_process() && has_readers {
         let (service, stopping) = (service.clone(), shutdown.clone());
         tasks.supervise(shutdown.clone(), move || {
             chantra_core::service::listener::jobs(service.clone(), stopping.clone())

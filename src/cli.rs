@@ -54,6 +54,9 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
 
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+
     /// Apply pending migrations at startup; with false, sweep refuses an outdated schema.
     #[arg(long, env = "AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_migrate: bool,
@@ -197,6 +200,64 @@ pub struct DatabaseArgs {
     pub db_max_connections: u32,
 }
 
+/// The notice bus between processes. Unset FANOUT_URL: PostgreSQL LISTEN/NOTIFY
+/// (in-process with SQLite). `nats://…`: NATS, one subject per channel.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// NATS server URL(s), comma-separated (nats://host:4222, tls://host:4222); may carry
+    /// user:password@. Unset: PostgreSQL LISTEN/NOTIFY. Needs PostgreSQL.
+    #[arg(long, env = "FANOUT_URL", hide_env_values = true)]
+    pub fanout_url: Option<String>,
+
+    /// NATS user (with FANOUT_NATS_PASSWORD).
+    #[arg(long, env = "FANOUT_NATS_USER")]
+    pub fanout_nats_user: Option<String>,
+
+    /// NATS password (with FANOUT_NATS_USER).
+    #[arg(long, env = "FANOUT_NATS_PASSWORD", hide_env_values = true)]
+    pub fanout_nats_password: Option<String>,
+
+    /// NATS authentication token.
+    #[arg(long, env = "FANOUT_NATS_TOKEN", hide_env_values = true)]
+    pub fanout_nats_token: Option<String>,
+
+    /// NATS NKey seed (SU…).
+    #[arg(long, env = "FANOUT_NATS_NKEY_SEED", hide_env_values = true)]
+    pub fanout_nats_nkey_seed: Option<String>,
+
+    /// NATS credentials file (JWT + NKey seed, as `nsc` writes it).
+    #[arg(long, env = "FANOUT_NATS_CREDS_FILE")]
+    pub fanout_nats_creds_file: Option<PathBuf>,
+
+    /// Refuse a NATS server without TLS (tls:// URLs imply it).
+    #[arg(long, env = "FANOUT_NATS_TLS_REQUIRED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub fanout_nats_tls_required: bool,
+
+    /// PEM file of the CA that signs the NATS server's certificate (else the system roots).
+    #[arg(long, env = "FANOUT_NATS_TLS_CA_FILE")]
+    pub fanout_nats_tls_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for NATS servers that verify clients (with FANOUT_NATS_TLS_KEY_FILE).
+    #[arg(long, env = "FANOUT_NATS_TLS_CERT_FILE")]
+    pub fanout_nats_tls_cert_file: Option<PathBuf>,
+
+    /// Client key (PEM) of FANOUT_NATS_TLS_CERT_FILE.
+    #[arg(long, env = "FANOUT_NATS_TLS_KEY_FILE")]
+    pub fanout_nats_tls_key_file: Option<PathBuf>,
+
+    /// Subjects are <prefix>.ch.<channel id> and <prefix>.resync (deployments sharing a NATS need distinct ones).
+    #[arg(long, env = "FANOUT_NATS_SUBJECT_PREFIX", default_value = "chantra")]
+    pub fanout_nats_subject_prefix: String,
+
+    /// Milliseconds between catch-ups from the database while NATS is unreachable.
+    #[arg(long, env = "FANOUT_POLL_MS", default_value_t = 1000)]
+    pub fanout_poll_ms: u64,
+
+    /// Notices waiting to be published to NATS; beyond, they are dropped (readers catch up by cursor).
+    #[arg(long, env = "FANOUT_OUTBOX", default_value_t = 8192)]
+    pub fanout_outbox: usize,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// Directory for the embedded defaults: payload files and the generated token secret.
@@ -242,6 +303,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
 
     /// Public host of the channels role; channel URLs are https://{CHANNEL_HOSTNAME}/channel/v1/….
     #[arg(long, env = "CHANNEL_HOSTNAME")]

@@ -62,12 +62,17 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// One pass (or a loop) of the sweeper over the configured backends, without serving.
+/// How long a process that exits waits for its last notices to leave (NATS).
+const NOTICE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
     let config = SweepConfig::from_args(args)?;
     let settings = config.sweep.clone();
     let service = crate::app::sweep_service(config).await?;
     if args.once {
         let report = service.sweep_once(&settings).await.map_err(|e| anyhow::anyhow!("sweep failed: {e}"))?;
+        // Deletions are announced after their commits: send them before exiting.
+        service.fanout().bus().drain(NOTICE_DRAIN).await;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
@@ -77,7 +82,9 @@ async fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         stop.cancel();
     };
+    let bus = service.fanout().bus().clone();
     tokio::join!(service.run_sweeper(settings, stop.clone()), on_signal);
+    bus.drain(NOTICE_DRAIN).await;
     Ok(())
 }
 

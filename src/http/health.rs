@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::state::AppState;
+use chantra_core::fanout::BusHealth;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -49,7 +50,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         })
         .collect();
     let show = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
-    let checks = json!({ "database": show(&database), "payload_store": show(&store) });
+    // A degraded bus leaves the process ready: readers catch up from the
+    // database on a timer until notices flow again, so it is shown, not failed.
+    let bus = service.fanout().bus();
+    let fanout = match bus.health() {
+        BusHealth::Ok => json!({ "bus": bus.kind(), "state": "ok" }),
+        BusHealth::Degraded(reason) => json!({ "bus": bus.kind(), "state": "degraded", "reason": reason }),
+    };
+    let checks = json!({ "database": show(&database), "payload_store": show(&store), "fanout": fanout });
     if failed.is_empty() && down.is_empty() {
         return (StatusCode::OK, Json(json!({ "status": "ok", "checks": checks, "tasks": tasks })));
     }

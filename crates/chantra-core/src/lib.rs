@@ -9,7 +9,7 @@
 //! | [`payload`] | payload stores (filesystem, S3) | domain, metrics |
 //! | [`error`] | the service's error type | domain, db, payload |
 //! | [`supervisor`] | named background tasks, restarted when they stop | metrics |
-//! | [`fanout`] | the in-process hub and the notice bus | domain, db |
+//! | [`fanout`] | the in-process hub and the notice bus (trait; local and PostgreSQL buses) | domain, db, supervisor |
 //! | [`service`] | every business rule | all of the above |
 //!
 //! The binary (`chantra`) adds the edges — HTTP, MCP, CLI — on top; this

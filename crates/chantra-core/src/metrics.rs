@@ -24,6 +24,8 @@
 //! | `chantra_db_query_duration_seconds` | histogram | outcome |
 //! | `chantra_store_call_duration_seconds` | histogram | op, outcome |
 //! | `chantra_task_failures_total` | counter | task |
+//! | `chantra_fanout_notices_received_total` | counter | |
+//! | `chantra_fanout_notices_dropped_total` | counter | |
 
 use std::sync::LazyLock;
 
@@ -43,6 +45,11 @@ pub struct Metrics {
     /// Streams cut for reading slower than SSE_MIN_READ_RATE.
     pub slow_reader_disconnects: Counter,
     pub rate_limited: Counter,
+    /// Notices this process received from the bus (other processes' and its own).
+    pub notices_received: Counter,
+    /// Notices the bus could not send (its connection down or its queue full):
+    /// readers catch up by cursor instead.
+    pub notices_dropped: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -56,6 +63,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     replay_memory_ends: metrics::counter!("chantra_replay_memory_ends_total"),
     slow_reader_disconnects: metrics::counter!("chantra_slow_reader_disconnects_total"),
     rate_limited: metrics::counter!("chantra_rate_limited_total"),
+    notices_received: metrics::counter!("chantra_fanout_notices_received_total"),
+    notices_dropped: metrics::counter!("chantra_fanout_notices_dropped_total"),
 });
 
 pub fn get() -> &'static Metrics {

@@ -1,7 +1,8 @@
 //! What Chantra's integration suites (tests/api, tests/faults) share to run
 //! the real thing: the one way to launch the built `chantra` binary
 //! ([`Launcher`], [`Server`]), the SSE test client ([`sse`]), the database of
-//! one test ([`TestDatabase`]) and a TCP proxy that can fail ([`FaultProxy`]).
+//! one test ([`TestDatabase`]), a TCP proxy that can fail ([`FaultProxy`])
+//! and a nats-server the test can stop ([`NatsServer`]).
 //!
 //! It knows the binary only from the outside (command line, environment,
 //! HTTP), so it does not depend on the `chantra` package: the path of the
@@ -9,11 +10,13 @@
 
 mod database;
 mod launcher;
+mod nats;
 mod proxy;
 pub mod sse;
 
 pub use database::{Backend, S3Env, TestDatabase, admin_database_url, s3_env};
 pub use launcher::{Launcher, Server};
+pub use nats::NatsServer;
 pub use proxy::FaultProxy;
 
 /// TOKEN_SECRET_SALT of every server a test starts, in process or as a

@@ -20,7 +20,7 @@ use crate::db::entity::message;
 use crate::domain::{ChannelId, GrantId, MessageId};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast};
 
 /// A committed message with its payload, shared by every reader in this process.
 #[derive(Debug)]
@@ -85,6 +85,9 @@ struct Feed {
 
 pub struct Hub {
     feeds: Mutex<HashMap<ChannelId, Feed>>,
+    /// Woken when a feed opens or closes (a channel gains its first reader
+    /// here or loses its last): a bus that subscribes per channel follows it.
+    feeds_changed: Notify,
     capacity: usize,
     /// Larger frames travel as [`HubEvent::Stored`].
     live_frame_max: usize,
@@ -112,6 +115,7 @@ impl Drop for FeedGuard {
         // order), so no receivers left means nobody listens here any more.
         if feeds.get(&self.channel).is_some_and(|f| f.sender.receiver_count() == 0) {
             feeds.remove(&self.channel);
+            self.hub.feeds_changed.notify_one();
         }
     }
 }
@@ -127,6 +131,7 @@ impl Hub {
         let replay_memory_bytes = u32::try_from(replay_memory).unwrap_or(u32::MAX).max(1);
         Arc::new(Self {
             feeds: Mutex::new(HashMap::new()),
+            feeds_changed: Notify::new(),
             capacity: capacity.max(1),
             live_frame_max,
             replay_memory: Arc::new(Semaphore::new(replay_memory_bytes as usize)),
@@ -148,9 +153,10 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, channel: ChannelId) -> Subscription {
         let receiver = {
             let mut feeds = self.lock();
-            let feed = feeds
-                .entry(channel)
-                .or_insert_with(|| Feed { sender: broadcast::channel(self.capacity).0, last_message: opened_floor() });
+            let feed = feeds.entry(channel).or_insert_with(|| {
+                self.feeds_changed.notify_one();
+                Feed { sender: broadcast::channel(self.capacity).0, last_message: opened_floor() }
+            });
             feed.sender.subscribe()
         };
         Subscription { receiver, _guard: FeedGuard { hub: self.clone(), channel } }
@@ -192,6 +198,24 @@ impl Hub {
             feed.sender.clone()
         };
         let _ = sender.send(event);
+    }
+
+    /// The newest message broadcast on `channel` here (where a catch-up
+    /// starts), if it has readers here.
+    pub fn last_message(&self, channel: ChannelId) -> Option<MessageId> {
+        self.lock().get(&channel).map(|feed| feed.last_message)
+    }
+
+    /// Channels with readers here.
+    pub fn channels(&self) -> Vec<ChannelId> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Resolves after a channel gained its first reader here or lost its
+    /// last one (at once if that happened since the previous wait). Meant
+    /// for one waiter: the bus that follows the set of channels.
+    pub async fn feeds_changed(&self) {
+        self.feeds_changed.notified().await;
     }
 
     /// Channels with subscribers here, with the newest message each has seen.

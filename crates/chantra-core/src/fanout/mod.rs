@@ -1,24 +1,36 @@
 //! Live fan-out: how a committed message, a deleted channel or a revoked
 //! grant reaches every open stream, in this process and in every other.
 //!
-//! - SQLite (single process): the publisher delivers to the in-process hub
-//!   right after its commit, holding a sequencer so deliveries keep commit
-//!   (= id) order.
-//! - PostgreSQL (any number of processes): the writing transaction sends a
-//!   `NOTIFY` with ids only (db/notify.rs); PostgreSQL delivers notifications
-//!   in commit order to every process's listener (service/listener.rs), which
-//!   loads each message once
-//!   — only if someone here subscribes to its channel — and broadcasts it.
+//! Two halves: the [`Hub`] (in-process broadcast to this process's readers)
+//! and the [`NoticeBus`] (between processes), chosen at startup:
+//!
+//! - [`LocalBus`] (SQLite, one process): the publisher delivers to the hub
+//!   right after its commit, in commit order.
+//! - [`PostgresBus`] (default with PostgreSQL): the writing transaction
+//!   sends a `NOTIFY`; every process's listener receives it in commit order.
+//! - NATS (`FANOUT_URL=nats://…`, the `chantra-nats` crate): notices are
+//!   published after the commit on one subject per channel, received only
+//!   where the channel has readers.
+//!
+//! On the receiving side the service's loader (service/listener.rs) loads
+//! each message once per process — only when a reader here follows its
+//! channel — and broadcasts it; after any lost notice it catches readers up
+//! from the database by cursor.
 
+pub mod bus;
 pub mod hub;
+pub mod local;
+pub mod postgres;
 
 use std::sync::Arc;
 
+pub use bus::{BusHealth, Incoming, NoticeBus, NoticeQueue, NoticeSink, QueueClosed};
 pub use hub::{Hub, HubEvent, LiveMessage};
-use sea_orm::{ConnectionTrait, DbErr};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+pub use local::LocalBus;
+pub use postgres::PostgresBus;
+use sea_orm::{DatabaseTransaction, DbErr};
+use tokio::sync::OwnedMutexGuard;
 
-use crate::db;
 use crate::domain::{ChannelId, GrantId, MessageId};
 
 /// What a notification announces. Ids only: NOTIFY payloads are small, and
@@ -60,60 +72,63 @@ impl Notice {
     }
 }
 
-#[derive(Clone)]
-enum Mode {
-    Local { sequencer: Arc<Mutex<()>> },
-    Postgres,
-}
-
-/// The service layer's handle on fan-out; cheap to clone.
+/// The service layer's handle on fan-out: this process's hub and the bus
+/// between processes. Cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
     hub: Arc<Hub>,
-    mode: Mode,
+    bus: Arc<dyn NoticeBus>,
 }
 
 impl Fanout {
-    pub fn local(hub: Arc<Hub>) -> Self {
-        Self { hub, mode: Mode::Local { sequencer: Arc::new(Mutex::new(())) } }
+    pub fn new(hub: Arc<Hub>, bus: Arc<dyn NoticeBus>) -> Self {
+        Self { hub, bus }
     }
 
-    pub fn postgres(hub: Arc<Hub>) -> Self {
-        Self { hub, mode: Mode::Postgres }
+    /// In-process fan-out (SQLite).
+    pub fn local(hub: Arc<Hub>) -> Self {
+        Self::new(hub, Arc::new(LocalBus::new()))
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
 
-    /// In local mode, held from the write transaction until delivery so
-    /// that deliveries happen in commit order; PostgreSQL orders notifications itself.
-    pub async fn sequence(&self) -> Option<OwnedMutexGuard<()>> {
-        match &self.mode {
-            Mode::Local { sequencer } => Some(sequencer.clone().lock_owned().await),
-            Mode::Postgres => None,
-        }
+    pub fn bus(&self) -> &Arc<dyn NoticeBus> {
+        &self.bus
     }
 
-    /// Announces `notice` when (and only if) `txn` commits. No-op locally.
-    pub async fn notify(&self, txn: &impl ConnectionTrait, notice: Notice) -> Result<(), DbErr> {
+    /// Held from the write transaction until delivery when the writer
+    /// delivers itself, so that deliveries happen in commit order.
+    pub async fn sequence(&self) -> Option<OwnedMutexGuard<()>> {
+        self.bus.sequence().await
+    }
+
+    /// Inside `txn`: announces `notice` if the bus commits with the data.
+    pub async fn notify(&self, txn: &DatabaseTransaction, notice: Notice) -> Result<(), DbErr> {
         self.notify_all(txn, &[notice]).await
     }
 
-    /// Announces every notice in one statement when `txn` commits. No-op locally.
-    pub async fn notify_all(&self, txn: &impl ConnectionTrait, notices: &[Notice]) -> Result<(), DbErr> {
-        if notices.is_empty() || matches!(self.mode, Mode::Local { .. }) {
+    /// Inside `txn`: announces every notice if the bus commits with the data.
+    pub async fn notify_all(&self, txn: &DatabaseTransaction, notices: &[Notice]) -> Result<(), DbErr> {
+        if notices.is_empty() {
             return Ok(());
         }
-        db::notify::send(txn, notices.iter().map(Notice::encode).collect()).await
+        self.bus.within(txn, notices).await
     }
 
-    /// Delivers to this process's hub after a commit, in local mode; with
-    /// PostgreSQL the listener does it for every process, this one included.
+    /// After the commit: announces the notices on a bus outside the database.
+    pub fn committed(&self, notices: &[Notice]) {
+        if !notices.is_empty() {
+            self.bus.committed(notices);
+        }
+    }
+
+    /// Delivers to this process's hub after a commit, when the bus is
+    /// in-process; otherwise the receiving side does it for every process,
+    /// this one included.
     pub fn deliver_local(&self, channel: ChannelId, event: impl FnOnce() -> HubEvent) {
-        if let Mode::Local { .. } = self.mode
-            && self.hub.has_subscribers(channel)
-        {
+        if self.bus.in_process() && self.hub.has_subscribers(channel) {
             self.hub.send(channel, event());
         }
     }

@@ -109,6 +109,7 @@ impl Service {
             }
             this.fanout.notify(&txn, Notice::Deleted { channel: id }).await?;
             txn.commit().await?;
+            this.fanout.committed(&[Notice::Deleted { channel: id }]);
             this.fanout.deliver_local(id, || HubEvent::Deleted);
             Ok(true)
         })

@@ -120,6 +120,7 @@ impl Service {
             db::grants::revoke(&txn, grant, now).await?;
             this.fanout.notify(&txn, Notice::Revoked { channel: id, grant }).await?;
             txn.commit().await?;
+            this.fanout.committed(&[Notice::Revoked { channel: id, grant }]);
             this.fanout.deliver_local(id, || HubEvent::GrantRevoked(grant));
             Ok::<(), AppError>(())
         })

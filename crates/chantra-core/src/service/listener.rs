@@ -1,133 +1,78 @@
-//! The PostgreSQL listener: one per process. It receives every `NOTIFY` in
-//! commit order, loads each announced message once — and only when a reader
-//! on this process follows its channel — and broadcasts it to the hub.
+//! The receiving side of fan-out, one per process serving readers: the
+//! bus's receiving jobs (fanout::NoticeBus::receivers) queue what they hear,
+//! and the loader here turns it into hub events. It loads each announced
+//! message once — and only when a reader on this process follows its
+//! channel — and broadcasts it.
 //!
-//! Loads run concurrently but are broadcast in arrival order. After the
-//! connection is lost the listener reconnects with backoff and catches every
-//! followed channel up from the last message it broadcast, so nothing
-//! published meanwhile is lost; readers holding grants re-check them, since
+//! Loads run concurrently but are broadcast in arrival order. A notice that
+//! may arrive out of commit order (NATS) only says "this channel is behind":
+//! the channel is caught up by cursor from the last message broadcast here,
+//! so ids never go backwards. When the bus may have lost notices (it
+//! reconnected, or is down and polls) every followed channel is caught up
+//! the same way, and readers holding grants re-check them, since
 //! revocations may have been missed too.
 
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Service;
-use crate::db;
 use crate::domain::{ChannelId, MessageId};
-use crate::fanout::{HubEvent, Notice};
+use crate::fanout::{HubEvent, Incoming, Notice, NoticeQueue};
 use crate::supervisor::Job;
 
 /// Messages loaded at once while keeping broadcast order.
 const LOAD_CONCURRENCY: usize = 32;
 /// Attempts to load one message before readers are told to catch up themselves.
 const LOAD_ATTEMPTS: u32 = 3;
-/// Notices queued between the listener and the loader.
-const QUEUE: usize = 8192;
 /// Catch-up page after a reconnection.
 const CATCH_UP_PAGE: u64 = 256;
 /// Rounds of resync before readers are left to catch up by themselves.
 const RESYNC_ATTEMPTS: u32 = 8;
 
-/// What the loader is asked to do, in order.
-enum Work {
-    Notice(Notice),
-    /// The connection was lost and is back: catch up every followed channel.
-    Resync,
-}
-
-/// The listener's and the loader's work, joined by a fresh queue: two
-/// tasks that app.rs supervises as one group (one cannot work without the
-/// other). They end when `shutdown` is cancelled; a new pair starts with a
+/// The bus's receiving jobs and the loader, joined by a fresh queue: tasks
+/// that app.rs supervises as one group (one cannot work without the
+/// other). They end when `shutdown` is cancelled; a new group starts with a
 /// resync, so what was committed while they were down is delivered.
 pub fn jobs(service: Service, shutdown: CancellationToken) -> Vec<(&'static str, Job)> {
-    let (queue, work) = mpsc::channel(QUEUE);
-    let listener: Job = Box::pin(listen(service.clone(), queue, shutdown));
-    let loader: Job = Box::pin(load_and_broadcast(service, work));
-    vec![("notification_listener", listener), ("notification_loader", loader)]
-}
-
-async fn listen(service: Service, queue: mpsc::Sender<Work>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    let mut connected_before = false;
-    loop {
-        let listener = db::notify::listen(&service.db);
-        let mut listener = tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = listener => match result {
-                Ok(listener) => listener,
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "notification listener cannot connect");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            },
-        };
-        backoff = Duration::from_millis(100);
-        // Also after the first LISTEN: a reader may have joined while the
-        // listener was still connecting, and must not miss what came meanwhile.
-        if connected_before {
-            tracing::info!("notification listener reconnected; catching up");
-        }
-        connected_before = true;
-        if queue.send(Work::Resync).await.is_err() {
-            return;
-        }
-        loop {
-            let received = tokio::select! {
-                () = shutdown.cancelled() => return,
-                received = listener.try_recv() => received,
-            };
-            match received {
-                Ok(Some(notification)) => match Notice::parse(notification.payload()) {
-                    Some(notice) => {
-                        if queue.send(Work::Notice(notice)).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => tracing::warn!(payload = notification.payload(), "ignoring an unknown notification"),
-                },
-                // The connection dropped: reconnect, then catch up.
-                Ok(None) => {
-                    tracing::warn!("notification listener lost its connection");
-                    break;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "notification listener failed");
-                    break;
-                }
-            }
-        }
-    }
+    let (sink, queue) = crate::fanout::bus::queue();
+    let fanout = service.fanout().clone();
+    let mut jobs = fanout.bus().receivers(fanout.hub(), sink, shutdown);
+    jobs.push(("notification_loader", Box::pin(load_and_broadcast(service, queue))));
+    jobs
 }
 
 /// What a notice turned into, ready to broadcast.
 enum Ready {
     Event(ChannelId, HubEvent),
+    Behind(ChannelId),
+    Check(ChannelId),
     Resync,
     Nothing,
 }
 
-async fn load_and_broadcast(service: Service, work: mpsc::Receiver<Work>) {
+async fn load_and_broadcast(service: Service, work: NoticeQueue) {
     let queued = futures::stream::unfold(work, |mut work| async move { work.recv().await.map(|w| (w, work)) });
     let mut ready = std::pin::pin!(queued.map(|work| load(service.clone(), work)).buffered(LOAD_CONCURRENCY));
     let hub = service.fanout().hub().clone();
     while let Some(item) = ready.next().await {
         match item {
             Ready::Event(channel, event) => hub.send(channel, event),
+            Ready::Behind(channel) => catch_up(&service, channel).await,
+            Ready::Check(channel) => check(&service, channel).await,
             Ready::Resync => resync(&service).await,
             Ready::Nothing => {}
         }
     }
 }
 
-async fn load(service: Service, work: Work) -> Ready {
+async fn load(service: Service, work: Incoming) -> Ready {
     let notice = match work {
-        Work::Resync => return Ready::Resync,
-        Work::Notice(notice) => notice,
+        Incoming::Resync => return Ready::Resync,
+        Incoming::Behind(channel) => return Ready::Behind(channel),
+        Incoming::Check(channel) => return Ready::Check(channel),
+        Incoming::Notice(notice) => notice,
     };
     let hub = service.fanout().hub();
     let channel = notice.channel();
@@ -153,6 +98,31 @@ async fn load(service: Service, work: Work) -> Ready {
             // Readers fetch it themselves, retrying until the backend is back.
             Ready::Event(channel, HubEvent::CatchUp)
         }
+    }
+}
+
+/// A notice said `channel` has news: broadcast what was committed after
+/// the last message broadcast here. If the database cannot say now, readers
+/// catch up by themselves (retrying until it can).
+async fn catch_up(service: &Service, channel: ChannelId) {
+    let hub = service.fanout().hub();
+    let Some(last) = hub.last_message(channel) else { return };
+    if let Err(err) = broadcast_after(service, channel, last).await {
+        tracing::warn!(%channel, error = %err, "cannot catch a channel up for broadcast");
+        hub.send(channel, HubEvent::CatchUp);
+    }
+}
+
+/// A notice said `channel` was deleted or lost a grant, and the bus does
+/// not vouch for it: the database decides. If it cannot say now, readers
+/// catch up and re-check on their own (retrying until it can).
+async fn check(service: &Service, channel: ChannelId) {
+    let hub = service.fanout().hub();
+    let Some(last) = hub.last_message(channel) else { return };
+    if let Err(err) = resync_channel(service, channel, last).await {
+        tracing::warn!(%channel, error = %err, "cannot check a channel after a notice");
+        hub.send(channel, HubEvent::CatchUp);
+        hub.send(channel, HubEvent::Recheck { channel: true });
     }
 }
 
@@ -192,8 +162,17 @@ async fn resync_channel(service: &Service, channel: ChannelId, last: MessageId) 
         hub.send(channel, HubEvent::Deleted);
         return Ok(());
     }
-    // Row by row, like a replay: a page of rows holds no payloads, and each
-    // message is loaded only if the ring carries its frame.
+    broadcast_after(service, channel, last).await?;
+    // The channel's existence was just checked here, once for all its readers.
+    hub.send(channel, HubEvent::Recheck { channel: false });
+    Ok(())
+}
+
+/// Broadcasts every message of `channel` committed after `last`. Row by
+/// row, like a replay: a page of rows holds no payloads, and each message
+/// is loaded only if the ring carries its frame.
+async fn broadcast_after(service: &Service, channel: ChannelId, last: MessageId) -> Result<(), crate::error::AppError> {
+    let hub = service.fanout().hub();
     let mut after = last;
     loop {
         let rows = service.replay_rows(channel, after, CATCH_UP_PAGE).await?;
@@ -207,7 +186,5 @@ async fn resync_channel(service: &Service, channel: ChannelId, last: MessageId) 
             _ => break,
         }
     }
-    // The channel's existence was just checked here, once for all its readers.
-    hub.send(channel, HubEvent::Recheck { channel: false });
     Ok(())
 }

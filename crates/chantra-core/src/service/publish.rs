@@ -420,6 +420,7 @@ async fn write(
     db::messages::insert_many(&txn, inserts).await?;
     fanout.notify_all(&txn, &notices).await?;
     txn.commit().await?;
+    fanout.committed(&notices);
     Ok(outcomes)
 }
 
