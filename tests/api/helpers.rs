@@ -140,6 +140,20 @@ pub struct Options {
     pub roles: Option<Vec<Role>>,
 }
 
+/// `--s3-bucket` naming a bucket of its own (the PostgreSQL + S3 pair; the app
+/// creates it), for tests that sweep with a clock moved past the orphan
+/// grace: such a sweep deletes every object in its bucket that its own
+/// database does not know, and in the shared bucket those are other tests'
+/// payloads, written at the same time.
+pub fn own_bucket_args(backend: Backend) -> Vec<String> {
+    match backend {
+        Backend::Sqlite => Vec::new(),
+        Backend::Postgres => {
+            vec!["--s3-bucket".into(), format!("chantra-own-{}", &uuid::Uuid::now_v7().simple().to_string()[20..])]
+        }
+    }
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, Options::default()).await
 }

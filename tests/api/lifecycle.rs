@@ -11,7 +11,7 @@ use chantra_core::service::{SweepReport, SweepSettings};
 use sea_orm::{EntityTrait as _, PaginatorTrait as _};
 use serde_json::Value;
 
-use crate::helpers::{Backend, Options, TestApp, TestDatabase, s3_env, spawn_app_with};
+use crate::helpers::{Backend, Options, TestApp, TestDatabase, own_bucket_args, s3_env, spawn_app_with};
 use crate::on_both_backends;
 use crate::sse_client;
 
@@ -22,7 +22,13 @@ fn settings() -> SweepSettings {
 }
 
 async fn app(backend: Backend) -> TestApp {
-    spawn_app_with(backend, Options { roles: Some(vec![Role::Rest, Role::Channels]), ..Default::default() }).await
+    // Its sweeps move the clock past the orphan grace: a bucket of its own.
+    let options = Options {
+        roles: Some(vec![Role::Rest, Role::Channels]),
+        extra_args: own_bucket_args(backend),
+        ..Default::default()
+    };
+    spawn_app_with(backend, options).await
 }
 
 async fn message_rows(app: &TestApp) -> u64 {
@@ -124,9 +130,11 @@ async fn orphans_are_reconciled_after_grace(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sweepers_on_postgres_do_the_work_once() {
     let database = TestDatabase::create().await;
+    // One database and one bucket of their own for both processes.
+    let bucket = own_bucket_args(Backend::Postgres);
     let shared = || Options {
         roles: Some(vec![Role::Rest]),
-        extra_args: vec!["--database-url".into(), database.url.clone()],
+        extra_args: [vec!["--database-url".into(), database.url.clone()], bucket.clone()].concat(),
         ..Default::default()
     };
     let a = spawn_app_with(Backend::Postgres, shared()).await;

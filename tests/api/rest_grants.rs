@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use chantra::cli::Role;
 use chantra_core::domain::{ChannelId, ReadToken};
 
-use crate::helpers::{Backend, Options, TestApp, redact, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, Options, TestApp, own_bucket_args, redact, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -150,7 +150,9 @@ async fn list_grants(app: &TestApp, channel: &Value, query: &str) -> reqwest::Re
 }
 
 async fn grants_per_channel_are_capped(backend: Backend) {
-    let options = Options { extra_args: vec!["--max-grants-per-channel".into(), "3".into()], ..Default::default() };
+    // Its sweep moves the clock a day on: a bucket of its own (helpers::own_bucket_args).
+    let extra_args = [vec!["--max-grants-per-channel".into(), "3".into()], own_bucket_args(backend)].concat();
+    let options = Options { extra_args, ..Default::default() };
     let app = spawn_app_with(backend, options).await;
     let channel = app.create_channel("private").await; // its initial grant is the first
     let second: Value = create_grant(&app, &channel, json!({})).await.json().await.unwrap();
@@ -183,7 +185,8 @@ async fn grants_per_channel_are_capped(backend: Backend) {
 async fn ended_grants_are_purged_after_the_grace(backend: Backend) {
     let options = Options {
         roles: Some(vec![Role::Rest, Role::Channels]),
-        extra_args: vec!["--grant-purge-grace-secs".into(), "3600".into()],
+        // Its sweeps move the clock a day on: a bucket of its own (helpers::own_bucket_args).
+        extra_args: [vec!["--grant-purge-grace-secs".into(), "3600".into()], own_bucket_args(backend)].concat(),
         ..Default::default()
     };
     let app = spawn_app_with(backend, options).await;
