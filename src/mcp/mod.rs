@@ -11,6 +11,7 @@
 mod edges;
 mod failure;
 mod legacy_sse;
+mod links;
 mod params;
 mod session_store;
 mod sessions;

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use rmcp::ErrorData;
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{CallToolRequestParams, CallToolResponse};
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
 use super::failure::ToolFailure;
+use super::links::link_channel;
 use super::params::{
     Args, ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadFrom, ReadMessage,
     ReadParams, ReadResult, RevokeGrantParams, WaitParams, WaitResult, plain_formats, plain_input_schema,
@@ -383,4 +387,18 @@ pub(super) fn json_len(value: &impl serde::Serialize) -> usize {
     name = "chantra",
     instructions = "Chantra: anonymous pub/sub channels. create_channel gives a channel id, a reader URL (Server-Sent Events) and a publish token; publish_message sends messages (kept up to 48 h); read_channel_messages pages through them; wait_for_messages waits for the next ones (loop on it with after = next_cursor to follow a channel). Private channels need read tokens (create_read_grant / revoke_read_grant). Tokens are shown once; pass them as tool arguments."
 )]
-impl ServerHandler for ChantraMcp {}
+impl ServerHandler for ChantraMcp {
+    /// The router's call, then the links to the channel the result concerns (links.rs).
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tool = request.name.to_string();
+        let arguments = request.arguments.clone();
+        let call = ToolCallContext::new(self, request, context);
+        let mut response = self.tool_router.call(call).await?;
+        link_channel(&tool, arguments.as_ref(), &mut response);
+        Ok(response)
+    }
+}

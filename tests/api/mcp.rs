@@ -260,6 +260,53 @@ async fn tools_list_is_stable() {
     assert!(discovery["protocol_versions"].as_array().unwrap().iter().any(|v| v == "2025-06-18"));
 }
 
+/// The content items after the text one, with the channel id as `[uuid]`.
+fn links(response: &Value, channel_id: &str) -> Value {
+    let content = response["result"]["content"].as_array().unwrap();
+    assert_eq!(content[0]["type"], "text", "the JSON text comes first: {response}");
+    let links = Value::Array(content[1..].to_vec());
+    serde_json::from_str(&links.to_string().replace(channel_id, "[uuid]")).unwrap()
+}
+
+#[tokio::test]
+async fn tool_results_link_their_channel() {
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let created = client.request("tools/call", json!({ "name": "create_channel", "arguments": {} })).await;
+    let channel = &created["result"]["structuredContent"];
+    let id = channel["channel_id"].as_str().unwrap().to_owned();
+    let token = channel["publish_token"].as_str().unwrap().to_owned();
+    let published = client
+        .request(
+            "tools/call",
+            json!({ "name": "publish_message", "arguments": { "channel_id": id, "publish_token": token, "payload": "hi" } }),
+        )
+        .await;
+    let read = client
+        .request("tools/call", json!({ "name": "read_channel_messages", "arguments": { "channel_id": id } }))
+        .await;
+    let failed = client
+        .request("tools/call", json!({ "name": "get_channel", "arguments": { "channel_id": id, "publish_token": "chp_x" } }))
+        .await;
+    assert_eq!(failed["result"]["isError"], true);
+    assert_eq!(failed["result"]["content"].as_array().unwrap().len(), 1, "no link on an error: {failed}");
+    let deleted = client
+        .request(
+            "tools/call",
+            json!({ "name": "delete_channel", "arguments": { "channel_id": id, "publish_token": token } }),
+        )
+        .await;
+    assert_eq!(deleted["result"]["content"].as_array().unwrap().len(), 1, "no link to a deleted channel");
+    insta::assert_json_snapshot!(
+        "tool_result_links",
+        json!({
+            "create_channel": links(&created, &id),
+            "publish_message": links(&published, &id),
+            "read_channel_messages": links(&read, &id),
+        })
+    );
+}
+
 async fn tools_work_end_to_end(backend: Backend) {
     let app = mcp_app(backend, &[]).await;
     let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
