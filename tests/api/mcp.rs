@@ -286,7 +286,10 @@ async fn tool_results_link_their_channel() {
         .request("tools/call", json!({ "name": "read_channel_messages", "arguments": { "channel_id": id } }))
         .await;
     let failed = client
-        .request("tools/call", json!({ "name": "get_channel", "arguments": { "channel_id": id, "publish_token": "chp_x" } }))
+        .request(
+            "tools/call",
+            json!({ "name": "get_channel", "arguments": { "channel_id": id, "publish_token": "chp_x" } }),
+        )
         .await;
     assert_eq!(failed["result"]["isError"], true);
     assert_eq!(failed["result"]["content"].as_array().unwrap().len(), 1, "no link on an error: {failed}");
@@ -1299,4 +1302,90 @@ async fn wait_reports_a_gap() {
     assert_eq!(texts(&result), ["kept"]);
     assert_eq!(result["gap"]["requested_after"], start["next_cursor"], "{result}");
     assert_eq!(result["gap"]["oldest_available"], kept["message_id"], "{result}");
+}
+
+/// The next SSE event carrying a JSON-RPC message (rmcp primes a stream with an empty one).
+async fn next_message(response: &mut reqwest::Response, buffer: &mut String) -> String {
+    loop {
+        let (_, data) = next_sse_event(response, buffer).await;
+        if !data.trim().is_empty() {
+            return data;
+        }
+    }
+}
+
+/// Channels as MCP resources: the template; resources/read gives the newest
+/// messages (a private channel's read token in the URI's query); a
+/// subscription hears a REST publish within a second on the session's GET
+/// stream, is capped per session, and stops with resources/unsubscribe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_resources_to_read_and_subscribe() {
+    let app = mcp_app(Backend::Sqlite, &["--mcp-max-subscriptions-per-session", "1"]).await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let mut client = McpClient::connect(url.clone()).await;
+    let templates = client.request("resources/templates/list", json!({})).await;
+    assert_eq!(templates["result"]["resourceTemplates"][0]["uriTemplate"], "chantra://channels/{channel_id}");
+
+    let (_, channel) = client.call("create_channel", json!({ "visibility": "private" })).await;
+    let id = channel["channel_id"].as_str().unwrap();
+    let read_token = channel["read_token"].as_str().unwrap();
+    assert_eq!(app.publish_text(&channel, "first").await.status(), 201);
+    let uri = format!("chantra://channels/{id}?read_token={read_token}");
+    let read = client.request("resources/read", json!({ "uri": uri })).await;
+    let contents = &read["result"]["contents"][0];
+    assert_eq!(contents["uri"], uri.as_str(), "{read}");
+    assert_eq!(contents["mimeType"], "application/json");
+    let body: Value = serde_json::from_str(contents["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["messages"][0]["payload_text"], "first");
+    assert_eq!(body["newest_message_id"], body["messages"][0]["id"]);
+
+    let denied = client.request("resources/read", json!({ "uri": format!("chantra://channels/{id}") })).await;
+    assert_eq!(denied["error"]["data"]["code"], "missing_token", "{denied}");
+    assert!(denied["error"]["message"].as_str().unwrap().contains("?read_token="), "{denied}");
+    let unknown = client.request("resources/read", json!({ "uri": "chantra://channels/nope" })).await;
+    assert_eq!(unknown["error"]["code"], -32002, "{unknown}");
+    let refused = client
+        .request("resources/subscribe", json!({ "uri": format!("chantra://channels/{id}?read_token=chr_wrong") }))
+        .await;
+    assert!(refused["error"].is_object(), "a bad token is refused at subscribe: {refused}");
+
+    // Server-to-client notifications travel on the session's GET stream.
+    let mut events = app
+        .client
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut buffer = String::new();
+    let subscribed = client.request("resources/subscribe", json!({ "uri": uri })).await;
+    assert!(subscribed["result"].is_object(), "{subscribed}");
+    let (_, public) = client.call("create_channel", json!({})).await;
+    let second_uri = format!("chantra://channels/{}", public["channel_id"].as_str().unwrap());
+    let capped = client.request("resources/subscribe", json!({ "uri": second_uri })).await;
+    assert_eq!(capped["error"]["data"]["code"], "too_many_subscriptions", "{capped}");
+
+    let started = std::time::Instant::now();
+    assert_eq!(app.publish_text(&channel, "second").await.status(), 201);
+    let data = next_message(&mut events, &mut buffer).await;
+    let elapsed = started.elapsed();
+    let note: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(note["method"], "notifications/resources/updated", "{note}");
+    assert_eq!(note["params"]["uri"], uri.as_str());
+    assert!(elapsed < std::time::Duration::from_secs(1), "notified after {elapsed:?}");
+    let read = client.request("resources/read", json!({ "uri": uri })).await;
+    let body: Value = serde_json::from_str(read["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["messages"][1]["payload_text"], "second");
+
+    let unsubscribed = client.request("resources/unsubscribe", json!({ "uri": uri })).await;
+    assert!(unsubscribed["result"].is_object(), "{unsubscribed}");
+    assert_eq!(app.publish_text(&channel, "third").await.status(), 201);
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(1500), next_message(&mut events, &mut buffer));
+    assert!(quiet.await.is_err(), "no notification after unsubscribe");
+    // The slot is free again.
+    let again = client.request("resources/subscribe", json!({ "uri": second_uri })).await;
+    assert!(again["result"].is_object(), "{again}");
 }
