@@ -1389,3 +1389,49 @@ async fn channels_are_resources_to_read_and_subscribe() {
     let again = client.request("resources/subscribe", json!({ "uri": second_uri })).await;
     assert!(again["result"].is_object(), "{again}");
 }
+
+/// A subscription on an mcp-only process hears publishes made on another
+/// process (PostgreSQL LISTEN/NOTIFY), each within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_hears_publishes_from_another_process() {
+    use std::time::{Duration, Instant};
+    let database = TestDatabase::create().await;
+    let shared = |roles: Vec<Role>| Options {
+        roles: Some(roles),
+        extra_args: vec!["--database-url".into(), database.url.clone()],
+        ..Default::default()
+    };
+    let publisher = spawn_app_with(Backend::Postgres, shared(vec![Role::Rest, Role::Channels])).await;
+    let mcp = spawn_app_with(Backend::Postgres, shared(vec![Role::Mcp])).await;
+    let url = mcp.url(Role::Mcp, "/mcp");
+    let mut client = McpClient::connect(url.clone()).await;
+    let channel = publisher.create_channel("private").await;
+    let uri = format!(
+        "chantra://channels/{}?read_token={}",
+        channel["channel_id"].as_str().unwrap(),
+        channel["read_token"].as_str().unwrap()
+    );
+    let mut events = mcp
+        .client
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    let mut buffer = String::new();
+    let subscribed = client.request("resources/subscribe", json!({ "uri": uri })).await;
+    assert!(subscribed["result"].is_object(), "{subscribed}");
+    for i in 0..3 {
+        let published = publish_later(&publisher, &channel, &format!("m{i}"), Duration::from_millis(200));
+        let note: Value = serde_json::from_str(&next_message(&mut events, &mut buffer).await).unwrap();
+        let notified = Instant::now();
+        assert_eq!(note["method"], "notifications/resources/updated", "{note}");
+        assert_eq!(note["params"]["uri"], uri.as_str());
+        assert!(notified.saturating_duration_since(published.await.unwrap()) < Duration::from_secs(1));
+        let read = client.request("resources/read", json!({ "uri": uri })).await;
+        let body: Value = serde_json::from_str(read["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(body["messages"].as_array().unwrap().last().unwrap()["payload_text"], format!("m{i}"));
+    }
+}
