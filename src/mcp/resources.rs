@@ -195,7 +195,15 @@ impl Notify {
 pub struct SessionSubscriptions {
     process: Subscriptions,
     token: CancellationToken,
-    active: Mutex<HashMap<String, DropGuard>>,
+    active: Mutex<HashMap<String, Active>>,
+}
+
+/// A resources/subscribe subscription: dropping `guard` ends it; `ended`
+/// is cancelled once it has ended on its own (channel deleted, token
+/// revoked), so it no longer counts and the URI can be subscribed again.
+struct Active {
+    _guard: DropGuard,
+    ended: CancellationToken,
 }
 
 impl Drop for SessionSubscriptions {
@@ -209,7 +217,8 @@ impl SessionSubscriptions {
     pub async fn subscribe(&self, service: &Service, uri: &str, peer: Peer<RoleServer>) -> Result<(), ErrorData> {
         let max = self.process.settings.max_per_session;
         {
-            let active = self.lock();
+            let mut active = self.lock();
+            active.retain(|_, a| !a.ended.is_cancelled());
             if active.contains_key(uri) {
                 return Ok(());
             }
@@ -217,12 +226,13 @@ impl SessionSubscriptions {
                 return Err(too_many_for_session(max));
             }
         }
-        let guard = self.start(service, uri, Notify::Peer(peer), self.token.child_token()).await?;
+        let ended = CancellationToken::new();
+        let guard = self.start(service, uri, Notify::Peer(peer), self.token.child_token(), ended.clone()).await?;
         let mut active = self.lock();
         if active.len() >= max {
             return Err(too_many_for_session(max));
         }
-        active.insert(uri.to_owned(), guard);
+        active.insert(uri.to_owned(), Active { _guard: guard, ended });
         Ok(())
     }
 
@@ -258,7 +268,8 @@ impl SessionSubscriptions {
         let token = self.token.child_token();
         let mut guards = Vec::with_capacity(uris.len());
         for uri in uris {
-            guards.push(self.start(service, uri, Notify::Listen(sink.clone()), token.child_token()).await?);
+            let notify = Notify::Listen(sink.clone());
+            guards.push(self.start(service, uri, notify, token.child_token(), CancellationToken::new()).await?);
         }
         tokio::select! {
             () = cancelled.cancelled() => {}
@@ -277,6 +288,7 @@ impl SessionSubscriptions {
         uri: &str,
         notify: Notify,
         token: CancellationToken,
+        ended: CancellationToken,
     ) -> Result<DropGuard, ErrorData> {
         let parsed = parse_uri(uri)?;
         let slot = self.process.slots.acquire(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(|_| {
@@ -290,11 +302,11 @@ impl SessionSubscriptions {
             .open_stream(parsed.channel, None, parsed.token.as_ref(), Cursor::Now, settings, token.clone())
             .await
             .map_err(resource_error)?;
-        tokio::spawn(forward(stream, notify, uri.to_owned(), slot));
+        tokio::spawn(forward(stream, notify, uri.to_owned(), slot, ended));
         Ok(token.drop_guard())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DropGuard>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -308,7 +320,14 @@ fn too_many_for_session(max: usize) -> ErrorData {
 
 /// One subscription: a notification per published message; a last one
 /// when the channel is deleted or the token stops working, then the end.
-async fn forward(mut stream: chantra_core::service::ReaderStream, notify: Notify, uri: String, _slot: StreamSlot) {
+async fn forward(
+    mut stream: chantra_core::service::ReaderStream,
+    notify: Notify,
+    uri: String,
+    _slot: StreamSlot,
+    ended: CancellationToken,
+) {
+    let _ended = ended.drop_guard();
     while let Some(event) = stream.next().await {
         match event {
             StreamEvent::Live(_) | StreamEvent::Replayed { .. } => {

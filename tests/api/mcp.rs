@@ -1388,6 +1388,24 @@ async fn channels_are_resources_to_read_and_subscribe() {
     // The slot is free again.
     let again = client.request("resources/subscribe", json!({ "uri": second_uri })).await;
     assert!(again["result"].is_object(), "{again}");
+
+    // Deleting the channel sends a last notification and ends the subscription,
+    // which then no longer holds the session's one slot.
+    let (error, _) = client
+        .call("delete_channel", json!({ "channel_id": public["channel_id"], "publish_token": public["publish_token"] }))
+        .await;
+    assert!(!error);
+    let note: Value = serde_json::from_str(&next_message(&mut events, &mut buffer).await).unwrap();
+    assert_eq!(note["params"]["uri"], second_uri.as_str(), "{note}");
+    let mut resubscribed = Value::Null;
+    for _ in 0..50 {
+        resubscribed = client.request("resources/subscribe", json!({ "uri": uri })).await;
+        if resubscribed["result"].is_object() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(resubscribed["result"].is_object(), "an ended subscription frees its slot: {resubscribed}");
 }
 
 /// A subscription on an mcp-only process hears publishes made on another
