@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -166,6 +167,7 @@ impl Subscriptions {
             process: self.clone(),
             token: self.shutdown.child_token(),
             active: Mutex::new(HashMap::new()),
+            listening: AtomicUsize::new(0),
         })
     }
 }
@@ -196,6 +198,8 @@ pub struct SessionSubscriptions {
     process: Subscriptions,
     token: CancellationToken,
     active: Mutex<HashMap<String, Active>>,
+    /// URIs followed by this session's open subscriptions/listen requests.
+    listening: AtomicUsize,
 }
 
 /// A resources/subscribe subscription: dropping `guard` ends it; `ended`
@@ -222,14 +226,14 @@ impl SessionSubscriptions {
             if active.contains_key(uri) {
                 return Ok(());
             }
-            if active.len() >= max {
+            if active.len() + self.listening.load(Ordering::Relaxed) >= max {
                 return Err(too_many_for_session(max));
             }
         }
         let ended = CancellationToken::new();
         let guard = self.start(service, uri, Notify::Peer(peer), self.token.child_token(), ended.clone()).await?;
         let mut active = self.lock();
-        if active.len() >= max {
+        if active.len() + self.listening.load(Ordering::Relaxed) >= max {
             return Err(too_many_for_session(max));
         }
         active.insert(uri.to_owned(), Active { _guard: guard, ended });
@@ -265,6 +269,17 @@ impl SessionSubscriptions {
         sink: SubscriptionSink,
         cancelled: CancellationToken,
     ) -> Result<(), ErrorData> {
+        let max = self.process.settings.max_per_session;
+        {
+            // Under the lock, so subscribe and listen count against one cap.
+            let mut active = self.lock();
+            active.retain(|_, a| !a.ended.is_cancelled());
+            if active.len() + self.listening.load(Ordering::Relaxed) + uris.len() > max {
+                return Err(too_many_for_session(max));
+            }
+            self.listening.fetch_add(uris.len(), Ordering::Relaxed);
+        }
+        let _listening = release_on_drop(&self.listening, uris.len());
         let token = self.token.child_token();
         let mut guards = Vec::with_capacity(uris.len());
         for uri in uris {
@@ -309,6 +324,17 @@ impl SessionSubscriptions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Gives back `n` listened URIs when a listen request ends, however it ends.
+fn release_on_drop(listening: &AtomicUsize, n: usize) -> impl Drop + '_ {
+    struct Release<'a>(&'a AtomicUsize, usize);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(self.1, Ordering::Relaxed);
+        }
+    }
+    Release(listening, n)
 }
 
 fn too_many_for_session(max: usize) -> ErrorData {
