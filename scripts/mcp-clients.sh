@@ -11,6 +11,10 @@
 #      another process (rest + channels) and the wait on an mcp-only process,
 #      both on PostgreSQL (a scratch database, dropped after; PostgreSQL at
 #      127.0.0.1:5432 is started if down, as scripts/test-env.sh does);
+#   1b'. channels as resources with the same SDK (tests/mcp_clients/resource_client.py):
+#      the template, resources/read, and a subscription (resources/subscribe with
+#      2025-11-25, subscriptions/listen with 2026-07-28) notified within 1 s of
+#      each REST publish; again across processes on PostgreSQL;
 #   1c. the MCP Inspector CLI (tests/mcp_clients/inspector_client.py): tools
 #      listed and called with integer arguments over /mcp and /sse, with no
 #      Ajv complaint about the schemas;
@@ -86,6 +90,13 @@ timeout 180 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/wait_client.py "$MCP_
 timeout 180 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/wait_client.py --modern "$MCP_URL/mcp" "$REST_URL" "one process" \
   || wait_status=$?
 
+resource_status=0
+log "Python MCP SDK: channel resources, read and subscribed (one process, SQLite, both revisions)"
+timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/resource_client.py "$MCP_URL/mcp" "$REST_URL" "one process" \
+  || resource_status=$?
+timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/resource_client.py --modern "$MCP_URL/mcp" "$REST_URL" "one process" \
+  || resource_status=$?
+
 # The publish on one process, the wait on another: PostgreSQL carries the notice.
 # shellcheck source=scripts/test-env.sh
 source "$ROOT/scripts/test-env.sh"
@@ -120,6 +131,8 @@ if ensure_postgres && psql -q -h "$POSTGRES_HOST" -p "$POSTGRES_PORT" -U postgre
   if start_pg_role rest,channels "http://127.0.0.1:$pg_rest" REST_ADDR="127.0.0.1:$pg_rest" CHANNELS_ADDR="127.0.0.1:$pg_channels" \
     && start_pg_role mcp "http://127.0.0.1:$pg_mcp" MCP_ADDR="127.0.0.1:$pg_mcp" SSE_KEEPALIVE_SECS=2; then
     timeout 180 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/wait_client.py \
+      "http://127.0.0.1:$pg_mcp/mcp" "http://127.0.0.1:$pg_rest" "two processes, PostgreSQL" || pg_status=$?
+    timeout 120 "$TOOLS/mcp-venv/bin/python" tests/mcp_clients/resource_client.py \
       "http://127.0.0.1:$pg_mcp/mcp" "http://127.0.0.1:$pg_rest" "two processes, PostgreSQL" || pg_status=$?
   else
     pg_status=1
@@ -161,7 +174,8 @@ echo
 echo "python sdk client: $([[ $sdk_status == 0 ]] && echo passed || echo "FAILED ($sdk_status)")"
 echo "inspector cli:     $([[ $inspector_status == 0 ]] && echo passed || echo "FAILED ($inspector_status)")"
 echo "wait (1 process):  $([[ $wait_status == 0 ]] && echo passed || echo "FAILED ($wait_status)")"
-echo "wait (PostgreSQL): $([[ $pg_status == 0 ]] && echo passed || echo "FAILED ($pg_status)")"
+echo "resources:        $([[ $resource_status == 0 ]] && echo passed || echo "FAILED ($resource_status)")"
+echo "wait + resources (PostgreSQL): $([[ $pg_status == 0 ]] && echo passed || echo "FAILED ($pg_status)")"
 echo "conformance:       $([[ $conf_status == 0 ]] && echo passed || echo "FAILED ($conf_status)") -- $summary"
 echo "mcp-clients finished in $(($(date +%s) - started)) s"
-[[ $sdk_status == 0 && $inspector_status == 0 && $wait_status == 0 && $pg_status == 0 && $conf_status == 0 ]]
+[[ $sdk_status == 0 && $inspector_status == 0 && $wait_status == 0 && $resource_status == 0 && $pg_status == 0 && $conf_status == 0 ]]

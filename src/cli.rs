@@ -468,6 +468,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MCP_MAX_WAITS_PER_IP", default_value_t = 20)]
     pub mcp_max_waits_per_ip: usize,
 
+    /// Most MCP channel resource subscriptions in this process (beyond: error server_busy).
+    #[arg(long, env = "MCP_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    pub mcp_max_subscriptions: usize,
+
+    /// Most MCP channel resource subscriptions one session holds (beyond: error too_many_subscriptions).
+    #[arg(long, env = "MCP_MAX_SUBSCRIPTIONS_PER_SESSION", default_value_t = 20)]
+    pub mcp_max_subscriptions_per_session: usize,
+
     /// Do not run the lifecycle sweeper in this process (run `chantra sweep` elsewhere).
     #[arg(long, env = "NO_SWEEPER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub no_sweeper: bool,

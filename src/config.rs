@@ -22,7 +22,7 @@ use crate::http::landing::LandingSettings;
 use crate::http::rate_limit::RateLimit;
 use crate::http::serve::ConnectionLimits;
 use crate::http::{HttpSettings, SseSettings};
-use crate::mcp::{McpSettings, RemoteChannels, WaitSettings};
+use crate::mcp::{McpSettings, RemoteChannels, SubscriptionSettings, WaitSettings};
 use crate::role::Role;
 
 const SECRET_FILE: &str = "token_secret_salt";
@@ -122,6 +122,10 @@ fn mcp_settings(args: &ServeArgs, trusted_proxies: &[ipnet::IpNet], roles: &[Rol
         trusted_proxies: trusted_proxies.to_vec(),
         remote_channels,
         waits: wait_settings(args)?,
+        subscriptions: SubscriptionSettings {
+            max_subscriptions: at_least_one("MCP_MAX_SUBSCRIPTIONS", args.mcp_max_subscriptions)?,
+            max_per_session: at_least_one("MCP_MAX_SUBSCRIPTIONS_PER_SESSION", args.mcp_max_subscriptions_per_session)?,
+        },
     })
 }
 

@@ -11,7 +11,9 @@
 mod edges;
 mod failure;
 mod legacy_sse;
+mod links;
 mod params;
+mod resources;
 mod session_store;
 mod sessions;
 pub mod settings;
@@ -32,7 +34,7 @@ use serde_json::{Value, json};
 
 pub use session_store::DbSessionStore;
 pub use sessions::{CappedSessions, SessionSlots};
-pub use settings::{McpSettings, RemoteChannels, WaitSettings};
+pub use settings::{McpSettings, RemoteChannels, SubscriptionSettings, WaitSettings};
 pub use source::{MessageSource, max_remote_page_bytes};
 pub use tools::ChantraMcp;
 
@@ -79,8 +81,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let tools = ChantraMcp::tools();
     let waits =
         wait::Waits::new(config.waits, ClientIpKey::new(&config.trusted_proxies), config.keepalive, page_max_bytes);
-    let handler =
-        move || ChantraMcp::new(service.clone(), source.clone(), page_max_bytes, waits.clone(), tools.clone());
+    let subscriptions = resources::Subscriptions::new(config.subscriptions, state.shutdown.child_token());
+    let handler = move || {
+        let session = subscriptions.session();
+        ChantraMcp::new(service.clone(), source.clone(), page_max_bytes, waits.clone(), tools.clone(), session)
+    };
     let legacy = legacy_sse::LegacySse::new(
         config.max_sessions,
         config.max_sessions_per_ip,
@@ -128,6 +133,7 @@ async fn discovery(State(state): State<AppState>) -> Json<Value> {
         "transports": ["streamable-http", "sse"],
         "protocol_versions": versions,
         "tools": tools,
+        "resource_templates": ["chantra://channels/{channel_id}"],
         "authentication": "none; channel tokens are tool arguments",
     }))
 }

@@ -27,6 +27,17 @@ pub struct McpSettings {
     /// the channels role itself; otherwise messages are read in process.
     pub remote_channels: Option<RemoteChannels>,
     pub waits: WaitSettings,
+    pub subscriptions: SubscriptionSettings,
+}
+
+/// Channel resource subscriptions (resources/subscribe, subscriptions/listen):
+/// each holds a live subscription and a task until it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionSettings {
+    /// MCP_MAX_SUBSCRIPTIONS: subscriptions in this process.
+    pub max_subscriptions: usize,
+    /// MCP_MAX_SUBSCRIPTIONS_PER_SESSION: subscriptions one session holds.
+    pub max_per_session: usize,
 }
 
 /// wait_for_messages: how long a call may wait, and how many may wait at

@@ -6,16 +6,26 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use rmcp::ErrorData;
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, ListResourceTemplatesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, SubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequestParams,
+};
 use rmcp::service::RequestContext;
+use rmcp::service::SubscriptionContext;
 use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
 use super::failure::ToolFailure;
+use super::links::link_channel;
 use super::params::{
     Args, ChannelAuthParams, CreateChannelParams, CreateGrantParams, Deleted, PublishParams, ReadFrom, ReadMessage,
     ReadParams, ReadResult, RevokeGrantParams, WaitParams, WaitResult, plain_formats, plain_input_schema,
 };
+use super::resources::{self, SessionSubscriptions};
 use super::source::{MessageSource, PageStart, RemoteMessage, RemotePage};
 use super::wait::Waits;
 use chantra_core::domain::{
@@ -36,6 +46,8 @@ pub struct ChantraMcp {
     /// PAGE_MAX_BYTES: the most bytes of messages (as JSON) one read returns.
     page_max_bytes: usize,
     waits: Waits,
+    /// This session's channel resource subscriptions (resources.rs).
+    subscriptions: Arc<SessionSubscriptions>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -52,8 +64,9 @@ impl ChantraMcp {
         page_max_bytes: usize,
         waits: Waits,
         tools: ToolRouter<Self>,
+        subscriptions: Arc<SessionSubscriptions>,
     ) -> Self {
-        Self { service, source, page_max_bytes, waits, tool_router: tools }
+        Self { service, source, page_max_bytes, waits, subscriptions, tool_router: tools }
     }
 
     /// The tools, with schemas every client can fill: optional arguments as
@@ -378,9 +391,73 @@ pub(super) fn json_len(value: &impl serde::Serialize) -> usize {
     count.0
 }
 
-#[tool_handler(
-    router = self.tool_router,
-    name = "chantra",
-    instructions = "Chantra: anonymous pub/sub channels. create_channel gives a channel id, a reader URL (Server-Sent Events) and a publish token; publish_message sends messages (kept up to 48 h); read_channel_messages pages through them; wait_for_messages waits for the next ones (loop on it with after = next_cursor to follow a channel). Private channels need read tokens (create_read_grant / revoke_read_grant). Tokens are shown once; pass them as tool arguments."
-)]
-impl ServerHandler for ChantraMcp {}
+const INSTRUCTIONS: &str = "Chantra: anonymous pub/sub channels. create_channel gives a channel id, a reader URL (Server-Sent Events) and a publish token; publish_message sends messages (kept up to 48 h); read_channel_messages pages through them; wait_for_messages waits for the next ones (loop on it with after = next_cursor to follow a channel). Each channel is also the resource chantra://channels/{channel_id} (add ?read_token=... for a private one): read it for its newest messages, subscribe to it to be notified of each publish. Private channels need read tokens (create_read_grant / revoke_read_grant). Tokens are shown once; pass them as tool arguments.";
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for ChantraMcp {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities =
+            ServerCapabilities::builder().enable_tools().enable_resources().enable_resources_subscribe().build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("chantra", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS.to_string())
+    }
+
+    /// The router's call, then the links to the channel the result concerns (links.rs).
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tool = request.name.to_string();
+        let arguments = request.arguments.clone();
+        let call = ToolCallContext::new(self, request, context);
+        let mut response = self.tool_router.call(call).await?;
+        link_channel(&tool, arguments.as_ref(), &mut response);
+        Ok(response)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![resources::channel_template()]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Ok(resources::read(&self.service, &self.source, self.page_max_bytes, &request.uri).await?.into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscriptions.subscribe(&self.service, &request.uri, context.peer.clone()).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscriptions.unsubscribe(&request.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(self.subscriptions.accepted(requested))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let uris = context.accepted().resource_subscriptions.clone().unwrap_or_default();
+        let cancelled = context.request_context().ct.clone();
+        let sink = context.sink().clone();
+        self.subscriptions.listen(&self.service, &uris, sink, cancelled).await
+    }
+}

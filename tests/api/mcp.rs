@@ -260,6 +260,56 @@ async fn tools_list_is_stable() {
     assert!(discovery["protocol_versions"].as_array().unwrap().iter().any(|v| v == "2025-06-18"));
 }
 
+/// The content items after the text one, with the channel id as `[uuid]`.
+fn links(response: &Value, channel_id: &str) -> Value {
+    let content = response["result"]["content"].as_array().unwrap();
+    assert_eq!(content[0]["type"], "text", "the JSON text comes first: {response}");
+    let links = Value::Array(content[1..].to_vec());
+    serde_json::from_str(&links.to_string().replace(channel_id, "[uuid]")).unwrap()
+}
+
+#[tokio::test]
+async fn tool_results_link_their_channel() {
+    let app = mcp_app(Backend::Sqlite, &[]).await;
+    let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
+    let created = client.request("tools/call", json!({ "name": "create_channel", "arguments": {} })).await;
+    let channel = &created["result"]["structuredContent"];
+    let id = channel["channel_id"].as_str().unwrap().to_owned();
+    let token = channel["publish_token"].as_str().unwrap().to_owned();
+    let published = client
+        .request(
+            "tools/call",
+            json!({ "name": "publish_message", "arguments": { "channel_id": id, "publish_token": token, "payload": "hi" } }),
+        )
+        .await;
+    let read = client
+        .request("tools/call", json!({ "name": "read_channel_messages", "arguments": { "channel_id": id } }))
+        .await;
+    let failed = client
+        .request(
+            "tools/call",
+            json!({ "name": "get_channel", "arguments": { "channel_id": id, "publish_token": "chp_x" } }),
+        )
+        .await;
+    assert_eq!(failed["result"]["isError"], true);
+    assert_eq!(failed["result"]["content"].as_array().unwrap().len(), 1, "no link on an error: {failed}");
+    let deleted = client
+        .request(
+            "tools/call",
+            json!({ "name": "delete_channel", "arguments": { "channel_id": id, "publish_token": token } }),
+        )
+        .await;
+    assert_eq!(deleted["result"]["content"].as_array().unwrap().len(), 1, "no link to a deleted channel");
+    insta::assert_json_snapshot!(
+        "tool_result_links",
+        json!({
+            "create_channel": links(&created, &id),
+            "publish_message": links(&published, &id),
+            "read_channel_messages": links(&read, &id),
+        })
+    );
+}
+
 async fn tools_work_end_to_end(backend: Backend) {
     let app = mcp_app(backend, &[]).await;
     let mut client = McpClient::connect(app.url(Role::Mcp, "/mcp")).await;
@@ -1252,4 +1302,154 @@ async fn wait_reports_a_gap() {
     assert_eq!(texts(&result), ["kept"]);
     assert_eq!(result["gap"]["requested_after"], start["next_cursor"], "{result}");
     assert_eq!(result["gap"]["oldest_available"], kept["message_id"], "{result}");
+}
+
+/// The next SSE event carrying a JSON-RPC message (rmcp primes a stream with an empty one).
+async fn next_message(response: &mut reqwest::Response, buffer: &mut String) -> String {
+    loop {
+        let (_, data) = next_sse_event(response, buffer).await;
+        if !data.trim().is_empty() {
+            return data;
+        }
+    }
+}
+
+/// Channels as MCP resources: the template; resources/read gives the newest
+/// messages (a private channel's read token in the URI's query); a
+/// subscription hears a REST publish within a second on the session's GET
+/// stream, is capped per session, and stops with resources/unsubscribe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_resources_to_read_and_subscribe() {
+    let app = mcp_app(Backend::Sqlite, &["--mcp-max-subscriptions-per-session", "1"]).await;
+    let url = app.url(Role::Mcp, "/mcp");
+    let mut client = McpClient::connect(url.clone()).await;
+    let templates = client.request("resources/templates/list", json!({})).await;
+    assert_eq!(templates["result"]["resourceTemplates"][0]["uriTemplate"], "chantra://channels/{channel_id}");
+
+    let (_, channel) = client.call("create_channel", json!({ "visibility": "private" })).await;
+    let id = channel["channel_id"].as_str().unwrap();
+    let read_token = channel["read_token"].as_str().unwrap();
+    assert_eq!(app.publish_text(&channel, "first").await.status(), 201);
+    let uri = format!("chantra://channels/{id}?read_token={read_token}");
+    let read = client.request("resources/read", json!({ "uri": uri })).await;
+    let contents = &read["result"]["contents"][0];
+    assert_eq!(contents["uri"], uri.as_str(), "{read}");
+    assert_eq!(contents["mimeType"], "application/json");
+    let body: Value = serde_json::from_str(contents["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["messages"][0]["payload_text"], "first");
+    assert_eq!(body["newest_message_id"], body["messages"][0]["id"]);
+
+    let denied = client.request("resources/read", json!({ "uri": format!("chantra://channels/{id}") })).await;
+    assert_eq!(denied["error"]["data"]["code"], "missing_token", "{denied}");
+    assert!(denied["error"]["message"].as_str().unwrap().contains("?read_token="), "{denied}");
+    let unknown = client.request("resources/read", json!({ "uri": "chantra://channels/nope" })).await;
+    assert_eq!(unknown["error"]["code"], -32002, "{unknown}");
+    let refused = client
+        .request("resources/subscribe", json!({ "uri": format!("chantra://channels/{id}?read_token=chr_wrong") }))
+        .await;
+    assert!(refused["error"].is_object(), "a bad token is refused at subscribe: {refused}");
+
+    // Server-to-client notifications travel on the session's GET stream.
+    let mut events = app
+        .client
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut buffer = String::new();
+    let subscribed = client.request("resources/subscribe", json!({ "uri": uri })).await;
+    assert!(subscribed["result"].is_object(), "{subscribed}");
+    let (_, public) = client.call("create_channel", json!({})).await;
+    let second_uri = format!("chantra://channels/{}", public["channel_id"].as_str().unwrap());
+    let capped = client.request("resources/subscribe", json!({ "uri": second_uri })).await;
+    assert_eq!(capped["error"]["data"]["code"], "too_many_subscriptions", "{capped}");
+
+    let started = std::time::Instant::now();
+    assert_eq!(app.publish_text(&channel, "second").await.status(), 201);
+    let data = next_message(&mut events, &mut buffer).await;
+    let elapsed = started.elapsed();
+    let note: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(note["method"], "notifications/resources/updated", "{note}");
+    assert_eq!(note["params"]["uri"], uri.as_str());
+    assert!(elapsed < std::time::Duration::from_secs(1), "notified after {elapsed:?}");
+    let read = client.request("resources/read", json!({ "uri": uri })).await;
+    let body: Value = serde_json::from_str(read["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["messages"][1]["payload_text"], "second");
+
+    let unsubscribed = client.request("resources/unsubscribe", json!({ "uri": uri })).await;
+    assert!(unsubscribed["result"].is_object(), "{unsubscribed}");
+    assert_eq!(app.publish_text(&channel, "third").await.status(), 201);
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(1500), next_message(&mut events, &mut buffer));
+    assert!(quiet.await.is_err(), "no notification after unsubscribe");
+    // The slot is free again.
+    let again = client.request("resources/subscribe", json!({ "uri": second_uri })).await;
+    assert!(again["result"].is_object(), "{again}");
+
+    // Deleting the channel sends a last notification and ends the subscription,
+    // which then no longer holds the session's one slot.
+    let (error, _) = client
+        .call("delete_channel", json!({ "channel_id": public["channel_id"], "publish_token": public["publish_token"] }))
+        .await;
+    assert!(!error);
+    let note: Value = serde_json::from_str(&next_message(&mut events, &mut buffer).await).unwrap();
+    assert_eq!(note["params"]["uri"], second_uri.as_str(), "{note}");
+    let mut resubscribed = Value::Null;
+    for _ in 0..50 {
+        resubscribed = client.request("resources/subscribe", json!({ "uri": uri })).await;
+        if resubscribed["result"].is_object() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(resubscribed["result"].is_object(), "an ended subscription frees its slot: {resubscribed}");
+}
+
+/// A subscription on an mcp-only process hears publishes made on another
+/// process (PostgreSQL LISTEN/NOTIFY), each within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_hears_publishes_from_another_process() {
+    use std::time::{Duration, Instant};
+    let database = TestDatabase::create().await;
+    let shared = |roles: Vec<Role>| Options {
+        roles: Some(roles),
+        extra_args: vec!["--database-url".into(), database.url.clone()],
+        ..Default::default()
+    };
+    let publisher = spawn_app_with(Backend::Postgres, shared(vec![Role::Rest, Role::Channels])).await;
+    let mcp = spawn_app_with(Backend::Postgres, shared(vec![Role::Mcp])).await;
+    let url = mcp.url(Role::Mcp, "/mcp");
+    let mut client = McpClient::connect(url.clone()).await;
+    let channel = publisher.create_channel("private").await;
+    let uri = format!(
+        "chantra://channels/{}?read_token={}",
+        channel["channel_id"].as_str().unwrap(),
+        channel["read_token"].as_str().unwrap()
+    );
+    let mut events = mcp
+        .client
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    let mut buffer = String::new();
+    let subscribed = client.request("resources/subscribe", json!({ "uri": uri })).await;
+    assert!(subscribed["result"].is_object(), "{subscribed}");
+    for i in 0..3 {
+        let published = publish_later(&publisher, &channel, &format!("m{i}"), Duration::from_millis(200));
+        let note: Value = serde_json::from_str(&next_message(&mut events, &mut buffer).await).unwrap();
+        let notified = Instant::now();
+        assert_eq!(note["method"], "notifications/resources/updated", "{note}");
+        assert_eq!(note["params"]["uri"], uri.as_str());
+        assert!(notified.saturating_duration_since(published.await.unwrap()) < Duration::from_secs(1));
+        let read = client.request("resources/read", json!({ "uri": uri })).await;
+        let body: Value = serde_json::from_str(read["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(body["messages"].as_array().unwrap().last().unwrap()["payload_text"], format!("m{i}"));
+    }
 }
