@@ -366,7 +366,7 @@ if [[ ! -f $BENCH_OUT/meta.txt ]]; then
     echo "Chantra: \`serve --role rest,channels --no-sweeper\` (wait: \`--role rest,channels,mcp\`, MCP_MAX_SESSIONS(_PER_IP)" \
       "= MCP_MAX_WAITS(_PER_IP) = 100000), RATE_LIMIT_PER_SECOND=0, MAX_STREAMS(_PER_IP)=100000;" \
       "postgres = PostgreSQL $(psql -V 2>/dev/null | awk '{print $3}') + garage. nchan: bench/nchan/nginx.conf" \
-      "(nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 workers)."
+      "(nginx $(if command -v nginx >/dev/null; then nginx -v 2>&1 | sed 's#.*/##'; else echo not installed; fi), 2 workers)."
     echo
     echo "Runs:"
     echo
