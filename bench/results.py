@@ -164,6 +164,20 @@ def resume_rows(runs):
         ]
 
 
+def wait_rows(runs):
+    for r in runs:
+        s, n, c = r.get("sizes", {}), r.get("sessions") or {}, r.get("calls") or {}
+        rss = r.get("server_rss_kib") or {}
+        yield [
+            r["target"], num(n.get("opened")), f"{s.get('messages')} @ {s.get('rate_per_s')}/s",
+            *deliveries(r), *lat(r.get("latency_ms")), *lat(r.get("all_returned_ms")),
+            f"{c.get('with_messages', 0):,} / {c.get('empty', 0):,}", num(n.get("open_all_ms"), " ms"),
+            mib(rss.get("idle")), mib(r.get("server_rss_kib_sessions_open")), mib(rss.get("streams_open")),
+            num(r.get("rss_per_session_kib"), " KiB"), num(r.get("rss_per_wait_over_session_kib"), " KiB"),
+            per_stream(r), status(r),
+        ]
+
+
 SECTIONS = [
     ("publish", "(a) Publish throughput", "publishers concurrent, as fast as possible; latency is per request",
      ["target", "publishers", "payload", "publishes/s", "ok / sent", "statuses", "p50", "p99", "max",
@@ -187,6 +201,15 @@ SECTIONS = [
      ["target", "subscribers", "reconnect all", "reconnect p50 / p99 / max", "statuses", "retries",
       "exactly once in order", "delivered / expected", "missing / dup / out of order", "RSS peak", "result"],
      resume_rows),
+    ("wait", "(g) MCP wait_for_messages", "N MCP sessions each looping wait_for_messages on one channel, messages "
+     "published through REST; latency = publish → the call's answer (per message and waiter), all returned = per "
+     "message, the slowest waiter; per waiting call = (RSS waiting − RSS idle) / calls, the session included; "
+     "nchan has no equivalent",
+     ["target", "waiting calls", "messages", "delivered / expected", "missing / dup / out of order", "p50", "p99",
+      "max", "all returned p50", "all returned p99", "all returned max", "answers with messages / empty",
+      "open sessions", "RSS idle", "RSS sessions", "RSS waiting", "per session", "wait over session",
+      "per waiting call", "result"],
+     wait_rows),
 ]
 
 

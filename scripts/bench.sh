@@ -35,6 +35,8 @@
 #   BENCH_CHANNELS        10000     BENCH_CHANNELS_MESSAGES 30000  BENCH_CHANNELS_RATE 1000
 #   BENCH_IDLE            20000     BENCH_IDLE_HOLD 30 (seconds)
 #   BENCH_RESUME          5000      BENCH_RESUME_MESSAGES 10  BENCH_RESUME_GAP 10
+#   BENCH_WAIT            1000      BENCH_WAIT_MESSAGES 20    BENCH_WAIT_RATE 2 (MCP wait_for_messages
+#                         calls; Chantra only, the server runs the mcp role too; nchan has no equivalent)
 #   BENCH_SOURCE_IPS      127.0.0.1-127.0.0.8 (client source addresses, ~28k ports each)
 #   BENCH_DRAIN_SECS      30        BENCH_PROFILE release|debug
 #   BENCH_OUT             where the JSON and markdown go
@@ -63,30 +65,33 @@ esac
 DATE=$(date -u +%F)
 case $MODE in
   full)
-    : "${BENCH_TARGETS:=embedded postgres nchan}" "${BENCH_SCENARIOS:=token publish fanout channels idle resume}"
+    : "${BENCH_TARGETS:=embedded postgres nchan}" "${BENCH_SCENARIOS:=token publish fanout channels idle resume wait}"
     : "${BENCH_PUBLISHERS:=64}" "${BENCH_PUBLISH_SECS:=20}"
     : "${BENCH_FANOUT:=5000 10000}" "${BENCH_FANOUT_MESSAGES:=100}" "${BENCH_FANOUT_RATE:=10}"
     : "${BENCH_CHANNELS:=10000}" "${BENCH_CHANNELS_MESSAGES:=30000}" "${BENCH_CHANNELS_RATE:=1000}"
     : "${BENCH_IDLE:=20000}" "${BENCH_IDLE_HOLD:=30}"
     : "${BENCH_RESUME:=5000}" "${BENCH_RESUME_MESSAGES:=10}" "${BENCH_RESUME_GAP:=10}"
+    : "${BENCH_WAIT:=1000}" "${BENCH_WAIT_MESSAGES:=20}" "${BENCH_WAIT_RATE:=2}"
     : "${BENCH_DRAIN_SECS:=30}" "${BENCH_PROFILE:=release}" "${BENCH_PER_PROCESS:=15000}"
     ;;
   quick)
-    : "${BENCH_TARGETS:=embedded postgres nchan}" "${BENCH_SCENARIOS:=publish fanout channels idle resume}"
+    : "${BENCH_TARGETS:=embedded postgres nchan}" "${BENCH_SCENARIOS:=publish fanout channels idle resume wait}"
     : "${BENCH_PUBLISHERS:=8}" "${BENCH_PUBLISH_SECS:=2}"
     : "${BENCH_FANOUT:=200}" "${BENCH_FANOUT_MESSAGES:=20}" "${BENCH_FANOUT_RATE:=40}"
     : "${BENCH_CHANNELS:=200}" "${BENCH_CHANNELS_MESSAGES:=400}" "${BENCH_CHANNELS_RATE:=800}"
     : "${BENCH_IDLE:=500}" "${BENCH_IDLE_HOLD:=2}"
     : "${BENCH_RESUME:=200}" "${BENCH_RESUME_MESSAGES:=10}" "${BENCH_RESUME_GAP:=10}"
+    : "${BENCH_WAIT:=50}" "${BENCH_WAIT_MESSAGES:=10}" "${BENCH_WAIT_RATE:=5}"
     : "${BENCH_DRAIN_SECS:=10}" "${BENCH_PROFILE:=release}" "${BENCH_PER_PROCESS:=15000}"
     ;;
   smoke)
-    : "${BENCH_TARGETS:=embedded}" "${BENCH_SCENARIOS:=publish fanout channels idle resume}"
+    : "${BENCH_TARGETS:=embedded}" "${BENCH_SCENARIOS:=publish fanout channels idle resume wait}"
     : "${BENCH_PUBLISHERS:=4}" "${BENCH_PUBLISH_SECS:=1}"
     : "${BENCH_FANOUT:=20}" "${BENCH_FANOUT_MESSAGES:=5}" "${BENCH_FANOUT_RATE:=50}"
     : "${BENCH_CHANNELS:=20}" "${BENCH_CHANNELS_MESSAGES:=40}" "${BENCH_CHANNELS_RATE:=200}"
     : "${BENCH_IDLE:=60}" "${BENCH_IDLE_HOLD:=1}"
     : "${BENCH_RESUME:=30}" "${BENCH_RESUME_MESSAGES:=3}" "${BENCH_RESUME_GAP:=3}"
+    : "${BENCH_WAIT:=10}" "${BENCH_WAIT_MESSAGES:=3}" "${BENCH_WAIT_RATE:=10}"
     # 25 per process: the idle and resume runs also go through worker processes.
     : "${BENCH_DRAIN_SECS:=10}" "${BENCH_PROFILE:=debug}" "${BENCH_PER_PROCESS:=25}"
     ;;
@@ -172,18 +177,24 @@ wait_healthy() { # url...: waits until each answers /healthz, or the server exit
 }
 
 # Sets SERVER_PID, SERVER_LOG and TOOL_TARGET (chantra-load's target flags).
+# WITH_MCP=1: Chantra runs the mcp role too, its session and wait caps raised.
 start_server() { # target name
   local target=$1 name=$2
   SERVER_KIND=$target
   SERVER_LOG=$WORK/$name.server.log
   case $target in
     embedded | postgres)
-      local rest channels
-      read -r rest channels < <(free_ports 2)
+      local rest channels mcp roles=rest,channels
+      read -r rest channels mcp < <(free_ports 3)
       local env=(PATH="$PATH" HOME="$HOME" RUST_LOG=warn
         REST_ADDR="127.0.0.1:$rest" CHANNELS_ADDR="127.0.0.1:$channels"
         CHANNEL_BASE_URL="http://127.0.0.1:$channels"
         RATE_LIMIT_PER_SECOND=0 MAX_STREAMS=100000 MAX_STREAMS_PER_IP=100000 SHUTDOWN_GRACE_SECS=2)
+      if [[ ${WITH_MCP:-0} == 1 ]]; then
+        roles=rest,channels,mcp
+        env+=(MCP_ADDR="127.0.0.1:$mcp" MCP_PUBLIC_URL="http://127.0.0.1:$mcp"
+          MCP_MAX_SESSIONS=100000 MCP_MAX_SESSIONS_PER_IP=100000 MCP_MAX_WAITS=100000 MCP_MAX_WAITS_PER_IP=100000)
+      fi
       if [[ $target == embedded ]]; then
         env+=(DATABASE_URL="sqlite://$WORK/embedded/chantra.db?mode=rwc" DATA_DIR="$WORK/embedded")
       else
@@ -193,7 +204,7 @@ start_server() { # target name
           S3_BUCKET="$CHANTRA_TEST_S3_BUCKET" S3_REGION=us-east-1)
       fi
       # A clean environment: nothing from the caller (DATABASE_URL, S3_*, …) leaks in.
-      (exec env -i "${env[@]}" "$CHANTRA" serve --role rest,channels --no-sweeper) >"$SERVER_LOG" 2>&1 &
+      (exec env -i "${env[@]}" "$CHANTRA" serve --role "$roles" --no-sweeper) >"$SERVER_LOG" 2>&1 &
       SERVER_PID=$!
       REST_URL=http://127.0.0.1:$rest
       CHANNELS_URL=http://127.0.0.1:$channels
@@ -203,6 +214,7 @@ start_server() { # target name
         --subscribe-url "$CHANNELS_URL/v1/public/{channel}"
         --publish-url "$REST_URL/v1/channels/{channel}/publish"
         --publish-header "X-Publish-Token: {token}")
+      if [[ $roles == *mcp* ]]; then TOOL_TARGET+=(--mcp-url "http://127.0.0.1:$mcp/mcp"); fi
       ;;
     nchan)
       local port dir=$WORK/$name.nginx
@@ -309,6 +321,14 @@ scenarios_for() {
         run "$target" resume "$BENCH_RESUME" --subscribers "$BENCH_RESUME" \
           --messages "$BENCH_RESUME_MESSAGES" --gap-messages "$BENCH_RESUME_GAP"
         ;;
+      wait)
+        if [[ $target == nchan ]]; then
+          log "nchan / wait: skipped (nchan has no MCP long-poll tool to compare)"
+        else
+          WITH_MCP=1 run "$target" wait "$BENCH_WAIT" --subscribers "$BENCH_WAIT" \
+            --messages "$BENCH_WAIT_MESSAGES" --rate "$BENCH_WAIT_RATE"
+        fi
+        ;;
       *) die "unknown scenario $scenario" ;;
     esac
   done
@@ -343,9 +363,10 @@ if [[ ! -f $BENCH_OUT/meta.txt ]]; then
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)," \
       "file descriptor limit $(ulimit -n) per process. Client and servers share the machine;" \
       "chantra-load's own CPU use is in every figure."
-    echo "Chantra: \`serve --role rest,channels --no-sweeper\`, RATE_LIMIT_PER_SECOND=0, MAX_STREAMS(_PER_IP)=100000;" \
+    echo "Chantra: \`serve --role rest,channels --no-sweeper\` (wait: \`--role rest,channels,mcp\`, MCP_MAX_SESSIONS(_PER_IP)" \
+      "= MCP_MAX_WAITS(_PER_IP) = 100000), RATE_LIMIT_PER_SECOND=0, MAX_STREAMS(_PER_IP)=100000;" \
       "postgres = PostgreSQL $(psql -V 2>/dev/null | awk '{print $3}') + garage. nchan: bench/nchan/nginx.conf" \
-      "(nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 workers)."
+      "(nginx $(if command -v nginx >/dev/null; then nginx -v 2>&1 | sed 's#.*/##'; else echo not installed; fi), 2 workers)."
     echo
     echo "Runs:"
     echo
@@ -357,7 +378,8 @@ echo "- $(date -u +%T) UTC, $MODE, commit $(git rev-parse --short HEAD 2>/dev/nu
   "fanout ${BENCH_FANOUT} × ${BENCH_FANOUT_MESSAGES} at ${BENCH_FANOUT_RATE}/s;" \
   "channels ${BENCH_CHANNELS} × ${BENCH_CHANNELS_MESSAGES} at ${BENCH_CHANNELS_RATE}/s;" \
   "idle ${BENCH_IDLE} for ${BENCH_IDLE_HOLD} s;" \
-  "resume ${BENCH_RESUME} (${BENCH_RESUME_MESSAGES} + ${BENCH_RESUME_GAP} in the gap + ${BENCH_RESUME_MESSAGES})." \
+  "resume ${BENCH_RESUME} (${BENCH_RESUME_MESSAGES} + ${BENCH_RESUME_GAP} in the gap + ${BENCH_RESUME_MESSAGES});" \
+  "wait ${BENCH_WAIT} × ${BENCH_WAIT_MESSAGES} at ${BENCH_WAIT_RATE}/s." \
   >>"$BENCH_OUT/meta.txt"
 
 log "mode $MODE; targets: $BENCH_TARGETS; scenarios: $BENCH_SCENARIOS; results in $BENCH_OUT"

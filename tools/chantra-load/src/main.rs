@@ -8,7 +8,9 @@
 //! - `idle`: N streams held open; memory per stream, and every stream still
 //!   alive (and delivering) after the hold;
 //! - `resume`: N subscribers dropped at once and reconnected with
-//!   Last-Event-ID while messages were published in the gap.
+//!   Last-Event-ID while messages were published in the gap;
+//! - `wait`: N MCP sessions each looping `wait_for_messages` on one channel
+//!   while messages are published through REST (Chantra only, `--mcp-url`).
 //!
 //! Deliveries are checked per subscriber (missing, duplicate, out of order)
 //! from a sequence number inside the payload, latency from a timestamp inside
@@ -23,6 +25,7 @@ mod publish;
 mod scenarios;
 mod sse;
 mod stats;
+mod wait;
 
 use std::net::IpAddr;
 
@@ -37,6 +40,7 @@ pub enum Scenario {
     Channels,
     Idle,
     Resume,
+    Wait,
 }
 
 #[derive(Debug, Parser)]
@@ -48,16 +52,16 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "fanout")]
     pub scenario: Scenario,
     /// Subscribers in all, spread round-robin over the channels. Default:
-    /// fanout 1000, publish 0, channels one per channel, idle 20000, resume 5000.
+    /// fanout 1000, publish 0, channels one per channel, idle 20000, resume 5000, wait 1000.
     #[arg(long)]
     pub subscribers: Option<usize>,
     /// Messages to publish (all channels together). Default: fanout 100,
     /// publish 1000000 (or until --duration-secs), channels 3 per channel,
-    /// idle 1 (after the hold), resume 10 before the drop and 10 after.
+    /// idle 1 (after the hold), resume 10 before the drop and 10 after, wait 20.
     #[arg(long)]
     pub messages: Option<u64>,
     /// Publish rate, messages per second; 0 = as fast as possible. Default:
-    /// fanout 10, publish 0, channels 1000, idle 0, resume 20.
+    /// fanout 10, publish 0, channels 1000, idle 0, resume 20, wait 2.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Channels to create (or name). Default: channels 10000, others 1.
@@ -94,6 +98,9 @@ pub struct Args {
     /// separated by spaces, spread the subscribers round-robin (e.g. two channels processes).
     #[arg(long, required_unless_present = "worker")]
     pub subscribe_url: Option<String>,
+    /// wait: the MCP endpoint (streamable HTTP), e.g. http://127.0.0.1:8090/mcp.
+    #[arg(long)]
+    pub mcp_url: Option<String>,
     /// Publish URL template, e.g. http://127.0.0.1:8081/v1/channels/{channel}/publish.
     #[arg(long, required_unless_present = "worker")]
     pub publish_url: Option<String>,

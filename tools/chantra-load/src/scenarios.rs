@@ -1,4 +1,4 @@
-//! The five scenarios: each sets up channels and subscribers, drives the
+//! The six scenarios: each sets up channels and subscribers, drives the
 //! publishers, checks what arrived and returns its JSON report (with `ok` and
 //! the list of `problems`).
 
@@ -35,6 +35,7 @@ impl Sizes {
             Channels => channels,
             Idle => 20_000,
             Resume => 5_000,
+            Wait => 1_000,
         });
         let messages = args.messages.unwrap_or(match s {
             Fanout => 100,
@@ -42,11 +43,13 @@ impl Sizes {
             Channels => 3 * channels as u64,
             Idle => 1,
             Resume => 10,
+            Wait => 20,
         });
         let rate = args.rate.unwrap_or(match s {
             Fanout => 10.0,
             Channels => 1_000.0,
             Resume => 20.0,
+            Wait => 2.0,
             Publish | Idle => 0.0,
         });
         let publishers = args.publishers.unwrap_or(match s {
@@ -336,6 +339,7 @@ pub async fn run(args: Args) -> Result<Value, String> {
         Scenario::Fanout | Scenario::Publish | Scenario::Channels => pubsub(context).await,
         Scenario::Idle => idle(context).await,
         Scenario::Resume => resume(context).await,
+        Scenario::Wait => wait(context).await,
     }
 }
 
@@ -477,6 +481,135 @@ async fn resume(mut cx: Context<'_>) -> Result<Value, String> {
             "publish_after": after.report(),
             "deliveries": outcome_json(&outcome),
             "latency_ms": outcome.latency.summary_ms(),
+        }),
+    ))
+}
+
+/// wait: N MCP sessions each looping wait_for_messages on one channel while
+/// messages are published through REST; see wait.rs.
+async fn wait(mut cx: Context<'_>) -> Result<Value, String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use crate::wait::{self, Shared, WaiterReport};
+
+    let url = cx.args.mcp_url.clone().ok_or("the wait scenario needs --mcp-url")?;
+    let (channels, create_ms) = cx.channels().await?;
+    let channel = channels[0].clone();
+    // The seed: every waiter's first cursor, so none misses a message however late it starts.
+    let seed_url = publish::fill(&cx.target.publish_url, &channel);
+    let mut request = cx.client.post(&seed_url).header("content-type", "text/plain").body("seed");
+    for (name, value) in cx.target.publish_headers.iter().filter_map(|h| h.split_once(':')) {
+        request = request.header(name.trim(), publish::fill(value.trim(), &channel));
+    }
+    let seed: Value = request
+        .send()
+        .await
+        .map_err(|e| format!("seed publish: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("seed publish: {e}"))?;
+    let seed = seed["message_id"].as_str().ok_or("seed publish: no message_id")?.to_owned();
+
+    let n = cx.sizes.subscribers;
+    let started = Instant::now();
+    let (sessions, session_failures) = wait::open_sessions(&url, &cx.sources, n, cx.args.connect_concurrency).await?;
+    let sessions_ms = wait::elapsed_ms(started);
+    cx.log(&format!("{} of {n} MCP sessions open in {sessions_ms} ms; failures {session_failures:?}", sessions.len()));
+    if sessions.len() < n {
+        cx.problems.push(format!("{} of {n} sessions did not open: {session_failures:?}", n - sessions.len()));
+    }
+    let with_sessions = cx.memory_after(Duration::from_secs(1)).await;
+
+    let messages = cx.sizes.messages;
+    let shared = Arc::new(Shared {
+        latency: stats::Histogram::default(),
+        slowest: (0..messages).map(|_| AtomicU64::new(0)).collect(),
+        waiting: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let waiters = sessions.len() as u64;
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|session| tokio::spawn(wait::waiter(session, channel.clone(), seed.clone(), messages, shared.clone())))
+        .collect();
+    // Every first call sent, then time for the server to hold them all.
+    while shared.waiting.load(Ordering::Relaxed) < waiters {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settle = Duration::from_millis(2000 + waiters);
+    let waiting = cx.memory_after(settle).await;
+    cx.log(&format!("{waiters} calls waiting; server memory {waiting:?} (sessions only: {with_sessions:?})"));
+
+    let published = cx.publish(&channels, cx.plan(messages, 0), "publish").await?;
+    let drain_until = Instant::now() + Duration::from_secs(cx.args.drain_secs);
+    while shared.done.load(Ordering::Relaxed) < waiters && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut total = WaiterReport::default();
+    let mut exact = 0u64;
+    for task in tasks {
+        let report = task.await.map_err(|e| format!("waiter task: {e}"))?;
+        if report.missing == 0 && report.duplicates == 0 && report.out_of_order == 0 {
+            exact += 1;
+        }
+        total.merge(&report);
+    }
+    cx.log(&format!("{} of {} deliveries; {exact} of {waiters} waiters exact", total.delivered, waiters * messages));
+    let expected = waiters * messages;
+    if total.missing > 0 {
+        cx.problems.push(format!("{} of {expected} deliveries missing", total.missing));
+    }
+    if total.duplicates > 0 {
+        cx.problems.push(format!("{} duplicate deliveries", total.duplicates));
+    }
+    if total.out_of_order > 0 {
+        cx.problems.push(format!("{} deliveries out of order", total.out_of_order));
+    }
+    if total.unparsed > 0 {
+        cx.problems.push(format!("{} messages that were not a load-test payload", total.unparsed));
+    }
+    if !total.errors.is_empty() {
+        cx.problems.push(format!("failed calls: {:?}", total.errors));
+    }
+    let per = |a: Option<Memory>, b: Option<Memory>, f: fn(&Memory) -> u64| match (a, b) {
+        (Some(a), Some(b)) if waiters > 0 => {
+            Some(((f(&b) as f64 - f(&a) as f64) / waiters as f64 * 100.0).round() / 100.0)
+        }
+        _ => None,
+    };
+    let slowest = wait::slowest(&shared);
+    Ok(cx.report(
+        waiting,
+        waiters,
+        json!({
+            "channels": { "count": 1, "create_ms": create_ms },
+            "sessions": { "requested": n, "opened": waiters, "failures": session_failures, "open_all_ms": sessions_ms },
+            "server_rss_kib_sessions_open": with_sessions.map(|m| m.rss_kib),
+            "rss_per_session_kib": per(cx.idle, with_sessions, |m| m.rss_kib),
+            "rss_per_wait_over_session_kib": per(with_sessions, waiting, |m| m.rss_kib),
+            "publish": published.report(),
+            "deliveries": {
+                "subscribers": waiters,
+                "expected": expected,
+                "delivered": total.delivered,
+                "missing": total.missing,
+                "duplicates": total.duplicates,
+                "out_of_order": total.out_of_order,
+                "exact_subscribers": exact,
+                "unparsed": total.unparsed,
+            },
+            "calls": {
+                "total": total.calls,
+                "with_messages": total.with_messages,
+                "empty": total.empty,
+                "errors": total.errors,
+                "timeout_seconds": 20,
+            },
+            "latency_ms": shared.latency.data().summary_ms(),
+            "all_returned_ms": slowest.summary_ms(),
         }),
     ))
 }
