@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use chantra_testkit::{BASE_URL, Launcher, NatsServer, Server, bin};
+use chantra_testkit::{Launcher, NatsServer, Server, bin};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestDatabase, s3_env, sample};
+use crate::processes::{create_channel, ids, open, publish, stream_path};
 use crate::sse_client::{self, SseStream};
 
 /// The longest any single wait may take.
@@ -57,7 +58,7 @@ async fn nats_two_rest_three_channels_every_message_once_in_order() {
     // so any reconnection resumes from a known id.
     let mut published: Vec<Vec<String>> = Vec::new();
     for (c, channel) in channels.iter().enumerate() {
-        published.push(vec![publish(&client, &cluster.rest[0], channel, &format!("c{c} seed")).await]);
+        published.push(vec![publish(&client, &cluster.rest[0], channel, &format!("c{c} seed"), WAIT).await]);
     }
     let stop = CancellationToken::new();
     let subscribers: Vec<Subscriber> = (0..SUBSCRIBERS)
@@ -88,7 +89,7 @@ async fn nats_two_rest_three_channels_every_message_once_in_order() {
     let before = notices_received(&client, &cluster.channels).await;
     let mut quiet_ids = Vec::new();
     for i in 0..30 {
-        quiet_ids.push(publish(&client, &cluster.rest[i % 2], &quiet, &format!("quiet {i}")).await);
+        quiet_ids.push(publish(&client, &cluster.rest[i % 2], &quiet, &format!("quiet {i}"), WAIT).await);
     }
     let got = quiet_reader.messages(quiet_ids.len(), WAIT).await;
     assert_eq!(ids(&got), quiet_ids, "the quiet channel's reader got every message in order");
@@ -106,7 +107,7 @@ async fn nats_two_rest_three_channels_every_message_once_in_order() {
         open(&cluster.channels[1], &private, &[("x-read-token", private["read_token"].as_str().unwrap())]).await;
     let mut revoked_after =
         open(&cluster.channels[0], &private, &[("x-read-token", after_grant["read_token"].as_str().unwrap())]).await;
-    publish(&client, &cluster.rest[0], &private, "private 0").await;
+    publish(&client, &cluster.rest[0], &private, "private 0", WAIT).await;
     assert_eq!(revoked_during.messages(1, WAIT).await.len(), 1);
     assert_eq!(revoked_after.messages(1, WAIT).await.len(), 1);
 
@@ -217,7 +218,7 @@ async fn nats_credentials_and_a_refused_client() {
     let mut polling = open(&refused, &channel, &[]).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(publish(&client, &good, &channel, &format!("m {i}")).await);
+        ids.push(publish(&client, &good, &channel, &format!("m {i}"), WAIT).await);
     }
     eprintln!("published after {:?}", started.elapsed());
     assert_eq!(self::ids(&over_nats.messages(5, WAIT).await), ids, "delivered over NATS");
@@ -231,7 +232,7 @@ async fn nats_credentials_and_a_refused_client() {
     let id = channel["channel_id"].as_str().unwrap();
     let forged = [format!("d {id}"), format!("r {id} {}", uuid::Uuid::now_v7())];
     forge_notices(nats.addr(), PASSWORD, &format!("chantra.ch.{id}"), &forged).await;
-    let after = publish(&client, &good, &channel, "after forgery").await;
+    let after = publish(&client, &good, &channel, "after forgery", WAIT).await;
     let got = over_nats.messages(1, WAIT).await;
     assert_eq!(self::ids(&got), [after], "a forged deletion ended no stream: {:?}", over_nats.end);
 
@@ -470,50 +471,12 @@ async fn publish_batch(
     let publishers = channels.iter().enumerate().map(|(c, channel)| async move {
         let mut ids = Vec::with_capacity(per_channel);
         for k in first..first + per_channel {
-            ids.push(publish(client, &rest[k % rest.len()], channel, &format!("c{c} m{k}")).await);
+            ids.push(publish(client, &rest[k % rest.len()], channel, &format!("c{c} m{k}"), WAIT).await);
             tokio::time::sleep(pace).await;
         }
         ids
     });
     futures::future::join_all(publishers).await
-}
-
-async fn create_channel(client: &reqwest::Client, rest: &Server, visibility: &str) -> Value {
-    let response =
-        client.post(rest.rest_url("/v1/channels")).json(&json!({ "visibility": visibility })).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
-
-/// Publishes `text` with an Idempotency-Key, retrying a 503 or a failed
-/// connection (within `WAIT`); returns the acknowledged id.
-async fn publish(client: &reqwest::Client, rest: &Server, channel: &Value, text: &str) -> String {
-    let id = channel["channel_id"].as_str().unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let sent = client
-            .post(rest.rest_url(&format!("/v1/channels/{id}/publish")))
-            .header("x-publish-token", channel["publish_token"].as_str().unwrap())
-            .header("content-type", "text/plain")
-            .header("idempotency-key", text.replace(' ', "-"))
-            .body(text.to_owned())
-            .send()
-            .await;
-        let problem = match sent {
-            Ok(response) if response.status() == 201 => {
-                let body: Value = response.json().await.unwrap();
-                return body["message_id"].as_str().unwrap().to_owned();
-            }
-            Ok(response) if response.status() == 503 => format!("503 {}", response.text().await.unwrap_or_default()),
-            Ok(response) => {
-                panic!("publish {text}: {} {}", response.status(), response.text().await.unwrap_or_default())
-            }
-            Err(err) => format!("{err}"),
-        };
-        eprintln!("publish {text} failed, retrying: {problem}");
-        assert!(Instant::now() < deadline, "publish {text} kept failing for {WAIT:?}: {problem}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn first_grant(client: &reqwest::Client, rest: &Server, channel: &Value) -> String {
@@ -572,22 +535,4 @@ async fn expect_revoked(stream: &mut SseStream, what: &str) {
         assert!(stream.ends_within(WAIT).await, "{what}: the stream ends");
         return;
     }
-}
-
-fn stream_path(channel: &Value) -> String {
-    channel["url"].as_str().unwrap().strip_prefix(BASE_URL).expect("the configured base URL").to_owned()
-}
-
-async fn open(channels: &Server, channel: &Value, headers: &[(&str, &str)]) -> SseStream {
-    let mut request = reqwest::Client::new().get(channels.channels_url(&stream_path(channel)));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let stream = sse_client::connect(request).await;
-    assert_eq!(stream.status, 200, "opening a stream on {}", channels.name());
-    stream
-}
-
-fn ids(events: &[sse_client::Event]) -> Vec<String> {
-    events.iter().map(|e| e.id.clone().unwrap_or_default()).collect()
 }

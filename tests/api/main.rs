@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod mcp;
+mod processes;
 mod rest_channels;
 mod rest_grants;
 mod rest_http;

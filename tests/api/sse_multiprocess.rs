@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use chantra_testkit::{BASE_URL, Launcher, Server, bin};
+use chantra_testkit::{Launcher, Server, bin};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
 
 use crate::helpers::{FaultProxy, TestDatabase, admin_database_url, s3_env};
-use crate::sse_client::{self, Event, SseStream};
+use crate::processes::{create_channel, ids, open, publish, stream_path};
+use crate::sse_client::{Event, SseStream};
 
 /// The longest any single wait in this test may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -70,7 +71,7 @@ impl Ctx {
     }
 
     async fn publish(&self, channel: &Value, i: usize) -> String {
-        publish(&self.client, self.rest(), channel, i).await
+        publish(&self.client, self.rest(), channel, &format!("message {i}"), WAIT).await
     }
 
     async fn create_channel(&self, visibility: &str) -> Value {
@@ -381,7 +382,7 @@ async fn wait_listening(client: &reqwest::Client, rest: &Server, channels: &Serv
     let deadline = Instant::now() + WAIT;
     let mut attempt = 0;
     while Instant::now() < deadline {
-        publish(client, rest, &channel, attempt).await;
+        publish(client, rest, &channel, &format!("message {attempt}"), WAIT).await;
         if let Some(event) = stream.messages(1, Duration::from_millis(500)).await.pop() {
             if attempt > 0 {
                 eprintln!("{}: {attempt} warm-up message(s) published before its listener delivered", channels.name());
@@ -410,60 +411,6 @@ async fn wait_for_log(process: &Server, needle: &str, count: usize) {
 
 // ------------------------------------------------------------------ API calls
 
-async fn create_channel(client: &reqwest::Client, rest: &Server, visibility: &str) -> Value {
-    let response =
-        client.post(rest.rest_url("/v1/channels")).json(&json!({ "visibility": visibility })).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
-
-/// Publishes `message {i}` with an Idempotency-Key, retrying (within
-/// `WAIT`, and saying so on stderr) when the database is briefly
-/// unavailable; returns the message id.
-async fn publish(client: &reqwest::Client, rest: &Server, channel: &Value, i: usize) -> String {
-    let id = channel["channel_id"].as_str().unwrap();
-    let key = format!("message-{i}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let sent = client
-            .post(rest.rest_url(&format!("/v1/channels/{id}/publish")))
-            .header("x-publish-token", channel["publish_token"].as_str().unwrap())
-            .header("content-type", "text/plain")
-            .header("idempotency-key", &key)
-            .body(format!("message {i}"))
-            .send()
-            .await;
-        let problem = match sent {
-            Ok(response) if response.status() == 201 => {
-                let body: Value = response.json().await.unwrap();
-                return body["message_id"].as_str().unwrap().to_owned();
-            }
-            Ok(response) if response.status() == 503 => format!("503 {}", response.text().await.unwrap_or_default()),
-            Ok(response) => panic!("publish {i}: {} {}", response.status(), response.text().await.unwrap_or_default()),
-            Err(err) => format!("{err}"),
-        };
-        eprintln!("publish {i} failed, retrying: {problem}");
-        assert!(Instant::now() < deadline, "publish {i} kept failing for {WAIT:?}: {problem}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn stream_path(channel: &Value) -> String {
-    channel["url"].as_str().unwrap().strip_prefix(BASE_URL).expect("the configured base URL").to_owned()
-}
-
-/// Opens a stream (with a client of its own: no whole-request timeout, as
-/// every read is bounded by its own wait).
-async fn open(channels: &Server, channel: &Value, headers: &[(&str, &str)]) -> SseStream {
-    let mut request = reqwest::Client::new().get(channels.channels_url(&stream_path(channel)));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let stream = sse_client::connect(request).await;
-    assert_eq!(stream.status, 200, "opening a stream on {}", channels.name());
-    stream
-}
-
 /// Exactly `count` messages, each within `WAIT` of the previous one.
 async fn receive(stream: &mut SseStream, count: usize, what: &str) -> Vec<Event> {
     let got = stream.messages(count, WAIT).await;
@@ -473,8 +420,4 @@ async fn receive(stream: &mut SseStream, count: usize, what: &str) -> Vec<Event>
 
 async fn next_event(stream: &mut SseStream, wait: Duration, what: &str) -> Event {
     stream.next(wait).await.unwrap_or_else(|| panic!("{what}: no event within {wait:?}"))
-}
-
-fn ids(events: &[Event]) -> Vec<String> {
-    events.iter().map(|e| e.id.clone().unwrap_or_default()).collect()
 }

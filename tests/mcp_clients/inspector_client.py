@@ -23,14 +23,7 @@ import sys
 import tempfile
 from typing import Any
 
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition: Any, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
+from common import CheckFailed, check
 
 
 # The Inspector writes a catalog of servers it saw; keep it out of $HOME.

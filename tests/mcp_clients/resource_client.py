@@ -24,32 +24,17 @@ import json
 import logging
 import sys
 import time
-import urllib.request
 import warnings
 from typing import Any
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from common import CheckFailed, check, rest
+
 MESSAGES = 5
 MAX_LATENCY = 1.0
 TEMPLATE = "chantra://channels/{channel_id}"
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition: Any, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
-
-
-def rest(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        check(response.status in (200, 201), f"{method} {url}: HTTP {response.status}")
-        return json.loads(response.read())
 
 
 async def publish(rest_url: str, channel: dict[str, Any], text: str) -> float:

@@ -26,6 +26,8 @@ from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from common import CheckFailed, check, reasons
+
 EXPECTED_TOOLS = {
     "create_channel",
     "delete_channel",
@@ -42,15 +44,6 @@ IDEMPOTENT = {"get_channel", "read_channel_messages", "revoke_read_grant", "wait
 
 # Bytes that are not UTF-8 (0xff, 0xfe and a lone continuation byte 0x80).
 BINARY = b"\xff\xfe\x00\x01chantra\x80\x7f"
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition: Any, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
 
 
 class Runner:
@@ -291,14 +284,5 @@ if __name__ == "__main__":
             status = 1
         sys.exit(status)
     except Exception as err:  # the transport itself failed (no server, broken stream)
-        leaves = []
-        stack = [err]
-        while stack:
-            e = stack.pop()
-            if isinstance(e, BaseExceptionGroup):
-                stack.extend(e.exceptions)
-            else:
-                leaves.append(e)
-        reasons = "; ".join(f"{type(e).__name__}: {e}" for e in leaves)
-        print(f"sdk_client: FAILED: {reasons}", file=sys.stderr)
+        print(f"sdk_client: FAILED: {reasons(err)}", file=sys.stderr)
         sys.exit(1)

@@ -32,30 +32,15 @@ import statistics
 import sys
 import threading
 import time
-import urllib.request
 from typing import Any
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from common import CheckFailed, check, reasons, rest
+
 MESSAGES = 100
 MAX_LATENCY = 1.0
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition: Any, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
-
-
-def rest(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        check(response.status in (200, 201), f"{method} {url}: HTTP {response.status}")
-        return json.loads(response.read())
 
 
 class Publisher(threading.Thread):
@@ -172,14 +157,7 @@ def main() -> int:
     except CheckFailed as err:
         print(f"wait_client[{label}]: FAILED: {err}", file=sys.stderr)
     except Exception as err:  # transport, SDK, or an exception group from the task group
-        leaves, stack = [], [err]
-        while stack:
-            e = stack.pop()
-            if isinstance(e, BaseExceptionGroup):
-                stack.extend(e.exceptions)
-            else:
-                leaves.append(e)
-        print(f"wait_client[{label}]: FAILED: " + "; ".join(f"{type(e).__name__}: {e}" for e in leaves), file=sys.stderr)
+        print(f"wait_client[{label}]: FAILED: {reasons(err)}", file=sys.stderr)
     return 1
 
 
