@@ -148,28 +148,32 @@ impl NoticeSink {
     /// Queues a catch-up of `channel`, unless one is already waiting (it
     /// will read what this notice announced: it has not started yet).
     pub async fn behind(&self, channel: ChannelId) -> Result<(), QueueClosed> {
-        if !self.lock().channels.insert(channel) {
-            return Ok(());
-        }
-        self.sender.send(Incoming::Behind(channel)).await.map_err(|_| QueueClosed)
+        self.coalesced(Incoming::Behind(channel), |waiting| waiting.channels.insert(channel)).await
+    }
+
+    /// Queues a check of `channel`, unless one is already waiting (coalesced
+    /// like [`NoticeSink::behind`]).
+    pub async fn check(&self, channel: ChannelId) -> Result<(), QueueClosed> {
+        self.coalesced(Incoming::Check(channel), |waiting| waiting.checks.insert(channel)).await
     }
 
     /// Queues a resync, unless one is already waiting (coalesced like
     /// [`NoticeSink::behind`], so a bus polling on a timer never piles them up).
-    /// Queues a check of `channel`, unless one is already waiting (coalesced
-    /// like [`NoticeSink::behind`]).
-    pub async fn check(&self, channel: ChannelId) -> Result<(), QueueClosed> {
-        if !self.lock().checks.insert(channel) {
-            return Ok(());
-        }
-        self.sender.send(Incoming::Check(channel)).await.map_err(|_| QueueClosed)
+    pub async fn resync(&self) -> Result<(), QueueClosed> {
+        self.coalesced(Incoming::Resync, |waiting| !std::mem::replace(&mut waiting.resync, true)).await
     }
 
-    pub async fn resync(&self) -> Result<(), QueueClosed> {
-        if std::mem::replace(&mut self.lock().resync, true) {
-            return Ok(());
+    /// Sends `incoming` unless `mark` says one is already waiting. The queue
+    /// slot is reserved before the mark is set: a caller cancelled while the
+    /// queue is full (a forwarder aborted when its channel's last reader
+    /// left) then leaves no mark behind, which would swallow every later
+    /// request for the channel.
+    async fn coalesced(&self, incoming: Incoming, mark: impl FnOnce(&mut Waiting) -> bool) -> Result<(), QueueClosed> {
+        let permit = self.sender.reserve().await.map_err(|_| QueueClosed)?;
+        if mark(&mut self.lock()) {
+            permit.send(incoming);
         }
-        self.sender.send(Incoming::Resync).await.map_err(|_| QueueClosed)
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
@@ -229,5 +233,26 @@ mod tests {
         assert_eq!(queue.recv().await, Some(Incoming::Resync));
         drop(sink);
         assert_eq!(queue.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_cancelled_on_a_full_queue_leaves_no_mark() {
+        let (sink, mut queue) = queue();
+        let a = ChannelId::new();
+        let filler = Notice::Deleted { channel: ChannelId::new() };
+        for _ in 0..QUEUE {
+            sink.notice(filler).await.unwrap();
+        }
+        // The queue is full: this catch-up waits for room and is cancelled
+        // (as when its forwarder is aborted because the last reader left).
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), sink.behind(a)).await;
+        assert!(waited.is_err(), "the full queue made it wait");
+        for _ in 0..QUEUE {
+            assert_eq!(queue.recv().await, Some(Incoming::Notice(filler)));
+        }
+        // A later notice for the channel still queues its catch-up.
+        sink.behind(a).await.unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(1), queue.recv()).await;
+        assert_eq!(next.ok().flatten(), Some(Incoming::Behind(a)), "the catch-up was swallowed by a stale mark");
     }
 }
