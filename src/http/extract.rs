@@ -232,6 +232,34 @@ pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     }
 }
 
+/// Reads at most `limit` bytes; more is 413 naming the payload limit, sent
+/// once the rest of the body is drained (bounded) so the client reads it.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    max_payload: usize,
+) -> Result<Bytes, AppError> {
+    let too_large = AppError::PayloadTooLarge { limit: max_payload };
+    let declared_len =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared_len.filter(|len| *len > limit as u64) {
+        drain_refused_body(headers, len, body).await;
+        return Err(too_large);
+    }
+    let mut body = body;
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(&mut body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            // Chunked: how much follows is unknown; the drain's own bounds apply.
+            drain_refused_body(headers, 0, body).await;
+            Err(too_large)
+        }
+        Err(err) => Err(AppError::bad_request("invalid_body", format!("could not read the request body: {err}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

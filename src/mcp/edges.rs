@@ -19,8 +19,6 @@ use axum::response::{IntoResponse, Response};
 use rmcp::model::ClientJsonRpcMessage;
 use serde_json::{Value, json};
 
-use chantra_core::error::AppError;
-
 /// The largest request body read (MCP's own cap, `max_request_bytes`).
 #[derive(Clone, Copy)]
 pub struct BodyCap(pub usize);
@@ -39,21 +37,23 @@ pub async fn jsonrpc_edges(State(BodyCap(cap)): State<BodyCap>, request: Request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        .is_some_and(crate::http::extract::is_json);
     if request.method() != Method::POST || !is_json {
         // rmcp answers the other methods and media types itself.
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, cap).await {
+    // 413 beyond the cap (the rest drained, bounded), 400 for a broken body.
+    let bytes = match crate::http::extract::read_limited(&parts.headers, body, cap, cap).await {
         Ok(bytes) => bytes,
-        Err(_) => return crate::http::error::respond(AppError::PayloadTooLarge { limit: cap }),
+        Err(err) => return crate::http::error::respond(err),
     };
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(err) => return jsonrpc_error(Value::Null, -32700, format!("Parse error: the body is not JSON ({err})")),
     };
-    if let Err(err) = serde_json::from_value::<ClientJsonRpcMessage>(value.clone()) {
+    // Checked from the parsed value, not a copy of it (a publish carries up to a MiB).
+    if let Err(err) = <ClientJsonRpcMessage as serde::Deserialize>::deserialize(&value) {
         let id = value.get("id").filter(|id| id.is_string() || id.is_number()).cloned().unwrap_or(Value::Null);
         return jsonrpc_error(
             id,

@@ -12,13 +12,13 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{
-    ChannelPath, PublishAuth, drain_refused_body, is_json, query_param, require_object, whole_number,
+    ChannelPath, PublishAuth, is_json, query_param, read_limited, require_object, whole_number,
 };
 use crate::state::AppState;
 use chantra_core::domain::{ContentType, IdempotencyKey, Ttl, decode_base64};
@@ -169,28 +169,6 @@ fn parse_envelope(bytes: &[u8], query_ttl: Option<Ttl>) -> Result<PublishInput, 
     };
     let content_type = request.content_type.as_deref().map(ContentType::parse).transpose()?.unwrap_or_default();
     Ok(PublishInput { payload: Bytes::from(payload), content_type, ttl, idempotency_key: None })
-}
-
-/// Reads at most `limit` bytes; more is 413 naming the payload limit, sent
-/// once the rest of the body is drained (bounded) so the client reads it.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize, max_payload: usize) -> Result<Bytes, AppError> {
-    let too_large = AppError::PayloadTooLarge { limit: max_payload };
-    let declared_len =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared_len.filter(|len| *len > limit as u64) {
-        drain_refused_body(headers, len, body).await;
-        return Err(too_large);
-    }
-    let mut body = body;
-    match Limited::new(&mut body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            // Chunked: how much follows is unknown; the drain's own bounds apply.
-            drain_refused_body(headers, 0, body).await;
-            Err(too_large)
-        }
-        Err(err) => Err(AppError::bad_request("invalid_body", format!("could not read the request body: {err}"))),
-    }
 }
 
 fn base64_len(bytes: usize) -> usize {
