@@ -181,14 +181,21 @@ enum Notify {
     Listen(SubscriptionSink),
 }
 
+/// How long a client may take to accept one notification; one that stops
+/// reading loses the subscription (and its slot) rather than holding it.
+const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Notify {
     async fn updated(&self, uri: &str) -> bool {
-        match self {
-            Notify::Peer(peer) => {
-                peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await.is_ok()
+        let sent = async {
+            match self {
+                Notify::Peer(peer) => {
+                    peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await.is_ok()
+                }
+                Notify::Listen(sink) => sink.notify_resource_updated(uri).await.is_ok(),
             }
-            Notify::Listen(sink) => sink.notify_resource_updated(uri).await.is_ok(),
-        }
+        };
+        tokio::time::timeout(NOTIFY_WAIT, sent).await.unwrap_or(false)
     }
 }
 

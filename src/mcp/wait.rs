@@ -142,8 +142,17 @@ impl Waits {
                         let note = ProgressNotificationParam::new(token.clone(), waited)
                             .with_total(timeout.as_secs_f64())
                             .with_message("waiting for messages");
-                        // A client that went away is noticed through the request's token.
-                        let _ = context.peer.notify_progress(note).await;
+                        // Sent only when the client takes it: one that stops
+                        // reading must not hold this call (its wait slot, its
+                        // subscription) past its deadline or its cancellation.
+                        tokio::select! {
+                            _ = context.peer.notify_progress(note) => {}
+                            () = context.ct.cancelled() => break,
+                            () = tokio::time::sleep_until(deadline) => {
+                                timed_out = answer.messages.is_empty();
+                                break;
+                            }
+                        }
                     }
                 }
                 StreamEvent::Deleted => {
