@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +48,18 @@ use chantra_core::error::AppError;
 const INBOUND_QUEUE: usize = 32;
 /// Server messages waiting for the event stream to be written.
 const OUTBOUND_QUEUE: usize = 32;
+/// Requests of one session being worked on or answered but not yet written
+/// to its event stream. POST /messages answers 202 at once, so without
+/// this a client that never reads /sse could start requests (and their
+/// answers, up to a page each) without end: beyond it, 503.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// A session's way in: its inbound queue and its count of requests in flight.
+#[derive(Clone)]
+struct SessionInbox {
+    sender: mpsc::Sender<ClientJsonRpcMessage>,
+    in_flight: Arc<AtomicUsize>,
+}
 const SESSION_HEADER: &str = "mcp-session-id";
 pub const MESSAGES_PATH: &str = "/messages";
 
@@ -59,7 +72,7 @@ pub struct LegacySse {
 }
 
 struct Inner {
-    sessions: Mutex<HashMap<String, mpsc::Sender<ClientJsonRpcMessage>>>,
+    sessions: Mutex<HashMap<String, SessionInbox>>,
     slots: Arc<StreamSlots>,
     client_ip: ClientIpKey,
     factory: Factory,
@@ -100,7 +113,7 @@ impl LegacySse {
         Self { inner: Arc::new(inner) }
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<ClientJsonRpcMessage>>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInbox>> {
         self.inner.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -160,7 +173,8 @@ fn open(legacy: LegacySse, request: Request) -> Response {
     let id = format!("{:032x}", rand::random::<u128>());
     let (inbound_tx, inbound_rx) = mpsc::channel::<ClientJsonRpcMessage>(INBOUND_QUEUE);
     let (outbound_tx, outbound_rx) = mpsc::channel::<ServerJsonRpcMessage>(OUTBOUND_QUEUE);
-    legacy.sessions().insert(id.clone(), inbound_tx);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    legacy.sessions().insert(id.clone(), SessionInbox { sender: inbound_tx, in_flight: in_flight.clone() });
     let stop = legacy.inner.shutdown.child_token();
     let handler = (legacy.inner.factory)();
     let session_stop = stop.clone();
@@ -178,6 +192,10 @@ fn open(legacy: LegacySse, request: Request) -> Response {
     let end = SessionEnd { legacy: legacy.clone(), id, stop, _slot: slot };
     let messages = outbound_rx.map(move |message| {
         let _ = &end;
+        if matches!(message, ServerJsonRpcMessage::Response(_) | ServerJsonRpcMessage::Error(_)) {
+            // Answered: one request fewer in flight (never below zero).
+            let _ = in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         let data = serde_json::to_string(&message).unwrap_or_default();
         Ok::<Event, Infallible>(Event::default().event("message").data(data))
     });
@@ -227,26 +245,41 @@ impl Inner {
 
 async fn post(legacy: LegacySse, request: Request) -> Response {
     let id = crate::http::extract::query_param(request.uri().query(), "sessionId").unwrap_or_default();
-    let Some(mut sender) = legacy.sessions().get(&id).cloned() else {
+    let Some(SessionInbox { mut sender, in_flight }) = legacy.sessions().get(&id).cloned() else {
         return crate::http::error::respond(AppError::bad_request(
             "session_not_found",
             "no such session: open GET /sse again and use the endpoint it announces",
         ));
     };
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, legacy.inner.max_body).await else {
-        return crate::http::error::respond(AppError::PayloadTooLarge { limit: legacy.inner.max_body });
+    let max = legacy.inner.max_body;
+    let bytes = match crate::http::extract::read_limited(&parts.headers, body, max, max).await {
+        Ok(bytes) => bytes,
+        Err(err) => return crate::http::error::respond(err),
     };
     let Ok(mut message) = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) else {
         return crate::http::error::respond(AppError::bad_request("invalid_json", "not a JSON-RPC message"));
     };
     // As rmcp does for Streamable HTTP: the tools see the HTTP request (client IP).
+    let is_request = matches!(message, ClientJsonRpcMessage::Request(_));
     if let ClientJsonRpcMessage::Request(request) = &mut message {
         request.request.extensions_mut().insert(parts);
     }
+    if is_request
+        && in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < MAX_IN_FLIGHT).then_some(n + 1))
+            .is_err()
+    {
+        return crate::http::error::respond(AppError::ServerBusy);
+    }
     match sender.try_send(message) {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(err) if err.is_full() => crate::http::error::respond(AppError::ServerBusy),
+        Err(err) if err.is_full() => {
+            if is_request {
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            crate::http::error::respond(AppError::ServerBusy)
+        }
         Err(_) => crate::http::error::respond(AppError::bad_request(
             "session_not_found",
             "the session has ended: open GET /sse again",
