@@ -88,7 +88,8 @@ async fn reconcile(
     followed: &mut HashMap<ChannelId, AbortHandle>,
     tasks: &mut JoinSet<()>,
 ) -> bool {
-    let wanted: std::collections::HashSet<ChannelId> = hub.channels().into_iter().collect();
+    let wanted: std::collections::HashSet<ChannelId> =
+        hub.active_channels().into_iter().map(|(channel, _)| channel).collect();
     followed.retain(|channel, task| {
         let keep = wanted.contains(channel) && !task.is_finished();
         if !keep {

@@ -206,11 +206,6 @@ impl Hub {
         self.lock().get(&channel).map(|feed| feed.last_message)
     }
 
-    /// Channels with readers here.
-    pub fn channels(&self) -> Vec<ChannelId> {
-        self.lock().keys().copied().collect()
-    }
-
     /// Resolves after a channel gained its first reader here or lost its
     /// last one (at once if that happened since the previous wait). Meant
     /// for one waiter: the bus that follows the set of channels.
