@@ -386,20 +386,21 @@ async fn write(
     mut rows: Vec<(ChannelId, message::Model)>,
 ) -> Result<Vec<Result<message::Model, CommitError>>, CommitError> {
     let txn = db.begin().await?;
-    // Each channel once: lock it (by updating its row) and read its newest id.
+    // Each channel once: lock it (by updating its row) and read its newest
+    // id. Locked in id order: batches of two processes (or two writers)
+    // that share channels then wait for each other instead of deadlocking,
+    // which PostgreSQL would only break after deadlock_timeout (1 s) by
+    // failing one batch.
     let mut newest: HashMap<ChannelId, Option<Option<MessageId>>> = HashMap::new();
-    for (channel, row) in &rows {
-        if newest.contains_key(channel) {
-            continue;
-        }
-        let last_at =
-            rows.iter().filter(|(c, _)| c == channel).map(|(_, r)| r.created_at).max().unwrap_or(row.created_at);
-        let state = if db::channels::set_last_published(&txn, *channel, last_at).await? {
-            Some(db::messages::newest_id(&txn, *channel).await?)
+    for channel in lock_order(&rows) {
+        let last_at = rows.iter().filter(|(c, _)| *c == channel).map(|(_, r)| r.created_at).max();
+        let last_at = last_at.expect("lock_order lists only the rows' channels");
+        let state = if db::channels::set_last_published(&txn, channel, last_at).await? {
+            Some(db::messages::newest_id(&txn, channel).await?)
         } else {
             None
         };
-        newest.insert(*channel, state);
+        newest.insert(channel, state);
     }
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut inserts = Vec::with_capacity(rows.len());
@@ -422,6 +423,15 @@ async fn write(
     txn.commit().await?;
     fanout.committed(&notices);
     Ok(outcomes)
+}
+
+/// The channels of a batch, each once, in the order their rows are locked:
+/// ascending id, the one order every writer of every process follows.
+fn lock_order(rows: &[(ChannelId, message::Model)]) -> Vec<ChannelId> {
+    let mut channels: Vec<ChannelId> = rows.iter().map(|(channel, _)| *channel).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    channels
 }
 
 fn describe(err: &CommitError) -> String {
