@@ -13,6 +13,7 @@ mod limits;
 mod logs;
 mod mcp;
 mod processes;
+mod reads;
 mod rest_channels;
 mod rest_grants;
 mod rest_http;

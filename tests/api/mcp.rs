@@ -664,7 +664,7 @@ async fn each_payload_appears_once(backend: Backend) {
     let channel = app.create_channel("public").await;
     let text = "a text payload that must not be sent twice";
     publish_raw(&app, &channel, "text/plain; charset=utf-8", text.into()).await;
-    // (application/json on the REST route is the JSON envelope, so XML here.)
+    // A textual type that is not text/*.
     publish_raw(&app, &channel, "application/xml", b"<k>v</k>".to_vec()).await;
     // Valid UTF-8, but the publisher said these are bytes: they stay bytes.
     publish_raw(&app, &channel, "application/octet-stream", b"plain ascii bytes".to_vec()).await;
