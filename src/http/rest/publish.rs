@@ -82,8 +82,11 @@ pub struct JsonPayload;
 
 impl utoipa::PartialSchema for JsonPayload {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        // Any JSON value.
-        utoipa::openapi::schema::Object::new().into()
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .description(Some("Any JSON document, delivered to readers as that document"))
+            .into()
     }
 }
 
@@ -101,8 +104,7 @@ impl utoipa::PartialSchema for RawText {
 
 impl ToSchema for RawText {}
 
-/// Publish a message: the body is the payload (a JSON document, text, any
-/// bytes), or the base64 envelope under its own media type.
+/// Publish a message: the body is the payload (JSON, text, any bytes), or the base64 envelope under its own media type.
 #[utoipa::path(
     post, path = "/v1/channels/{channel_id}/publish", tag = "messages", operation_id = "publish_message",
     params(
