@@ -363,6 +363,8 @@ async fn tools_work_end_to_end(backend: Backend) {
 
     let (_, described) = client.call("get_channel", json!({ "channel_id": pid, "publish_token": ptoken })).await;
     assert_eq!(described["read_grants"].as_array().unwrap().len(), 2);
+    // The create result names the first grant.
+    assert_eq!(described["read_grants"][0]["grant_id"], private["read_grant_id"]);
     let (error, revoked) = client
         .call("revoke_read_grant", json!({ "channel_id": pid, "publish_token": ptoken, "grant_id": grant["grant_id"] }))
         .await;

@@ -29,6 +29,11 @@ pub struct LiveMessage {
     pub payload: Bytes,
     /// The edge's encodings of this message (an SSE frame, a JSON line),
     /// each made by the first reader that needs it and shared by the others.
+    /// A line is only made when an NDJSON reader follows the channel; then
+    /// a ring entry holds two encodings. The ring admits a message by its
+    /// base64 size ([`Hub::carries_frame`]); a text payload is usually
+    /// smaller than that, but one made of control characters (each escaped
+    /// as `\u00XX`) is up to 4.5 times larger.
     encoded: [OnceLock<Bytes>; Framing::COUNT],
 }
 
