@@ -19,8 +19,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chantra_testkit::{Launcher, NatsServer, Server, bin};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -388,9 +386,7 @@ impl Subscriber {
                     match event {
                         Some(event) if event.event == "message" => {
                             let id = event.id.clone().expect("a message has an id");
-                            let data = event.json();
-                            let text = STANDARD.decode(data["payload"].as_str().unwrap()).unwrap();
-                            received.lock().unwrap().push((id.clone(), String::from_utf8(text).unwrap()));
+                            received.lock().unwrap().push((id.clone(), event.text()));
                             last = id;
                         }
                         Some(_) => {}

@@ -117,11 +117,18 @@ async fn bodies_over_their_limit_are_refused_on_every_route() {
     let json_16k_plus = format!(r#"{{"visibility":"public","x":"{}"}}"#, "a".repeat(16 * 1024));
     let grant_16k_plus = format!(r#"{{"label":"{}"}}"#, "a".repeat(16 * 1024));
     let envelope_over = json!({ "payload": "QUFB".repeat(20_000) }).to_string();
+    let json_over = json!({ "text": "a".repeat(1025) }).to_string();
     // (what, path, content type, body actually sent)
     let cases: Vec<(&str, String, &str, Vec<u8>)> = vec![
         ("create channel", "/v1/channels".into(), "application/json", json_16k_plus.into_bytes()),
         ("publish raw", format!("/v1/channels/{id}/publish"), "application/octet-stream", vec![b'x'; 1025]),
-        ("publish JSON", format!("/v1/channels/{id}/publish"), "application/json", envelope_over.into_bytes()),
+        (
+            "publish envelope",
+            format!("/v1/channels/{id}/publish"),
+            "application/vnd.chantra.envelope+json",
+            envelope_over.into_bytes(),
+        ),
+        ("publish JSON", format!("/v1/channels/{id}/publish"), "application/json", json_over.into_bytes()),
         ("create grant", format!("/v1/channels/{id}/read-grants"), "application/json", grant_16k_plus.into_bytes()),
     ];
     for (what, path, content_type, body) in &cases {
@@ -468,7 +475,11 @@ async fn event_streams_over_raw_sockets() {
     }
     let events: Vec<&str> = answer.body.split("\n\n").filter(|e| e.contains("event: ")).collect();
     assert_eq!(events.len(), 2, "{}", answer.body);
-    assert!(events[0].contains("event: message") && events[0].contains(r#""payload":"b25l""#), "{}", events[0]);
+    assert!(
+        events[0].contains("event: message") && events[0].contains(r#""encoding":"text","payload":"one""#),
+        "{}",
+        events[0]
+    );
     assert!(events[1].starts_with("event: deleted"), "{}", events[1]);
 
     // An error on the same path: JSON, its length, then the connection closes.
@@ -582,7 +593,7 @@ async fn lean_streams_off_serves_streams_through_hyper() {
         }
         let answer = Raw::parse(&raw).expect("an HTTP answer");
         assert!(
-            answer.body.contains(r#""payload":"b25l""#) && answer.body.contains("event: deleted"),
+            answer.body.contains(r#""encoding":"text","payload":"one""#) && answer.body.contains("event: deleted"),
             "{}",
             answer.body
         );

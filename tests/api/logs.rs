@@ -93,7 +93,8 @@ async fn no_secret_reaches_the_trace_log(backend: Backend) {
     let published = http
         .post(format!("{rest}/v1/channels/{private_id}/publish"))
         .bearer_auth(private_token)
-        .json(&json!({ "payload": "cHJpdmF0ZSBoZWxsbw==", "content_type": "text/plain" }))
+        .header("content-type", "application/vnd.chantra.envelope+json")
+        .body(json!({ "payload": "cHJpdmF0ZSBoZWxsbw==", "content_type": "text/plain" }).to_string())
         .header("idempotency-key", "log-test-1")
         .send()
         .await

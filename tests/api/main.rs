@@ -14,6 +14,7 @@ mod logs;
 mod mcp;
 mod processes;
 mod publish_contention;
+mod reads;
 mod rest_channels;
 mod rest_grants;
 mod rest_http;

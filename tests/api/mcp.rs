@@ -363,6 +363,8 @@ async fn tools_work_end_to_end(backend: Backend) {
 
     let (_, described) = client.call("get_channel", json!({ "channel_id": pid, "publish_token": ptoken })).await;
     assert_eq!(described["read_grants"].as_array().unwrap().len(), 2);
+    // The create result names the first grant.
+    assert_eq!(described["read_grants"][0]["grant_id"], private["read_grant_id"]);
     let (error, revoked) = client
         .call("revoke_read_grant", json!({ "channel_id": pid, "publish_token": ptoken, "grant_id": grant["grant_id"] }))
         .await;
@@ -664,7 +666,7 @@ async fn each_payload_appears_once(backend: Backend) {
     let channel = app.create_channel("public").await;
     let text = "a text payload that must not be sent twice";
     publish_raw(&app, &channel, "text/plain; charset=utf-8", text.into()).await;
-    // (application/json on the REST route is the JSON envelope, so XML here.)
+    // A textual type that is not text/*.
     publish_raw(&app, &channel, "application/xml", b"<k>v</k>".to_vec()).await;
     // Valid UTF-8, but the publisher said these are bytes: they stay bytes.
     publish_raw(&app, &channel, "application/octet-stream", b"plain ascii bytes".to_vec()).await;

@@ -26,6 +26,9 @@ fn publish_url(app: &crate::helpers::TestApp, channel: &Value) -> String {
     app.rest(&format!("/v1/channels/{}/publish", channel["channel_id"].as_str().unwrap()))
 }
 
+/// The media type of the base64 envelope (application/json is a JSON payload).
+pub const ENVELOPE: &str = "application/vnd.chantra.envelope+json";
+
 fn token(channel: &Value) -> &str {
     channel["publish_token"].as_str().unwrap()
 }
@@ -62,13 +65,14 @@ async fn publish_raw_and_json(backend: Backend) {
     let expires = chrono::DateTime::parse_from_rfc3339(raw["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!(expires - created, chrono::Duration::seconds(60));
 
-    // JSON envelope with base64, TTL and content type; default TTL is 48 h.
+    // The envelope (its own media type) with base64, TTL and content type; default TTL is 48 h.
     let json_body = json!({ "payload": STANDARD.encode("héllo\nworld"), "ttl_seconds": 120, "content_type": "text/plain; charset=utf-8" });
     let enveloped = app
         .client
         .post(publish_url(&app, &channel))
         .header("x-publish-token", token(&channel))
-        .json(&json_body)
+        .header("content-type", ENVELOPE)
+        .body(json_body.to_string())
         .send()
         .await
         .unwrap();
@@ -118,8 +122,15 @@ async fn publish_rejects_bad_input(backend: Backend) {
     ];
     let mut errors = Vec::new();
     for (name, body, code) in json_cases {
-        let response =
-            app.client.post(&url).header("x-publish-token", token(&channel)).json(&body).send().await.unwrap();
+        let response = app
+            .client
+            .post(&url)
+            .header("x-publish-token", token(&channel))
+            .header("content-type", ENVELOPE)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{name}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{name}");
@@ -127,6 +138,7 @@ async fn publish_rejects_bad_input(backend: Backend) {
     }
     let raw_cases = [
         ("invalid_json_text", url.clone(), "application/json", "{oops", "invalid_json"),
+        ("invalid_json_suffix", url.clone(), "application/ld+json; charset=utf-8", "[1,", "invalid_json"),
         ("query_ttl_zero", format!("{url}?ttl=0"), "text/plain", "hi", "invalid_ttl"),
         ("query_ttl_word", format!("{url}?ttl=forever"), "text/plain", "hi", "invalid_ttl"),
         ("empty_raw", url.clone(), "text/plain", "", "empty_payload"),
@@ -191,12 +203,13 @@ async fn payload_limit_is_enforced(backend: Backend) {
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(response.contains("payload_too_large"), "{response}");
 
-    // The limit applies to the decoded payload of a JSON publish too.
+    // The limit applies to the decoded payload of an envelope too.
     let json_over = app
         .client
         .post(&url)
         .header("x-publish-token", token(&channel))
-        .json(&json!({ "payload": STANDARD.encode(vec![7u8; 1025]) }))
+        .header("content-type", ENVELOPE)
+        .body(json!({ "payload": STANDARD.encode(vec![7u8; 1025]) }).to_string())
         .send()
         .await
         .unwrap();

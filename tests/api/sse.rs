@@ -73,7 +73,7 @@ fn ids(events: &[sse_client::Event]) -> Vec<String> {
 }
 
 fn text_of(event: &sse_client::Event) -> String {
-    String::from_utf8(STANDARD.decode(event.json()["payload"].as_str().unwrap()).unwrap()).unwrap()
+    event.text()
 }
 
 async fn publish_then_receive(backend: Backend) {

@@ -13,8 +13,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -136,7 +134,7 @@ async fn follow(
             if data["id"].as_str() != Some(id.as_str()) {
                 log.lock().unwrap().problems.push(format!("event id {id} carries data of {}", data["id"]));
             }
-            let payload = STANDARD.decode(data["payload"].as_str().unwrap_or_default()).unwrap_or_default();
+            let payload = chantra_testkit::sse::payload_bytes(&data);
             last_id = Some(id.clone());
             log.lock().unwrap().received.push(Delivery { id, payload });
         }

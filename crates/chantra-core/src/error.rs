@@ -11,6 +11,18 @@ use crate::db;
 use crate::domain::{ParseIdError, TokenError, ValidationError};
 use crate::payload::StoreError;
 
+/// Retry-After of a refusal for want of a stream or connection slot.
+const SLOT_RETRY_SECS: u64 = 5;
+/// Retry-After of a client over its MCP session cap (a slot frees when a
+/// session is deleted or idles out).
+const SESSION_RETRY_SECS: u64 = 30;
+
+/// Retry-After of a rate-limited request: the limiter's wait, whole
+/// seconds, never 0 (a header of 0 invites an immediate retry).
+fn rate_limit_retry_secs(wait: u64) -> u64 {
+    wait.max(1)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{message}")]
@@ -39,7 +51,8 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("the request URI is longer than {limit} bytes")]
     UriTooLong { limit: usize },
-    #[error("too many requests; retry after {retry_after_secs} s")]
+    // The message and Retry-After say the same number (at least 1 s).
+    #[error("too many requests; retry after {} s", rate_limit_retry_secs(*.retry_after_secs))]
     RateLimited { retry_after_secs: u64 },
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable,
@@ -47,11 +60,14 @@ pub enum AppError {
     StorageUnavailable,
     #[error("the request took too long; retry shortly")]
     Timeout,
-    #[error("too many open streams from this client (limit {limit})")]
+    #[error("too many open streams from this client (limit {limit}); close one, or retry after {} s", SLOT_RETRY_SECS)]
     TooManyStreams { limit: usize },
     #[error("this server has no room for more streams; retry shortly or elsewhere")]
     ServerBusy,
-    #[error("too many MCP sessions from this client (limit {limit}); close one (HTTP DELETE) or let one idle out")]
+    #[error(
+        "too many MCP sessions from this client (limit {limit}); close one (HTTP DELETE), or retry after {} s when one idles out",
+        SESSION_RETRY_SECS
+    )]
     TooManySessionsFromClient { limit: usize },
     #[error("this server has no room for more MCP sessions (limit {limit}); retry shortly or elsewhere")]
     TooManySessions { limit: usize },
@@ -129,14 +145,16 @@ impl AppError {
     /// Seconds a client should wait before retrying (`Retry-After`), if any.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            AppError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            AppError::RateLimited { retry_after_secs } => Some(rate_limit_retry_secs(*retry_after_secs)),
             AppError::DatabaseUnavailable
             | AppError::StorageUnavailable
             | AppError::Timeout
             | AppError::ChannelsUnavailable => Some(2),
-            AppError::TooManyStreams { .. } | AppError::ServerBusy | AppError::TooManySessions { .. } => Some(5),
+            AppError::TooManyStreams { .. } | AppError::ServerBusy | AppError::TooManySessions { .. } => {
+                Some(SLOT_RETRY_SECS)
+            }
             // A slot frees when a session is deleted or idles out.
-            AppError::TooManySessionsFromClient { .. } => Some(30),
+            AppError::TooManySessionsFromClient { .. } => Some(SESSION_RETRY_SECS),
             _ => None,
         }
     }
@@ -179,5 +197,26 @@ impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         tracing::warn!(error = %err, "payload store error");
         AppError::StorageUnavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 429's message names the wait its Retry-After header gives.
+    #[test]
+    fn too_many_requests_say_the_retry_after_seconds() {
+        for err in [
+            AppError::RateLimited { retry_after_secs: 0 },
+            AppError::RateLimited { retry_after_secs: 7 },
+            AppError::TooManyStreams { limit: 3 },
+            AppError::TooManySessionsFromClient { limit: 3 },
+        ] {
+            assert_eq!(err.status(), 429);
+            let secs = err.retry_after_secs().expect("a 429 has Retry-After");
+            assert!(secs >= 1);
+            assert!(err.to_string().contains(&format!("retry after {secs} s")), "{err}");
+        }
     }
 }

@@ -20,6 +20,34 @@ impl Event {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {}", self.data))
     }
+
+    /// The payload of a `message` event, decoded as its `encoding` says ([`payload_bytes`]).
+    pub fn payload(&self) -> Vec<u8> {
+        payload_bytes(&self.json())
+    }
+
+    /// The payload of a `message` event as text (panics when it is not UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.payload()).unwrap_or_else(|e| panic!("payload is not UTF-8 ({e}): {}", self.data))
+    }
+}
+
+/// The payload bytes of a message object (SSE data, poll item, NDJSON
+/// line) as its `encoding` says: `text` is the string, `base64` (or no
+/// `encoding`, an older server) is decoded, `json` is the document written
+/// compactly (the published bytes minus the whitespace outside strings;
+/// compare it as JSON).
+pub fn payload_bytes(message: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    let payload = &message["payload"];
+    match message["encoding"].as_str() {
+        Some("json") => serde_json::to_vec(payload).expect("a JSON value serialises"),
+        Some("text") => payload.as_str().unwrap_or_else(|| panic!("text payload is not a string: {message}")).into(),
+        Some("base64") | None => base64::engine::general_purpose::STANDARD
+            .decode(payload.as_str().unwrap_or_else(|| panic!("base64 payload is not a string: {message}")))
+            .unwrap_or_else(|e| panic!("payload is not base64 ({e}): {message}")),
+        Some(other) => panic!("unknown encoding {other}: {message}"),
+    }
 }
 
 /// How a stream ended.

@@ -9,7 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq as _;
 
-use super::sse::READ_TOKEN_HEADER;
+use super::read::READ_TOKEN_HEADER;
 use crate::http::error::ApiError;
 use crate::http::extract::{ChannelPath, query_param, token_from_headers};
 use crate::state::AppState;

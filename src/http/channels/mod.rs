@@ -1,9 +1,15 @@
 //! The channels role: a channel URL is a Server-Sent Events stream
 //! (`/v1/{public|private}/{id}`, also under `/channel` so the URLs the API
-//! returns work with and without the edge proxy), plus the internal read API
-//! that an mcp role deployed apart uses.
+//! returns work with and without the edge proxy) that also answers a poll
+//! or NDJSON (`read.rs`; `…/{id}/json` is NDJSON), plus the internal read
+//! API that an mcp role deployed apart uses.
 
 mod internal;
+pub mod lines;
+pub mod message;
+pub mod openapi;
+pub mod poll;
+pub mod read;
 pub mod sse;
 
 use axum::Router;
@@ -24,9 +30,11 @@ pub struct StreamRoute {
 /// under every prefix of [`STREAM_MOUNTS`], and the lean connection path
 /// (`http::stream_conn`) takes exactly the requests [`is_stream_path`] finds
 /// here. A route added or changed here is changed for both.
-pub const STREAM_ROUTES: [StreamRoute; 2] = [
-    StreamRoute { template: "/v1/public/{channel_id}", handler: || get(sse::public) },
-    StreamRoute { template: "/v1/private/{channel_id}", handler: || get(sse::private) },
+pub const STREAM_ROUTES: [StreamRoute; 4] = [
+    StreamRoute { template: "/v1/public/{channel_id}", handler: || get(read::public) },
+    StreamRoute { template: "/v1/private/{channel_id}", handler: || get(read::private) },
+    StreamRoute { template: "/v1/public/{channel_id}/json", handler: || get(read::public_lines) },
+    StreamRoute { template: "/v1/private/{channel_id}/json", handler: || get(read::private_lines) },
 ];
 
 /// Where [`STREAM_ROUTES`] are mounted besides the root: the channel URLs the
@@ -34,7 +42,11 @@ pub const STREAM_ROUTES: [StreamRoute; 2] = [
 pub const STREAM_MOUNTS: [&str; 1] = ["/channel"];
 
 pub fn router() -> Router<AppState> {
-    stream_router(|route| (route.handler)())
+    // The document describing the read routes, beside them (and under /channel too).
+    let docs = STREAM_MOUNTS.iter().fold(Router::new().route("/openapi.json", get(openapi::serve)), |router, mount| {
+        router.route(&format!("{mount}/openapi.json"), get(openapi::serve))
+    });
+    stream_router(|route| (route.handler)()).merge(docs)
 }
 
 /// A router of [`STREAM_ROUTES`] at the root and under [`STREAM_MOUNTS`],
@@ -100,7 +112,14 @@ mod tests {
 
     #[test]
     fn stream_paths_are_the_stream_routes() {
-        for path in ["/v1/public/x", "/v1/private/x", "/channel/v1/public/x", "/channel/v1/private/%78"] {
+        for path in [
+            "/v1/public/x",
+            "/v1/private/x",
+            "/channel/v1/public/x",
+            "/channel/v1/private/%78",
+            "/v1/public/x/json",
+            "/channel/v1/private/x/json",
+        ] {
             assert!(is_stream_path(path), "{path}");
         }
         for path in [
@@ -109,6 +128,8 @@ mod tests {
             "/v1/public/",
             "/v1/public/x/",
             "/v1/public/x/y",
+            "/v1/public/x/json/",
+            "/v1/public//json",
             "/v1/%70ublic/x",
             "/internal/v1/channels/x/messages",
             "/channel/healthz",

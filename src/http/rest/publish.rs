@@ -1,10 +1,19 @@
 //! POST /v1/channels/{id}/publish.
 //!
-//! Two body forms: a JSON envelope (`Content-Type: application/json`) with a
-//! base64 payload, or anything else taken verbatim as the payload, so
-//! `curl --data-binary @file` works. The payload limit is enforced while the
-//! body streams in: an oversized body is refused after at most limit bytes
-//! (immediately, when Content-Length already says so).
+//! The Content-Type alone decides what the body is:
+//! - [`ENVELOPE_TYPE`] (`application/vnd.chantra.envelope+json`): the
+//!   envelope `{"payload":"<base64>","ttl_seconds":N,"content_type":"…"}`;
+//! - anything else is the payload itself, stored with that content type
+//!   (TTL from `?ttl=`) — so `curl -d '{"temp":21.5}' -H 'content-type:
+//!   application/json'` publishes that document, and `curl --data-binary
+//!   @file` a file. A JSON type (`application/json`, `application/*+json`)
+//!   must carry valid JSON (else 400 `invalid_json`), so readers can rely
+//!   on it; no Content-Type is application/octet-stream; curl's `-d` form
+//!   type is text/plain; charset=utf-8.
+//!
+//! The payload limit is enforced while the body streams in: an oversized
+//! body is refused after at most limit bytes (immediately, when
+//! Content-Length already says so).
 
 use axum::Json;
 use axum::body::Body;
@@ -29,11 +38,14 @@ use chantra_core::service::views::PublishedMessage;
 /// Room for the envelope's other fields around the base64 payload.
 const ENVELOPE_SLACK: usize = 16 * 1024;
 
+/// The media type of the base64 envelope: the only way to send one.
+pub const ENVELOPE_TYPE: &str = "application/vnd.chantra.envelope+json";
+
 /// curl's `-d` sends this type; for a raw publish the bytes are text.
 const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 
-/// The JSON form of a publish.
+/// The envelope form of a publish (Content-Type: application/vnd.chantra.envelope+json).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
@@ -65,6 +77,21 @@ impl utoipa::PartialSchema for RawPayload {
 
 impl ToSchema for RawPayload {}
 
+/// A JSON payload, published as the document itself.
+pub struct JsonPayload;
+
+impl utoipa::PartialSchema for JsonPayload {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .description(Some("Any JSON document, delivered to readers as that document"))
+            .into()
+    }
+}
+
+impl ToSchema for JsonPayload {}
+
 /// A raw text publish body: at least one character.
 pub struct RawText;
 
@@ -77,7 +104,7 @@ impl utoipa::PartialSchema for RawText {
 
 impl ToSchema for RawText {}
 
-/// Publish a message: JSON with a base64 payload, or a raw body.
+/// Publish a message: the body is the payload (JSON, text, any bytes), or the base64 envelope under its own media type.
 #[utoipa::path(
     post, path = "/v1/channels/{channel_id}/publish", tag = "messages", operation_id = "publish_message",
     params(
@@ -87,16 +114,17 @@ impl ToSchema for RawText {}
         ("ttl" = Option<i64>, Query, minimum = 1, maximum = 172800, description = "TTL in seconds for a raw body (1 to 172800, default 172800)"),
     ),
     request_body(
-        description = "A JSON envelope, or any other content type taken verbatim as the payload",
+        description = "The payload itself, stored with its Content-Type (a JSON type must be valid JSON; no type is application/octet-stream; application/x-www-form-urlencoded, curl's -d, is stored as text/plain; charset=utf-8), or the base64 envelope as application/vnd.chantra.envelope+json",
         content(
-            (PublishRequest = "application/json"),
+            (PublishRequest = "application/vnd.chantra.envelope+json"),
+            (JsonPayload = "application/json"),
             (RawPayload = "application/octet-stream"),
             (RawText = "text/plain"),
         )
     ),
     responses(
         (status = 201, description = "Message stored (or replayed for a repeated Idempotency-Key)", body = PublishedMessage),
-        (status = 400, description = "Malformed id, body, TTL, content type, key or query parameter", body = ErrorBody),
+        (status = 400, description = "Malformed id, body (`invalid_json`: a JSON type that is not valid JSON), TTL, content type, key or query parameter", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such channel", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used for a different request (`idempotency_conflict`)", body = ErrorBody),
@@ -126,7 +154,7 @@ pub async fn publish(
             .into());
         }
     };
-    let envelope = declared.as_deref().is_some_and(is_json);
+    let envelope = declared.as_deref().is_some_and(is_envelope);
     let body_limit = if envelope { base64_len(max_payload) + ENVELOPE_SLACK } else { max_payload };
     let bytes = read_limited(&headers, body, body_limit, max_payload).await?;
 
@@ -139,6 +167,7 @@ pub async fn publish(
             Some(t) if t.eq_ignore_ascii_case(FORM_TYPE) => ContentType::parse(TEXT_TYPE)?,
             Some(t) => ContentType::parse(t)?,
         };
+        require_valid_json(&content_type, &bytes)?;
         PublishInput { payload: bytes, content_type, ttl: query_ttl.unwrap_or_default(), idempotency_key: None }
     };
     let idempotency_key = match headers.get("idempotency-key") {
@@ -168,7 +197,32 @@ fn parse_envelope(bytes: &[u8], query_ttl: Option<Ttl>) -> Result<PublishInput, 
         None => query_ttl.unwrap_or_default(),
     };
     let content_type = request.content_type.as_deref().map(ContentType::parse).transpose()?.unwrap_or_default();
+    require_valid_json(&content_type, &payload)?;
     Ok(PublishInput { payload: Bytes::from(payload), content_type, ttl, idempotency_key: None })
+}
+
+/// Whether a Content-Type is the envelope's (parameters ignored).
+fn is_envelope(content_type: &str) -> bool {
+    content_type.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(ENVELOPE_TYPE)
+}
+
+/// A payload stored as JSON is valid JSON: readers get it as the document
+/// itself. Checked without building it (nothing is converted, so any
+/// number is accepted as written).
+fn require_valid_json(content_type: &ContentType, payload: &[u8]) -> Result<(), AppError> {
+    if !is_json(content_type.as_str()) {
+        return Ok(());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload).map(drop).map_err(|e| {
+        AppError::bad_request(
+            "invalid_json",
+            format!(
+                "the body is declared {} but is not valid JSON ({e}); send it as text/plain to publish it as it is, \
+                 or as {ENVELOPE_TYPE} for the base64 envelope",
+                content_type.as_str()
+            ),
+        )
+    })
 }
 
 fn base64_len(bytes: usize) -> usize {
@@ -207,6 +261,33 @@ mod tests {
         ] {
             assert_eq!(parse_envelope(body, None).unwrap_err().code(), code);
         }
+    }
+
+    #[test]
+    fn only_the_envelope_type_is_the_envelope() {
+        assert!(is_envelope(ENVELOPE_TYPE));
+        assert!(is_envelope("Application/Vnd.Chantra.Envelope+JSON; charset=utf-8"));
+        for other in ["application/json", "application/ld+json", "text/plain", ""] {
+            assert!(!is_envelope(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn json_payloads_must_parse() {
+        let json = ContentType::parse("application/json; charset=utf-8").unwrap();
+        assert!(require_valid_json(&json, br#" {"temp": 21.5, "big": 1e400} "#).is_ok());
+        assert_eq!(require_valid_json(&json, b"{\"temp\":").unwrap_err().code(), "invalid_json");
+        assert_eq!(require_valid_json(&json, b"").unwrap_err().code(), "invalid_json");
+        let text = ContentType::parse("text/plain").unwrap();
+        assert!(require_valid_json(&text, b"{\"temp\":").is_ok());
+        assert_eq!(
+            parse_envelope(br#"{"payload":"e30=","content_type":"application/json"}"#, None).unwrap().payload.as_ref(),
+            b"{}"
+        );
+        assert_eq!(
+            parse_envelope(br#"{"payload":"ew==","content_type":"application/json"}"#, None).unwrap_err().code(),
+            "invalid_json"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 /// How a payload appears in an SSE event's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Format {
-    /// Chantra: a JSON object whose `payload` field is the payload in base64.
+    /// Chantra: a JSON object whose `payload` field is the payload, as its
+    /// `encoding` field says: `text` (a string), or `base64` (also when the
+    /// field is absent: servers before text frames).
     Chantra,
     /// The data line is the payload itself (nchan's EventSource subscriber).
     Raw,
@@ -40,16 +42,33 @@ pub fn decode(data: &str, format: Format) -> Option<(u64, u64)> {
     let text = match format {
         Format::Raw => data,
         Format::Chantra => {
-            let start = data.find("\"payload\":\"")? + 11;
-            let end = start + data[start..].find('"')?;
-            decoded = String::from_utf8(STANDARD.decode(&data[start..end]).ok()?).ok()?;
-            &decoded
+            // Scanned, not parsed: this runs for every event of every reader.
+            // Our payloads are ASCII with nothing to escape, so the string
+            // ends at the next quote.
+            let payload = string_field(data, "payload")?;
+            match string_field(data, "encoding") {
+                Some("text") => payload,
+                Some("base64") | None => {
+                    decoded = String::from_utf8(STANDARD.decode(payload).ok()?).ok()?;
+                    &decoded
+                }
+                Some(_) => return None,
+            }
         }
     };
     let mut fields = text.trim().splitn(3, ':');
     let seq = fields.next()?.parse().ok().filter(|s| *s <= MAX_SEQ)?;
     let sent = fields.next()?.parse().ok()?;
     Some((seq, sent))
+}
+
+/// The value of the string field `name` of a flat JSON object, up to its
+/// first quote (no escapes); `None` when there is no such string field.
+fn string_field<'a>(data: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("\"{name}\":\"");
+    let start = data.find(&key)? + key.len();
+    let end = start + data[start..].find('"')?;
+    Some(&data[start..end])
 }
 
 #[cfg(test)]
@@ -66,6 +85,15 @@ mod tests {
         let json =
             format!("{{\"id\":\"x\",\"payload\":\"{}\",\"content_type\":\"text/plain\"}}", STANDARD.encode(&payload));
         assert_eq!(decode(&json, Format::Chantra), Some((42, sent)));
+        let tagged = format!(
+            "{{\"id\":\"x\",\"content_type\":\"application/octet-stream\",\"encoding\":\"base64\",\"payload\":\"{}\"}}",
+            STANDARD.encode(&payload)
+        );
+        assert_eq!(decode(&tagged, Format::Chantra), Some((42, sent)));
+        let text =
+            format!("{{\"id\":\"x\",\"content_type\":\"text/plain\",\"encoding\":\"text\",\"payload\":\"{payload}\"}}");
+        assert_eq!(decode(&text, Format::Chantra), Some((42, sent)));
+        assert_eq!(decode(r#"{"encoding":"json","payload":{"a":1}}"#, Format::Chantra), None);
         assert_eq!(decode("7:123", Format::Raw), Some((7, 123)));
         assert_eq!(decode("hello", Format::Raw), None);
     }

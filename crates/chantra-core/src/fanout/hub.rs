@@ -27,14 +27,34 @@ use tokio::sync::{Notify, Semaphore, broadcast};
 pub struct LiveMessage {
     pub row: message::Model,
     pub payload: Bytes,
-    /// The edge's encoding of this message (an SSE frame), made by the first
-    /// reader that needs it and shared by the others.
-    encoded: OnceLock<Bytes>,
+    /// The edge's encodings of this message (an SSE frame, a JSON line),
+    /// each made by the first reader that needs it and shared by the others.
+    /// A line is only made when an NDJSON reader follows the channel; then
+    /// a ring entry holds two encodings. The ring admits a message by its
+    /// base64 size ([`Hub::carries_frame`]); a text payload is usually
+    /// smaller than that, but one made of control characters (each escaped
+    /// as `\u00XX`) is up to 4.5 times larger.
+    encoded: [OnceLock<Bytes>; Framing::COUNT],
+}
+
+/// The wire forms an edge keeps of a live message, one slot each in
+/// [`LiveMessage::encoded`]: the core names them, the edge (chantra's
+/// `http::channels`) makes the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A Server-Sent Events frame.
+    EventStream,
+    /// A line of newline-delimited JSON.
+    JsonLines,
+}
+
+impl Framing {
+    const COUNT: usize = 2;
 }
 
 impl LiveMessage {
     pub fn new(row: message::Model, payload: Bytes) -> Arc<Self> {
-        Arc::new(Self { row, payload, encoded: OnceLock::new() })
+        Arc::new(Self { row, payload, encoded: Default::default() })
     }
 
     pub fn id(&self) -> MessageId {
@@ -45,10 +65,11 @@ impl LiveMessage {
         self.row.expires_at
     }
 
-    /// This message encoded by `encode`, once per process: every caller must
-    /// pass the same encoding (there is one edge encoding per process, SSE's).
-    pub fn encoded(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
-        self.encoded.get_or_init(|| encode(self)).clone()
+    /// This message in `framing`, encoded by `encode` once per process:
+    /// every caller must pass the same encoding for a framing (there is one
+    /// per process, the edge's).
+    pub fn encoded(&self, framing: Framing, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
+        self.encoded[framing as usize].get_or_init(|| encode(self)).clone()
     }
 }
 

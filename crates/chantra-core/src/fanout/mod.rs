@@ -25,7 +25,7 @@ pub mod postgres;
 use std::sync::Arc;
 
 pub use bus::{BusHealth, Incoming, NoticeBus, NoticeQueue, NoticeSink, QueueClosed};
-pub use hub::{Hub, HubEvent, LiveMessage};
+pub use hub::{Framing, Hub, HubEvent, LiveMessage};
 pub use local::LocalBus;
 pub use postgres::PostgresBus;
 use sea_orm::{DatabaseTransaction, DbErr};

@@ -30,15 +30,15 @@ impl Service {
 
         let txn = self.db.begin().await?;
         db::channels::insert(&txn, row).await?;
-        let read_token = match visibility {
+        let first_grant = match visibility {
             Visibility::Public => None,
             Visibility::Private => {
                 let token = ReadToken::generate();
                 let label = Label::parse(INITIAL_GRANT_LABEL)?;
-                let grant =
-                    db::grants::new_model(GrantId::new(), id, self.hasher.hash_read(&token), Some(&label), now, None);
+                let grant_id = GrantId::new();
+                let grant = db::grants::new_model(grant_id, id, self.hasher.hash_read(&token), Some(&label), now, None);
                 db::grants::insert(&txn, grant).await?;
-                Some(token)
+                Some((grant_id, token))
             }
         };
         txn.commit().await?;
@@ -49,7 +49,8 @@ impl Service {
             visibility,
             url: self.channel_url(id, visibility),
             publish_token: publish_token.expose().to_owned(),
-            read_token: read_token.map(|t| t.expose().to_owned()),
+            read_token: first_grant.as_ref().map(|(_, token)| token.expose().to_owned()),
+            read_grant_id: first_grant.map(|(grant, _)| grant.to_string()),
             created_at: now,
         })
     }

@@ -104,6 +104,11 @@ impl Service {
         &self.fanout
     }
 
+    /// Payload bytes one read page may carry (PAGE_MAX_BYTES; at least one message always).
+    pub fn page_max_bytes(&self) -> u64 {
+        self.settings.page_max_bytes
+    }
+
     /// The channel, if `token` is its publish token. Unknown channel is 404,
     /// any other token 401; the hash comparison is constant-time.
     async fn authorize_publisher(&self, id: ChannelId, token: &PublishToken) -> Result<channel::Model, AppError> {

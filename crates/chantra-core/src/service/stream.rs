@@ -59,6 +59,9 @@ pub enum Cursor {
     /// After a message id (Last-Event-ID), or from a time as the floor id
     /// of that time (`?since=`): the same replay cap and gap rules.
     After(MessageId),
+    /// From the oldest message kept, with no gap (the reader asked for no
+    /// position) and no replay cap (a poll bounds its own page).
+    Oldest,
 }
 
 /// How streams behave (SSE_KEEPALIVE_SECS, SSE_REPLAY_MAX).
@@ -137,6 +140,7 @@ impl Service {
                 preamble.extend(plan.gap.map(StreamEvent::Gap));
                 (Some(plan.after), plan.after.min(newest))
             }
+            Cursor::Oldest => (Some(MessageId::MIN), MessageId::MIN),
         };
         Ok(ReaderStream::new(self.clone(), subscription, reader, replay_after, baseline, preamble, settings, shutdown))
     }
@@ -228,6 +232,66 @@ impl ReaderStream {
     /// awaited from the live feed.
     pub fn replaying(&self) -> bool {
         self.replay.as_ref().is_some_and(|replay| replay.more || !replay.rows.is_empty()) || !self.pending.is_empty()
+    }
+
+    /// Whether events wait beyond those already taken: queued ones, or
+    /// replay rows not sent yet. Reads the next page of rows (metadata only)
+    /// when the last one was used up, so a full last page does not say
+    /// "more" when nothing follows. A database error answers true (the
+    /// caller then claims more than there may be, never less).
+    pub async fn has_backlog(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            return true;
+        }
+        let now = self.service.clock().now();
+        let Some(replay) = self.replay.as_mut() else { return false };
+        loop {
+            let last_sent = self.last_sent;
+            if replay.rows.iter().any(|row| row.id > last_sent && row.expires_at > now) {
+                return true;
+            }
+            replay.rows.clear();
+            if !replay.more {
+                return false;
+            }
+            match self.service.replay_rows(self.reader.channel, replay.after, REPLAY_PAGE).await {
+                Ok(rows) => {
+                    replay.more = rows.len() as u64 == REPLAY_PAGE;
+                    replay.after = rows.last().map_or(replay.after, |row| row.id);
+                    replay.rows.extend(rows);
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// The next event already due — queued, or from the replay — without
+    /// waiting for the live feed: `None` once the backlog is drained or the
+    /// stream has ended ([`ReaderStream::ended`] tells which). What a poll
+    /// reads: the same replay, cap and gap as a stream's.
+    pub async fn next_backlog(&mut self) -> Option<StreamEvent> {
+        loop {
+            if self.replay.is_none() {
+                self.held = None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.ended() {
+                self.held = None;
+                return None;
+            }
+            self.replay.as_ref()?;
+            if let Some(event) = Box::pin(self.replay_step()).await {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Whether the stream has ended (its last event, if any, still queued):
+    /// the server is shutting down, the reader was too slow, or found no room.
+    pub fn ended(&self) -> bool {
+        self.finished || self.shutdown.is_cancelled()
     }
 
     /// The next event; `None` when the stream has ended.

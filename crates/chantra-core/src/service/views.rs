@@ -20,6 +20,10 @@ pub struct CreatedChannel {
     /// Private channels only: the first read grant's token. Shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_token: Option<String>,
+    /// Private channels only: the id of that first grant (to revoke it without listing grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub read_grant_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
