@@ -6,8 +6,8 @@ use migration::{Migrator, MigratorTrait as _};
 use crate::app::{Application, shutdown_signal};
 use std::net::SocketAddr;
 
-use crate::client::{self, ClientCommand};
 use crate::cli::{Command, HealthcheckArgs, MigrateAction, MigrateArgs, RoleArg, ServeArgs, SweepArgs};
+use crate::client::{self, ClientCommand};
 use crate::config::{Config, SweepConfig};
 use crate::role::Role;
 use chantra_core::db;

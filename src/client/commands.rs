@@ -38,7 +38,8 @@ pub async fn channel(action: ChannelAction) -> Result<(), ClientError> {
         ChannelAction::Get { channel, conn } => {
             let s = Settings::resolve(&conn)?;
             let id = channel_id(&channel)?;
-            let request = client()?.get(format!("{}/v1/channels/{id}", s.url)).header("x-publish-token", s.publish_token()?);
+            let request =
+                client()?.get(format!("{}/v1/channels/{id}", s.url)).header("x-publish-token", s.publish_token()?);
             let info = call(request, "reading the channel").await?;
             print(&s, &info, || describe_channel(&info))
         }
@@ -88,7 +89,8 @@ pub async fn grant(action: GrantAction) -> Result<(), ClientError> {
                 .post(format!("{}/v1/channels/{id}/read-grants/{grant}/revoke", s.url))
                 .header("x-publish-token", s.publish_token()?);
             let answer = call(request, "revoking the read grant").await?;
-            let answer = if answer.is_null() { json!({ "revoked": true, "grant_id": grant.to_string() }) } else { answer };
+            let answer =
+                if answer.is_null() { json!({ "revoked": true, "grant_id": grant.to_string() }) } else { answer };
             print(&s, &answer, || format!("revoked grant {grant}\n"))
         }
     }

@@ -46,7 +46,8 @@ pub async fn call(request: RequestBuilder, what: &str) -> Result<Value, ClientEr
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(&text).map_err(|err| ClientError::other(format!("{what}: the server's answer is not JSON: {err}")))
+    serde_json::from_str(&text)
+        .map_err(|err| ClientError::other(format!("{what}: the server's answer is not JSON: {err}")))
 }
 
 /// A request that did not get an answer: the server is down, unreachable or too slow.
@@ -124,7 +125,10 @@ mod tests {
     #[test]
     fn statuses_map_to_the_documented_exit_codes() {
         let code = |n: u16| failure_of(StatusCode::from_u16(n).unwrap()).exit_code();
-        assert_eq!([code(400), code(401), code(403), code(404), code(429), code(503), code(418)], [2, 3, 3, 4, 5, 5, 1]);
+        assert_eq!(
+            [code(400), code(401), code(403), code(404), code(429), code(503), code(418)],
+            [2, 3, 3, 4, 5, 5, 1]
+        );
     }
 
     #[test]

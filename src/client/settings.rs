@@ -47,9 +47,9 @@ impl Settings {
 
     /// The publish token, or the usage error that says how to give one.
     pub fn publish_token(&self) -> Result<&str, ClientError> {
-        self.publish_token.as_deref().ok_or_else(|| {
-            ClientError::usage("no publish token: pass --token chp_… or set CHANTRA_PUBLISH_TOKEN")
-        })
+        self.publish_token
+            .as_deref()
+            .ok_or_else(|| ClientError::usage("no publish token: pass --token chp_… or set CHANTRA_PUBLISH_TOKEN"))
     }
 }
 

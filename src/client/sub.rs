@@ -185,9 +185,9 @@ impl Follower {
             };
             let why = match attempt {
                 Ok(response) => {
-                    if self.failures > 0 {
-                        eprintln!("chantra: connected again to {}", redact(&self.url));
-                    }
+                    // On stderr, so a person (or a test) knows the stream is open.
+                    let after = self.cursor.as_deref().map(|c| format!(" (after {c})")).unwrap_or_default();
+                    eprintln!("chantra: connected to {}{after}", redact(&self.url));
                     if self.cursor.is_none() && self.since.is_none() {
                         self.cursor = Some(opened_at(&response));
                     }
@@ -264,7 +264,10 @@ impl Follower {
         if failure == Failure::Unavailable {
             return Err(Attempt::Retry(err.message));
         }
-        if failure == Failure::Auth && self.read_token.is_none() && self.url.query().is_none_or(|q| !q.contains("token=")) {
+        if failure == Failure::Auth
+            && self.read_token.is_none()
+            && self.url.query().is_none_or(|q| !q.contains("token="))
+        {
             err.message.push_str(" (a private channel needs --read-token or CHANTRA_READ_TOKEN)");
         }
         Err(Attempt::Fatal(err))

@@ -252,7 +252,13 @@ async fn exec_runs_each_message_in_order() {
             assert_eq!(lines, expected);
             break;
         }
-        assert!(Instant::now() < deadline, "only {} of {} lines: {lines:#?}\n{}", lines.len(), expected.len(), sub.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} lines: {lines:#?}\n{}",
+            lines.len(),
+            expected.len(),
+            sub.stderr()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sub.signal("TERM");
@@ -260,7 +266,14 @@ async fn exec_runs_each_message_in_order() {
 
     // A failing command: exit 6, naming the message and the cursor before it.
     let mut cmd = client(d, &server);
-    cmd.args(["sub", &stream_url(&server, &channel), "--last-event-id", &ids[4], "--exec", "read x; test \"$x\" != m7"]);
+    cmd.args([
+        "sub",
+        &stream_url(&server, &channel),
+        "--last-event-id",
+        &ids[4],
+        "--exec",
+        "read x; test \"$x\" != m7",
+    ]);
     let mut sub = Sub::start(cmd, d, "sub-exec-fail");
     assert_eq!(sub.exit().await, 6, "{}", sub.stderr());
     let stderr = sub.stderr();
@@ -301,8 +314,15 @@ async fn exit_codes_name_the_failure() {
     let (status, stderr) = code(client(d, &server).args(["sub", &unknown_url]));
     assert_eq!(status, 4, "{stderr}");
     // 5: nobody listening.
-    let (status, stderr) =
-        code(client(d, &server).args(["pub", id, "x", "--token", token, "--url", &format!("http://127.0.0.1:{}", free_port())]));
+    let (status, stderr) = code(client(d, &server).args([
+        "pub",
+        id,
+        "x",
+        "--token",
+        token,
+        "--url",
+        &format!("http://127.0.0.1:{}", free_port()),
+    ]));
     assert_eq!(status, 5, "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
 
@@ -362,6 +382,16 @@ async fn sub_resumes_across_a_kill_9_without_loss_or_duplicates() {
     // Only the warm-up messages published once it listened can arrive; the first one shown is one of them.
     assert_eq!(payload(&warm_up), b"warm-up");
 
+    // A second reader that has seen no message yet: it resumes from the moment its stream opened.
+    let mut cmd = client(d, &rest);
+    cmd.args(["sub", &stream_url(&channels, &channel), "--json", "--max-backoff", "1"]);
+    let mut fresh = Sub::start(cmd, d, "sub-kill9-fresh");
+    let deadline = Instant::now() + WAIT;
+    while !fresh.stderr().contains("connected to") {
+        assert!(Instant::now() < deadline, "the second sub never connected: {}", fresh.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     channels.kill();
     for i in 0..50 {
         expected.push((publish(d, &rest, &channel, &[&format!("during {i}")]), format!("during {i}")));
@@ -379,12 +409,27 @@ async fn sub_resumes_across_a_kill_9_without_loss_or_duplicates() {
         got.push((line["id"].as_str().unwrap().to_owned(), text(&payload(line))));
     }
     assert_eq!(got, expected, "every message once, in order");
+    // Its resume point is the second its stream opened (the server's Date):
+    // warm-up messages of that second, published just before, may come first.
+    let mut fresh_got = Vec::new();
+    while fresh_got.len() < expected.len() {
+        let line = &fresh.json(1).await[0];
+        if payload(line) == b"warm-up" && fresh_got.is_empty() {
+            continue;
+        }
+        fresh_got.push((line["id"].as_str().unwrap().to_owned(), text(&payload(line))));
+    }
+    assert_eq!(fresh_got, expected, "the reader that had no message yet: every message once, in order");
     sub.signal("TERM");
     assert_eq!(sub.exit().await, 0);
     // Nothing more was printed (no duplicate after the last one).
     let rest_of_output = tokio::time::timeout(Duration::from_secs(5), sub.lines.next_line()).await;
     assert!(matches!(rest_of_output, Ok(Ok(None))), "{rest_of_output:?}");
     assert!(sub.stderr().contains("reconnecting in"), "{}", sub.stderr());
+    fresh.signal("TERM");
+    assert_eq!(fresh.exit().await, 0);
+    let rest_of_output = tokio::time::timeout(Duration::from_secs(5), fresh.lines.next_line()).await;
+    assert!(matches!(rest_of_output, Ok(Ok(None))), "{rest_of_output:?}");
     drop(channels);
     drop(rest);
 }
