@@ -14,8 +14,9 @@ pub struct Event {
     /// `event:` — "message" when absent.
     pub event: String,
     pub data: String,
-    /// The `id:` of this event, if it carried one.
-    pub id: Option<String>,
+    /// The last event id when it was dispatched: set by an `id:` field, kept
+    /// by the following events until another changes it (as the standard says).
+    pub id: String,
 }
 
 /// What the parser found in a chunk, in stream order.
@@ -38,7 +39,8 @@ pub struct Parser {
     event: String,
     data: String,
     has_data: bool,
-    id: Option<String>,
+    /// The standard's "last event ID buffer": not reset between events.
+    id: String,
     /// The most bytes one event (its lines together) may hold.
     max_event_bytes: usize,
     event_bytes: usize,
@@ -59,7 +61,7 @@ impl Parser {
             event: String::new(),
             data: String::new(),
             has_data: false,
-            id: None,
+            id: String::new(),
             max_event_bytes,
             event_bytes: 0,
         }
@@ -121,7 +123,7 @@ impl Parser {
                 self.data.push_str(value);
                 self.has_data = true;
             }
-            "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
+            "id" if !value.contains('\0') => self.id = value.to_owned(),
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
                 if let Ok(millis) = value.parse() {
                     items.push(Item::Retry(millis));
@@ -134,13 +136,12 @@ impl Parser {
     fn dispatch(&mut self, items: &mut Vec<Item>) {
         self.event_bytes = 0;
         let event = std::mem::take(&mut self.event);
-        let id = self.id.take();
         if !std::mem::take(&mut self.has_data) {
             self.data.clear();
             return;
         }
         let event = if event.is_empty() { "message".to_owned() } else { event };
-        items.push(Item::Event(Event { event, data: std::mem::take(&mut self.data), id }));
+        items.push(Item::Event(Event { event, data: std::mem::take(&mut self.data), id: self.id.clone() }));
     }
 }
 
@@ -153,8 +154,8 @@ mod tests {
         chunks.iter().flat_map(|c| parser.feed(c).unwrap()).collect()
     }
 
-    fn event(name: &str, data: &str, id: Option<&str>) -> Item {
-        Item::Event(Event { event: name.into(), data: data.into(), id: id.map(Into::into) })
+    fn event(name: &str, data: &str, id: &str) -> Item {
+        Item::Event(Event { event: name.into(), data: data.into(), id: id.into() })
     }
 
     #[test]
@@ -163,9 +164,10 @@ mod tests {
             event: gap\ndata: {\"oldest_available_id\":null}\n\nevent: deleted\ndata: {}\n\n";
         let expected = vec![
             Item::Retry(3000),
-            event("message", "{\"a\":1}", Some("01")),
-            event("gap", "{\"oldest_available_id\":null}", None),
-            event("deleted", "{}", None),
+            event("message", "{\"a\":1}", "01"),
+            // The last event id stays until another id field changes it.
+            event("gap", "{\"oldest_available_id\":null}", "01"),
+            event("deleted", "{}", "01"),
         ];
         assert_eq!(parse_all(&[stream]), expected);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
@@ -174,7 +176,7 @@ mod tests {
 
     #[test]
     fn line_endings_crlf_and_lone_cr_even_split_across_chunks() {
-        let expected = vec![event("message", "a\nb", Some("7"))];
+        let expected = vec![event("message", "a\nb", "7")];
         assert_eq!(parse_all(&[b"id: 7\r\ndata: a\r\ndata: b\r\n\r\n"]), expected);
         assert_eq!(parse_all(&[b"id: 7\rdata: a\rdata: b\r\r"]), expected);
         assert_eq!(parse_all(&[b"id: 7\r", b"\ndata: a\r", b"\ndata: b\r", b"\n\r", b"\n"]), expected);
@@ -184,18 +186,18 @@ mod tests {
     fn field_rules_of_the_standard() {
         // No space after the colon, a field without a colon, unknown fields, a bad retry, a BOM.
         let items = parse_all(&[b"\xEF\xBB\xBFdata:x\nbogus: 1\nretry: 12a\ndata\n\n"]);
-        assert_eq!(items, vec![event("message", "x\n", None)]);
+        assert_eq!(items, vec![event("message", "x\n", "")]);
         // An event without data is not dispatched, and its type does not leak into the next.
-        assert_eq!(parse_all(&[b"event: gap\n\ndata: y\n\n"]), vec![event("message", "y", None)]);
+        assert_eq!(parse_all(&[b"event: gap\n\ndata: y\n\n"]), vec![event("message", "y", "")]);
         // Only the first space is stripped.
-        assert_eq!(parse_all(&[b"data:  two\n\n"]), vec![event("message", " two", None)]);
+        assert_eq!(parse_all(&[b"data:  two\n\n"]), vec![event("message", " two", "")]);
     }
 
     #[test]
     fn an_unfinished_event_waits_for_its_blank_line() {
         let mut parser = Parser::new(1024);
         assert!(parser.feed(b"id: 1\ndata: half").unwrap().is_empty());
-        assert_eq!(parser.feed(b"\n\n").unwrap(), vec![event("message", "half", Some("1"))]);
+        assert_eq!(parser.feed(b"\n\n").unwrap(), vec![event("message", "half", "1")]);
     }
 
     #[test]

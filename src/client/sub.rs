@@ -358,7 +358,8 @@ impl Follower {
     async fn message(&mut self, event: &Event) -> Result<Option<End>, ClientError> {
         let message: Message = serde_json::from_str(&event.data)
             .map_err(|err| ClientError::other(format!("a message event this client cannot read: {err}")))?;
-        let id = event.id.clone().unwrap_or_else(|| message.id.clone());
+        // The message's own id (the SSE id field carries the same; a frame without one would inherit the last).
+        let id = message.id.clone();
         if self.cursor.as_deref().is_some_and(|cursor| id.as_str() <= cursor) {
             return Ok(None); // already handled: a replay overlapping what we saw
         }

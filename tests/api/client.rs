@@ -177,11 +177,22 @@ async fn create_pub_sub_round_trip_embedded() {
     sub.signal("TERM");
     assert_eq!(sub.exit().await, 0);
 
-    // `channel get` by URL and `--json`.
-    let mut get = client(d, &server);
-    get.env("CHANTRA_PUBLISH_TOKEN", channel["publish_token"].as_str().unwrap());
+    // `channel get` by URL and `--json`, the server and token from a config file only.
+    let config = d.join("client.toml");
+    let toml = format!(
+        "# test\nurl = \"{}\"\npublish_token = '{}'\n",
+        server.rest_url(""),
+        channel["publish_token"].as_str().unwrap()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let mut get = Launcher::bare(bin!(), d).command();
+    get.env("CHANTRA_CONFIG", &config);
     let info: Value = serde_json::from_str(&ok(get.args(["channel", "get", &url, "--json"]))).unwrap();
     assert_eq!((info["channel_id"].clone(), info["live_messages"].as_u64()), (channel["channel_id"].clone(), Some(4)));
+    // A flag overrides the file: a wrong token from the command line is refused (exit 3).
+    let mut get = Launcher::bare(bin!(), d).command();
+    get.env("CHANTRA_CONFIG", &config).args(["channel", "get", &url, "--token", "chp_nope"]);
+    assert_eq!(run(&mut get).status.code(), Some(3));
 
     // Private: a grant's token reads; revoking it ends `sub` with exit 3.
     let private = create(d, &server, true);
