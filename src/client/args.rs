@@ -141,7 +141,8 @@ pub struct SubArgs {
     pub exec: Option<String>,
 
     /// Seconds without a byte from the server (it sends keep-alives every 15 s by default)
-    /// after which the connection counts as dead and is reopened (0: never).
+    /// after which the connection counts as dead and is reopened; also the longest wait for the
+    /// answer to a connection attempt (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub idle_timeout: u64,
 

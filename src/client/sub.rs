@@ -239,9 +239,14 @@ impl Follower {
         } else if let Some(since) = self.since {
             request = request.query(&[("since", since)]);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(err) => return Err(Attempt::Retry(network_error("reading the channel", &err).message)),
+        // A server that accepts but never answers (frozen, or a dead path) must not hold us forever.
+        let response = match within(self.idle_timeout, request.send()).await {
+            Some(Ok(response)) => response,
+            Some(Err(err)) => return Err(Attempt::Retry(network_error("reading the channel", &err).message)),
+            None => {
+                let secs = self.idle_timeout.unwrap_or_default().as_secs();
+                return Err(Attempt::Retry(format!("reading the channel: no answer within {secs} s")));
+            }
         };
         let status = response.status();
         if status.is_success() {

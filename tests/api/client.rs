@@ -355,6 +355,40 @@ async fn exit_codes_name_the_failure() {
     }
 }
 
+/// A server that stops sending (frozen with SIGSTOP: the connection stays
+/// open, keep-alives stop) is noticed after `--idle-timeout`; reconnection
+/// attempts that get no answer are abandoned the same way; once the server
+/// runs again, `sub` resumes after the last message it printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_notices_a_silent_server_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Launcher::new(bin!(), d).roles("rest,channels").env("SSE_KEEPALIVE_SECS", "1").start().await;
+    let channel = create(d, &server, false);
+    let first = publish(d, &server, &channel, &["before"]);
+    let mut cmd = client(d, &server);
+    cmd.args(["sub", &stream_url(&server, &channel), "--since", "all", "--json", "--idle-timeout", "2"]);
+    cmd.args(["--max-backoff", "1"]);
+    let mut sub = Sub::start(cmd, d, "sub-silent");
+    assert_eq!(sub.json(1).await[0]["id"], first.as_str());
+
+    signal(server.pid(), "STOP");
+    let deadline = Instant::now() + WAIT;
+    while !(sub.stderr().contains("nothing received for 2 s") && sub.stderr().contains("no answer within 2 s")) {
+        if Instant::now() > deadline {
+            signal(server.pid(), "CONT");
+            panic!("sub did not notice the silence: {}", sub.stderr());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(server.pid(), "CONT");
+    let second = publish(d, &server, &channel, &["after"]);
+    let line = &sub.json(1).await[0];
+    assert_eq!((line["id"].as_str().unwrap(), payload(line)), (second.as_str(), b"after".to_vec()), "{}", sub.stderr());
+    sub.signal("TERM");
+    assert_eq!(sub.exit().await, 0);
+}
+
 /// PostgreSQL + S3, rest and channels as separate processes: a `sub`
 /// following the channel keeps its place while the channels process is
 /// killed with SIGKILL and started again, and prints every message
