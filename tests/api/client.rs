@@ -389,6 +389,41 @@ async fn sub_notices_a_silent_server_and_resumes() {
     assert_eq!(sub.exit().await, 0);
 }
 
+/// A 429 when connecting is retried no sooner than its `Retry-After` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_waits_at_least_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let limited = [("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "1")];
+    let server = Launcher::new(bin!(), d).roles("rest,channels").envs(limited).start().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // after the launcher's /readyz probes
+    let channel = create(d, &server, false);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the rest role's bucket refills
+    let first = publish(d, &server, &channel, &["hello"]);
+    // Empty the channels role's bucket, then follow.
+    let url = stream_url(&server, &channel);
+    let http = reqwest::Client::new();
+    let mut limited_seen = false;
+    for _ in 0..3 {
+        let status = http.get(server.channels_url("/v1/public/0193a0e8-0000-7000-8000-000000000001")).send().await;
+        limited_seen |= status.unwrap().status() == 429;
+    }
+    assert!(limited_seen, "the channels role never answered 429");
+    let mut cmd = client(d, &server);
+    cmd.args(["sub", &url, "--since", "all", "--json"]);
+    let mut sub = Sub::start(cmd, d, "sub-429");
+    assert_eq!(sub.json(1).await[0]["id"], first.as_str(), "{}", sub.stderr());
+    let stderr = sub.stderr();
+    let line = stderr.lines().find(|l| l.contains(" 429 ")).unwrap_or_else(|| panic!("no 429 reported: {stderr}"));
+    let number = |after: &str| -> f64 {
+        let rest = &line[line.find(after).unwrap_or_else(|| panic!("{after:?} not in {line}")) + after.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(number("reconnecting in ") >= number("retry after "), "{line}");
+    sub.signal("TERM");
+    assert_eq!(sub.exit().await, 0);
+}
+
 /// PostgreSQL + S3, rest and channels as separate processes: a `sub`
 /// following the channel keeps its place while the channels process is
 /// killed with SIGKILL and started again, and prints every message
