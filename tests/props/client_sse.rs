@@ -88,6 +88,6 @@ proptest! {
         let (events, _) = ours(&chunks);
         prop_assert_eq!(events, theirs(&chunks));
         // However it is cut, the same as in one piece.
-        prop_assert_eq!(ours(&chunks), ours(&[bytes.clone()]));
+        prop_assert_eq!(ours(&chunks), ours(std::slice::from_ref(&bytes)));
     }
 }
