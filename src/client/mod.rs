@@ -5,12 +5,13 @@
 //!
 //! - `args`: the command line; `settings`: flags, environment, config file;
 //! - `http`: the REST calls and how an HTTP answer becomes an error;
-//! - `sse`: an incremental Server-Sent Events parser;
+//! - `sse`: an incremental Server-Sent Events parser; `message`: a received message's payload;
 //! - `commands`: channel, grant and pub; `sub`: the follower that never loses a message.
 
 pub mod args;
 mod commands;
 mod http;
+mod message;
 mod settings;
 pub mod sse;
 mod sub;

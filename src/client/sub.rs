@@ -23,13 +23,11 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine as _;
 use reqwest::{Response, Url};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{call, client, error_from, failure_of, network_error, redact, retry_after, stream_client};
+use super::message::{Message, tagged};
 use super::settings::Settings;
 use super::sse::{Event, Item, Parser};
 use super::{ClientError, Failure, SubArgs, write_stdout};
@@ -438,60 +436,6 @@ impl Follower {
     }
 }
 
-/// A message event's data; `encoding` is absent on servers older than issue 16 (base64).
-#[derive(Deserialize)]
-struct Message<'a> {
-    id: String,
-    channel_id: String,
-    content_type: String,
-    #[serde(default)]
-    encoding: Option<String>,
-    #[serde(borrow)]
-    payload: &'a RawValue,
-    #[serde(default)]
-    created_at: Option<String>,
-    #[serde(default)]
-    expires_at: Option<String>,
-}
-
-impl Message<'_> {
-    /// The payload's bytes, as the publisher sent them.
-    fn bytes(&self) -> Result<Vec<u8>, ClientError> {
-        let bad = |err: &dyn std::fmt::Display| ClientError::other(format!("message {}: bad payload: {err}", self.id));
-        match self.encoding.as_deref().unwrap_or("base64") {
-            "json" => Ok(self.payload.get().as_bytes().to_vec()),
-            "text" => serde_json::from_str::<String>(self.payload.get()).map(String::into_bytes).map_err(|e| bad(&e)),
-            "base64" => {
-                let text: String = serde_json::from_str(self.payload.get()).map_err(|e| bad(&e))?;
-                base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| bad(&e))
-            }
-            other => Err(ClientError::other(format!(
-                "message {}: unknown payload encoding `{other}` (a newer server? update chantra)",
-                self.id
-            ))),
-        }
-    }
-
-    /// Shown as a line of text (else the raw bytes, as sent).
-    fn is_text(&self, bytes: &[u8]) -> bool {
-        matches!(self.encoding.as_deref(), Some("json" | "text")) || std::str::from_utf8(bytes).is_ok()
-    }
-}
-
-/// `{"event":NAME,` + the rest of the data object, byte for byte (JSON
-/// numbers stay exact); `"encoding":"base64"` added for an older server's messages.
-fn tagged(name: &str, data: &str, add_base64: bool) -> String {
-    let body = data.trim().strip_prefix('{').and_then(|b| b.strip_suffix('}')).unwrap_or_default().trim();
-    let mut fields = vec![format!("\"event\":\"{name}\"")];
-    if add_base64 {
-        fields.push("\"encoding\":\"base64\"".to_owned());
-    }
-    if !body.is_empty() {
-        fields.push(body.to_owned());
-    }
-    format!("{{{}}}\n", fields.join(","))
-}
-
 /// A future bounded by an optional timeout; None when it ran out.
 async fn within<F: Future>(limit: Option<Duration>, future: F) -> Option<F::Output> {
     match limit {
@@ -616,26 +560,5 @@ mod tests {
         let ago = chrono::Utc::now().timestamp() - parse_since("10m").unwrap();
         assert!((599..=601).contains(&ago), "{ago}");
         assert_eq!(parse_since("soon").unwrap_err().exit_code(), 2);
-    }
-
-    #[test]
-    fn json_lines_keep_the_data_byte_for_byte() {
-        let data = r#"{"id":"x","encoding":"json","payload":{"n":1.10,"big":123456789012345678901234567890}}"#;
-        let line = tagged("message", data, false);
-        assert_eq!(line, format!("{{\"event\":\"message\",{}\n", &data[1..]));
-        let old = tagged("message", r#"{"id":"x","payload":"aGk="}"#, true);
-        assert_eq!(old, "{\"event\":\"message\",\"encoding\":\"base64\",\"id\":\"x\",\"payload\":\"aGk=\"}\n");
-        assert_eq!(tagged("deleted", "{}", false), "{\"event\":\"deleted\"}\n");
-        assert_eq!(tagged("gap", r#"{"a":1}"#, false), "{\"event\":\"gap\",\"a\":1}\n");
-    }
-
-    #[test]
-    fn payloads_decode_by_encoding() {
-        let message = |data: &str| serde_json::from_str::<Message>(data).unwrap().bytes().unwrap();
-        let head = r#""id":"i","channel_id":"c","content_type":"t""#;
-        assert_eq!(message(&format!(r#"{{{head},"encoding":"json","payload":{{"n":1.10}}}}"#)), br#"{"n":1.10}"#);
-        assert_eq!(message(&format!(r#"{{{head},"encoding":"text","payload":"h\u00e9"}}"#)), "hé".as_bytes());
-        assert_eq!(message(&format!(r#"{{{head},"encoding":"base64","payload":"AP8="}}"#)), [0, 255]);
-        assert_eq!(message(&format!(r#"{{{head},"payload":"aGk="}}"#)), b"hi");
     }
 }
