@@ -31,6 +31,10 @@ pub async fn channel(action: ChannelAction) -> Result<(), ClientError> {
                 if let Some(read) = created.get("read_token").and_then(Value::as_str) {
                     text.push_str(&format!("read token     {read}\n"));
                 }
+                // Servers with issue 16 name the first grant, so it can be revoked later.
+                if let Some(grant) = created.get("read_grant_id").and_then(Value::as_str) {
+                    text.push_str(&format!("read grant     {grant}\n"));
+                }
                 text.push_str("The tokens are shown once: keep them (e.g. export CHANTRA_PUBLISH_TOKEN=…).\n");
                 text
             })
