@@ -30,6 +30,7 @@ CORE = {  # crates/chantra-core/src/<module>
 # unit, every other file belongs to the longest listed prefix of its path.
 BIN = {
     "role": 0, "metrics": 0, "telemetry": 0,
+    "client/args": 0,  # the client commands' flags, named by cli.rs
     "cli": 1,
     "http/error": 1, "http/stream_conn": 1, "http/serve": 1,
     # each part's settings type lives beside it, below the code that uses it
@@ -42,6 +43,7 @@ BIN = {
     "http": 8,
     "config": 9,
     "app": 10,
+    "client": 10,  # the client commands: HTTP to a running server, nothing of the server's code
     "commands": 11,
 }
 

@@ -1,6 +1,8 @@
-//! The command line: `chantra serve` and `chantra migrate`. Every flag has an
-//! environment fallback (clap `env`), so containers are configured with
-//! variables and laptops with flags or a `.env` file.
+//! The command line: `chantra serve` and `chantra migrate` (and the other
+//! server commands), plus the client commands whose flags live in
+//! `client/args.rs`. Every flag has an environment fallback (clap `env`), so
+//! containers are configured with variables and laptops with flags or a
+//! `.env` file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +10,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use chantra_core::domain::{DEFAULT_CHANNEL_IDLE_DAYS, DEFAULT_MAX_PAYLOAD_BYTES};
+
+use crate::client::args::{ChannelAction, EXIT_CODES_HELP, GrantAction, PubArgs, SubArgs};
 
 /// The runtime role (no `all`); re-exported because `BindArgs` and callers name it with the CLI.
 pub use crate::role::Role;
@@ -22,7 +26,12 @@ pub const DEFAULT_LANDING_ADDR: &str = "0.0.0.0:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/chantra.db?mode=rwc";
 
 #[derive(Debug, Parser)]
-#[command(name = "chantra", version, about = "Anonymous pub/sub channels over HTTP, Server-Sent Events and MCP.")]
+#[command(
+    name = "chantra",
+    version,
+    about = "Anonymous pub/sub channels over HTTP, Server-Sent Events and MCP.",
+    after_help = EXIT_CODES_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -40,6 +49,18 @@ pub enum Command {
     /// Run the lifecycle sweeper: expiry, idle channels, orphan objects (e.g. from cron).
     #[command(args_override_self = true)]
     Sweep(Box<SweepArgs>),
+    /// Client: create, show or delete a channel on a running server.
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Channel(ChannelAction),
+    /// Client: create or revoke a read grant of a private channel.
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Grant(GrantAction),
+    /// Client: publish a message (text, standard input or a file).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Pub(Box<PubArgs>),
+    /// Client: follow a channel, resuming without loss after any disconnection.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Sub(Box<SubArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,6 +7,7 @@ use crate::app::{Application, shutdown_signal};
 use std::net::SocketAddr;
 
 use crate::cli::{Command, HealthcheckArgs, MigrateAction, MigrateArgs, RoleArg, ServeArgs, SweepArgs};
+use crate::client::{self, ClientCommand};
 use crate::config::{Config, SweepConfig};
 use crate::role::Role;
 use chantra_core::db;
@@ -17,6 +18,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate(&args).await,
         Command::Healthcheck(args) => healthcheck(&args).await,
         Command::Sweep(args) => sweep(&args).await,
+        // A client failure stays a ClientError inside the anyhow error: main turns it into its exit code.
+        Command::Channel(action) => Ok(client::run(ClientCommand::Channel(action)).await?),
+        Command::Grant(action) => Ok(client::run(ClientCommand::Grant(action)).await?),
+        Command::Pub(args) => Ok(client::run(ClientCommand::Pub(args)).await?),
+        Command::Sub(args) => Ok(client::run(ClientCommand::Sub(args)).await?),
     }
 }
 

@@ -25,9 +25,16 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(chantra::commands::run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        // A client command's failure has its own exit code (`chantra --help` lists them).
+        Err(err) => match err.downcast_ref::<chantra::client::ClientError>() {
+            Some(client) => {
+                eprintln!("error: {client}");
+                ExitCode::from(client.exit_code())
+            }
+            None => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

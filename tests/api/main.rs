@@ -5,6 +5,7 @@
 
 mod backends;
 mod cli;
+mod client;
 mod fanout_nats;
 mod helpers;
 mod landing;

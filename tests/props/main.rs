@@ -3,7 +3,8 @@
 //! values (TTL, labels, content types, idempotency keys), query and header
 //! helpers, NOTIFY payloads, base64 payloads, and the SSE frames readers
 //! receive — which must come back unchanged through an independent SSE
-//! parser (`eventsource-stream`). `cursor_http` runs the channels role
+//! parser (`eventsource-stream`), against which `chantra sub`'s own SSE
+//! parser is also checked (`client_sse`). `cursor_http` runs the channels role
 //! in-process and sends it arbitrary `Last-Event-ID`, `?last_event_id=` and
 //! `?since=` values. `lean_path` sends arbitrary request heads to the accept
 //! loop with and without the lean event-stream path and checks it is invisible.
@@ -12,6 +13,7 @@
 //! a deeper run with `PROPTEST_CASES=10000 cargo nextest run --test props`.
 
 mod base64;
+mod client_sse;
 mod cursor_http;
 mod extract;
 mod frames;
