@@ -3,6 +3,7 @@
 //! shared with tests/faults (the launcher of the built binary, the SSE
 //! client, the test database) is in crates/chantra-testkit.
 
+mod advertised;
 mod backends;
 mod cli;
 mod fanout_nats;
