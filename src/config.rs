@@ -354,15 +354,15 @@ impl Config {
         // The mcp role answers requests for its own public host and origin
         // (DNS-rebinding protection); loopback is always allowed, on any port.
         let host = url::Url::parse(&mcp).ok().and_then(|u| Some((u.host_str()?.to_owned(), u.origin())));
-        if let Some((host, origin)) = host {
-            if !["localhost", "127.0.0.1", "[::1]"].contains(&host.as_str()) {
-                let origin = origin.ascii_serialization();
-                if !self.mcp.allowed_origins.contains(&origin) {
-                    self.mcp.allowed_origins.push(origin);
-                }
-                if !self.mcp.allowed_hosts.contains(&host) {
-                    self.mcp.allowed_hosts.push(host);
-                }
+        if let Some((host, origin)) = host
+            && !["localhost", "127.0.0.1", "[::1]"].contains(&host.as_str())
+        {
+            let origin = origin.ascii_serialization();
+            if !self.mcp.allowed_origins.contains(&origin) {
+                self.mcp.allowed_origins.push(origin);
+            }
+            if !self.mcp.allowed_hosts.contains(&host) {
+                self.mcp.allowed_hosts.push(host);
             }
         }
         self.mcp.public_url = mcp;
@@ -773,6 +773,23 @@ mod tests {
         let args = serve_args(&[&base[..], &["--mcp-session-idle-secs", "30"]].concat());
         let waits = Config::from_args(&args).unwrap().mcp.waits;
         assert_eq!((waits.default_timeout, waits.max_timeout), (Duration::from_secs(29), Duration::from_secs(29)));
+    }
+
+    #[test]
+    fn mcp_answers_the_host_it_advertises() {
+        let base = ["--database-url", "sqlite::memory:", "--token-secret-salt", "salt-0123456789abcdef-salt"];
+        let config = |extra: &[&str]| Config::from_args(&serve_args(&[&base[..], extra].concat())).unwrap();
+        let public = config(&["--mcp-public-url", "https://mcp.example.test/"]).mcp;
+        assert_eq!(public.public_url, "https://mcp.example.test");
+        assert!(public.allowed_hosts.contains(&"mcp.example.test".to_owned()), "{:?}", public.allowed_hosts);
+        assert!(public.allowed_origins.contains(&"https://mcp.example.test".to_owned()));
+        // No public URL: the bind address, allowed as a host too (loopback always is).
+        let bound = config(&["--mcp-addr", "192.0.2.7:8090"]).mcp;
+        assert_eq!(bound.public_url, "http://192.0.2.7:8090");
+        assert!(bound.allowed_hosts.contains(&"192.0.2.7".to_owned()), "{:?}", bound.allowed_hosts);
+        let loopback = config(&[]).mcp;
+        assert_eq!(loopback.public_url, "http://127.0.0.1:8090");
+        assert_eq!(loopback.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
     }
 
     #[test]
