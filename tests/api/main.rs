@@ -6,6 +6,7 @@
 mod advertised;
 mod backends;
 mod cli;
+mod docs;
 mod fanout_nats;
 mod helpers;
 mod landing;
