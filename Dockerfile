@@ -83,7 +83,14 @@ COPY --from=builder /out/chantra /usr/local/bin/chantra
 # with DATABASE_URL=postgres://… and S3_ENDPOINT set, nothing is written there.
 # CHANTRA_ROLES picks the roles (compose sets one per service); no --role in
 # CMD, since a flag would override the variable. NO_COLOR: plain `docker logs`.
+# The binary's default binds are loopback (a laptop's `serve` is not on the
+# network); a container listens on every interface, and `chantra healthcheck`
+# reads the same variables, probing them over loopback.
 ENV CHANTRA_ROLES=all \
+    REST_ADDR=0.0.0.0:8081 \
+    CHANNELS_ADDR=0.0.0.0:8070 \
+    MCP_ADDR=0.0.0.0:8090 \
+    LANDING_ADDR=0.0.0.0:8080 \
     DATA_DIR=/var/lib/chantra \
     DATABASE_URL="sqlite:///var/lib/chantra/chantra.db?mode=rwc" \
     RUST_LOG=info \

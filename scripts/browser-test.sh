@@ -9,8 +9,9 @@
 #     ${XDG_CACHE_HOME:-$HOME/.cache}/chantra-tools/browser), on the system
 #     Node (>= 20). Never a browser download: playwright-core drives chromium.
 # Builds target/debug/chantra if missing (CHANTRA_BIN picks another binary;
-# CHANTRA_BUILD=1 rebuilds first). Writes target/playground.png and
-# target/playground-private.png. KEEP_WORK=1 keeps the server's temp dir and log.
+# CHANTRA_BUILD=1 rebuilds first). Writes target/playground.png,
+# target/playground-private.png and, at phone width (390 px),
+# target/docs-phone.png and target/playground-phone.png. KEEP_WORK=1 keeps the server's temp dir and log.
 # Exits non-zero if the test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +62,8 @@ fi
 start_chantra
 
 mkdir -p "$ROOT/target"
-rm -f "$ROOT/target/playground.png" "$ROOT/target/playground-private.png"
+rm -f "$ROOT/target/playground.png" "$ROOT/target/playground-private.png" \
+  "$ROOT/target/docs-phone.png" "$ROOT/target/playground-phone.png"
 status=0
 log "tests/browser/playground.mjs against $LANDING_URL"
 CHROMIUM=$CHROMIUM timeout 180 node tests/browser/playground.mjs "$LANDING_URL" \

@@ -47,7 +47,7 @@ impl Application {
         Self::build_with_clock(config, Clock::system()).await
     }
 
-    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(mut config: Config, clock: Clock) -> anyhow::Result<Self> {
         let (db, store) = open_backends(&config.backends).await?;
         let mut listeners = BTreeMap::new();
         for (role, addr) in &config.binds {
@@ -55,6 +55,12 @@ impl Application {
                 bind(*addr).with_context(|| format!("{}_ADDR: cannot bind {addr}", role.name().to_uppercase()))?;
             listeners.insert(*role, listener);
         }
+        // URLs given out follow the ports actually bound (port 0 resolved).
+        let mut addresses = config.addresses.clone();
+        for (role, listener) in &listeners {
+            addresses.insert(*role, listener.local_addr()?);
+        }
+        config.advertise(&addresses);
 
         let hub = Hub::with_limits(config.hub.buffer, config.hub.live_frame_max, config.hub.replay_memory);
         let fanout = fanout_for(&config.backends, &db, hub).await?;
@@ -85,6 +91,20 @@ impl Application {
     /// The address a role actually bound (port 0 resolved).
     pub fn local_addr(&self, role: Role) -> Option<SocketAddr> {
         self.listeners.get(&role).and_then(|l| l.local_addr().ok())
+    }
+
+    /// The base URL of each role this process serves, as clients are told
+    /// to reach it: its public URL when configured, else its bound address.
+    /// `serve` prints them at startup.
+    pub fn urls(&self) -> Vec<(Role, String)> {
+        let landing = &self.state.landing;
+        let url = |role: &Role| match role {
+            Role::Landing => landing.landing_url.clone(),
+            Role::Rest => landing.rest_url.clone(),
+            Role::Channels => landing.channel_base_url.clone(),
+            Role::Mcp => self.state.mcp.public_url.clone(),
+        };
+        self.listeners.keys().map(|role| (*role, url(role))).collect()
     }
 
     pub fn service(&self) -> &Service {

@@ -16,11 +16,13 @@ use crate::client::args::{ChannelAction, EXIT_CODES_HELP, GrantAction, PubArgs, 
 /// The runtime role (no `all`); re-exported because `BindArgs` and callers name it with the CLI.
 pub use crate::role::Role;
 
-/// Default bind address of each role (the seed's ports).
-pub const DEFAULT_REST_ADDR: &str = "0.0.0.0:8081";
-pub const DEFAULT_CHANNELS_ADDR: &str = "0.0.0.0:8070";
-pub const DEFAULT_MCP_ADDR: &str = "0.0.0.0:8090";
-pub const DEFAULT_LANDING_ADDR: &str = "0.0.0.0:8080";
+/// Default bind address of each role (the seed's ports), on loopback: a
+/// laptop's `serve` is not reachable from the network unless asked
+/// (containers set `*_ADDR=0.0.0.0:…`).
+pub const DEFAULT_REST_ADDR: &str = "127.0.0.1:8081";
+pub const DEFAULT_CHANNELS_ADDR: &str = "127.0.0.1:8070";
+pub const DEFAULT_MCP_ADDR: &str = "127.0.0.1:8090";
+pub const DEFAULT_LANDING_ADDR: &str = "127.0.0.1:8080";
 
 /// The embedded default: a SQLite file next to the payload directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/chantra.db?mode=rwc";
@@ -333,7 +335,7 @@ pub struct ServeArgs {
     pub channel_hostname: Option<String>,
 
     /// Replaces https://{CHANNEL_HOSTNAME} in channel URLs (local use without an edge proxy).
-    /// Defaults to http://localhost:8070 when neither is set.
+    /// When neither is set: the address the channels role binds (0.0.0.0 and :: as localhost).
     #[arg(long, env = "CHANNEL_BASE_URL")]
     pub channel_base_url: Option<String>,
 
@@ -443,12 +445,14 @@ pub struct ServeArgs {
     pub shutdown_grace_secs: u64,
 
     /// Public base URL of the rest role, used by the landing pages and the playground.
-    #[arg(long, env = "LANDING_REST_URL", default_value = "http://localhost:8081")]
-    pub landing_rest_url: String,
+    /// Unset: the address the rest role binds (0.0.0.0 and :: as localhost).
+    #[arg(long, env = "LANDING_REST_URL")]
+    pub landing_rest_url: Option<String>,
 
     /// Public base URL of the mcp role, used in /.well-known/mcp-server and as an allowed host/origin.
-    #[arg(long, env = "MCP_PUBLIC_URL", default_value = "http://localhost:8090")]
-    pub mcp_public_url: String,
+    /// Unset: the address the mcp role binds (0.0.0.0 and :: as localhost).
+    #[arg(long, env = "MCP_PUBLIC_URL")]
+    pub mcp_public_url: Option<String>,
 
     /// Host names the mcp role answers (comma-separated; DNS-rebinding protection). Loopback
     /// and the host of MCP_PUBLIC_URL are always allowed.

@@ -64,7 +64,28 @@ async fn check_health(role: Role, bind: SocketAddr, timeout_secs: u64) -> anyhow
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Config::from_args(args)?;
     let app = Application::build(config).await?;
+    print!("{}", startup_banner(&app.urls()));
     app.run(shutdown_signal()).await
+}
+
+/// What `serve` prints on stdout once every role has bound (logs go to
+/// stderr): one plain line per role served, with the URL to open — so a
+/// person sees where to go, and a script can read the ports of `:0` binds.
+fn startup_banner(urls: &[(Role, String)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("chantra {} is serving:\n", env!("CARGO_PKG_VERSION"));
+    for (role, url) in urls {
+        let line = match role {
+            Role::Landing => format!("  landing   {url}   (pages, docs, playground)"),
+            Role::Rest => format!("  REST API  {url}   (OpenAPI: {url}/openapi.json)"),
+            Role::Channels => {
+                format!("  channels  {url}/channel/v1/{{public|private}}/{{channel_id}}   (SSE, poll, NDJSON)")
+            }
+            Role::Mcp => format!("  MCP       {url}/mcp   (discovery: {url}/.well-known/mcp-server)"),
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    out
 }
 
 /// One pass (or a loop) of the sweeper over the configured backends, without serving.

@@ -47,6 +47,33 @@ pub struct Config {
     /// `None` when this process runs no sweeper.
     pub sweeper: Option<SweepSettings>,
     pub shutdown_grace: Duration,
+    /// The public URLs that were configured, and every role's address
+    /// (also of roles this process does not run): what [`Config::advertise`]
+    /// builds the URLs the API, the pages and MCP discovery give out from.
+    pub public: PublicUrls,
+    pub addresses: BTreeMap<Role, SocketAddr>,
+}
+
+/// The public base URLs set by configuration; `None`: derived from the
+/// address the role binds (see [`local_url`]).
+#[derive(Debug, Clone, Default)]
+pub struct PublicUrls {
+    /// CHANNEL_BASE_URL, or https://{CHANNEL_HOSTNAME}.
+    pub channel_base: Option<String>,
+    /// LANDING_REST_URL.
+    pub rest: Option<String>,
+    /// MCP_PUBLIC_URL.
+    pub mcp: Option<String>,
+}
+
+/// The URL a client on this machine opens to reach a socket address: a
+/// wildcard bind (0.0.0.0, ::) is reached as `localhost`, any other address as itself.
+pub fn local_url(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("http://localhost:{}", addr.port()),
+        std::net::IpAddr::V4(ip) => format!("http://{ip}:{}", addr.port()),
+        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", addr.port()),
+    }
 }
 
 /// What `chantra sweep` needs: the backends and the lifecycle settings.
@@ -81,21 +108,27 @@ pub struct HubLimits {
     pub replay_memory: u64,
 }
 
-fn mcp_settings(args: &ServeArgs, trusted_proxies: &[ipnet::IpNet], roles: &[Role]) -> anyhow::Result<McpSettings> {
-    let public_url = args.mcp_public_url.trim().trim_end_matches('/').to_owned();
-    let parsed = url::Url::parse(&public_url)
+/// MCP_PUBLIC_URL when set (checked), else `None`.
+fn mcp_public_url(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let Some(value) = args.mcp_public_url.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let public_url = value.trim_end_matches('/').to_owned();
+    url::Url::parse(&public_url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
         .ok_or_else(|| anyhow::anyhow!("MCP_PUBLIC_URL must be an http(s) URL such as https://mcp.example.com"))?;
-    let public_host = parsed.host_str().unwrap_or("localhost").to_owned();
-    let mut allowed_hosts: Vec<String> =
-        ["localhost", "127.0.0.1", "::1"].iter().map(|h| h.to_string()).chain([public_host]).collect();
+    Ok(Some(public_url))
+}
+
+/// The mcp role's settings; `public_url` and the host and origin it adds to
+/// the allowed ones are filled by [`Config::advertise`].
+fn mcp_settings(args: &ServeArgs, trusted_proxies: &[ipnet::IpNet], roles: &[Role]) -> anyhow::Result<McpSettings> {
+    let mut allowed_hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].iter().map(|h| h.to_string()).collect();
     allowed_hosts.extend(args.mcp_allowed_hosts.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()));
     allowed_hosts.dedup();
-    let public_origin = parsed.origin().ascii_serialization();
     let mut allowed_origins: Vec<String> =
         ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].iter().map(|o| o.to_string()).collect();
-    allowed_origins.push(public_origin);
     for origin in args.mcp_allowed_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
         if !origin.contains("://") {
             bail!("MCP_ALLOWED_ORIGINS: `{origin}` needs a scheme, e.g. https://{origin}");
@@ -110,7 +143,7 @@ fn mcp_settings(args: &ServeArgs, trusted_proxies: &[ipnet::IpNet], roles: &[Rol
         _ => None,
     };
     Ok(McpSettings {
-        public_url,
+        public_url: String::new(),
         allowed_hosts,
         allowed_origins,
         max_sessions: at_least_one("MCP_MAX_SESSIONS", args.mcp_max_sessions)?,
@@ -213,6 +246,15 @@ impl Config {
         let backends =
             backends(&args.database, &args.storage, &args.fanout, args.auto_migrate, &args.lifecycle, &name)?;
         let binds = roles.iter().map(|role| (*role, args.binds.addr(*role))).collect();
+        let addresses = Role::EACH.iter().map(|role| (*role, args.binds.addr(*role))).collect();
+        let public = PublicUrls {
+            channel_base: channel_base_url(args)?,
+            rest: match args.landing_rest_url.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                Some(url) => Some(public_url("LANDING_REST_URL", url)?),
+                None => None,
+            },
+            mcp: mcp_public_url(args)?,
+        };
         let token_secret = resolve_token_secret(args, backends.database.kind())?;
         let service = service_settings(args, &args.lifecycle)?;
         let rate_limit = match (args.rate_limit_per_second, args.rate_limit_burst) {
@@ -259,15 +301,16 @@ impl Config {
         };
         let mcp = mcp_settings(args, &trusted_proxies, &roles)?;
         let landing = LandingSettings {
-            rest_url: public_url("LANDING_REST_URL", &args.landing_rest_url)?,
-            channel_base_url: service.channel_base_url.clone(),
-            mcp_public_url: mcp.public_url.clone(),
+            landing_url: String::new(),
+            rest_url: String::new(),
+            channel_base_url: String::new(),
+            mcp_public_url: String::new(),
             channel_idle_days: service.channel_idle.num_days(),
             max_payload_bytes: service.max_payload_bytes,
             replay_max,
             keepalive,
         };
-        Ok(Config {
+        let mut config = Config {
             roles,
             binds,
             backends,
@@ -279,7 +322,50 @@ impl Config {
             landing,
             sweeper: if args.no_sweeper { None } else { Some(sweep_settings(&args.lifecycle)?) },
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
-        })
+            public,
+            addresses,
+        };
+        let addresses = config.addresses.clone();
+        config.advertise(&addresses);
+        Ok(config)
+    }
+
+    /// Sets the URLs the API (channel URLs), the landing pages (quickstart,
+    /// playground) and MCP discovery give out: each configured public URL,
+    /// else the address its role listens on (`addresses`: after binding, the
+    /// real ports, so `127.0.0.1:0` gives a working URL). A laptop that moves
+    /// a role to another port then still gets URLs that work; a deployment
+    /// behind an edge proxy sets the public URLs, which always win.
+    pub fn advertise(&mut self, addresses: &BTreeMap<Role, SocketAddr>) {
+        let url_of = |role: Role, configured: &Option<String>| {
+            configured.clone().unwrap_or_else(|| {
+                addresses.get(&role).or_else(|| self.addresses.get(&role)).map_or_else(String::new, |a| local_url(*a))
+            })
+        };
+        let channel_base = url_of(Role::Channels, &self.public.channel_base);
+        let rest = url_of(Role::Rest, &self.public.rest);
+        let mcp = url_of(Role::Mcp, &self.public.mcp);
+        let landing = url_of(Role::Landing, &None);
+        self.service.channel_base_url = channel_base.clone();
+        self.landing.channel_base_url = channel_base;
+        self.landing.rest_url = rest;
+        self.landing.landing_url = landing;
+        self.landing.mcp_public_url = mcp.clone();
+        // The mcp role answers requests for its own public host and origin
+        // (DNS-rebinding protection); loopback is always allowed, on any port.
+        let host = url::Url::parse(&mcp).ok().and_then(|u| Some((u.host_str()?.to_owned(), u.origin())));
+        if let Some((host, origin)) = host
+            && !["localhost", "127.0.0.1", "[::1]"].contains(&host.as_str())
+        {
+            let origin = origin.ascii_serialization();
+            if !self.mcp.allowed_origins.contains(&origin) {
+                self.mcp.allowed_origins.push(origin);
+            }
+            if !self.mcp.allowed_hosts.contains(&host) {
+                self.mcp.allowed_hosts.push(host);
+            }
+        }
+        self.mcp.public_url = mcp;
     }
 }
 
@@ -436,7 +522,8 @@ fn nats_settings(args: &FanoutArgs, kind: DatabaseKind, process: &str) -> anyhow
 fn service_settings(args: &ServeArgs, lifecycle: &LifecycleArgs) -> anyhow::Result<ServiceSettings> {
     let (grant_purge_grace, channel_idle) = lifecycle_durations(lifecycle)?;
     Ok(ServiceSettings {
-        channel_base_url: channel_base_url(args)?,
+        // Filled by Config::advertise.
+        channel_base_url: String::new(),
         max_payload_bytes: at_least_one("MAX_PAYLOAD_BYTES", args.max_payload_bytes)?,
         page_max_bytes: at_least_one("PAGE_MAX_BYTES", args.page_max_bytes)?,
         max_grants_per_channel: at_least_one("MAX_GRANTS_PER_CHANNEL", args.max_grants_per_channel)?,
@@ -513,14 +600,15 @@ fn cors_origins(values: &[String]) -> anyhow::Result<Option<Vec<String>>> {
     Ok(Some(values))
 }
 
-fn channel_base_url(args: &ServeArgs) -> anyhow::Result<String> {
+/// CHANNEL_BASE_URL, else https://{CHANNEL_HOSTNAME}, else `None` (derived from the bind).
+fn channel_base_url(args: &ServeArgs) -> anyhow::Result<Option<String>> {
     if let Some(base) = args.channel_base_url.as_deref().filter(|b| !b.is_empty()) {
         let parsed =
             url::Url::parse(base).map_err(|e| anyhow::anyhow!("CHANNEL_BASE_URL is not a valid URL ({e}): {base}"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             bail!("CHANNEL_BASE_URL must be an http(s) URL such as http://localhost:8070 (got `{base}`)");
         }
-        return Ok(base.trim_end_matches('/').to_owned());
+        return Ok(Some(base.trim_end_matches('/').to_owned()));
     }
     if let Some(host) = args.channel_hostname.as_deref().filter(|h| !h.is_empty()) {
         let candidate = format!("https://{host}");
@@ -528,9 +616,9 @@ fn channel_base_url(args: &ServeArgs) -> anyhow::Result<String> {
         if !valid {
             bail!("CHANNEL_HOSTNAME must be a bare host name such as chantra.example.com (got `{host}`)");
         }
-        return Ok(candidate);
+        return Ok(Some(candidate));
     }
-    Ok("http://localhost:8070".to_owned())
+    Ok(None)
 }
 
 /// TOKEN_SECRET_SALT from the environment; in embedded mode a generated one
@@ -685,6 +773,23 @@ mod tests {
         let args = serve_args(&[&base[..], &["--mcp-session-idle-secs", "30"]].concat());
         let waits = Config::from_args(&args).unwrap().mcp.waits;
         assert_eq!((waits.default_timeout, waits.max_timeout), (Duration::from_secs(29), Duration::from_secs(29)));
+    }
+
+    #[test]
+    fn mcp_answers_the_host_it_advertises() {
+        let base = ["--database-url", "sqlite::memory:", "--token-secret-salt", "salt-0123456789abcdef-salt"];
+        let config = |extra: &[&str]| Config::from_args(&serve_args(&[&base[..], extra].concat())).unwrap();
+        let public = config(&["--mcp-public-url", "https://mcp.example.test/"]).mcp;
+        assert_eq!(public.public_url, "https://mcp.example.test");
+        assert!(public.allowed_hosts.contains(&"mcp.example.test".to_owned()), "{:?}", public.allowed_hosts);
+        assert!(public.allowed_origins.contains(&"https://mcp.example.test".to_owned()));
+        // No public URL: the bind address, allowed as a host too (loopback always is).
+        let bound = config(&["--mcp-addr", "192.0.2.7:8090"]).mcp;
+        assert_eq!(bound.public_url, "http://192.0.2.7:8090");
+        assert!(bound.allowed_hosts.contains(&"192.0.2.7".to_owned()), "{:?}", bound.allowed_hosts);
+        let loopback = config(&[]).mcp;
+        assert_eq!(loopback.public_url, "http://127.0.0.1:8090");
+        assert_eq!(loopback.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
     }
 
     #[test]

@@ -55,8 +55,9 @@ fn help_names_every_flag_with_its_env_var() {
     ] {
         assert!(serve.contains(&format!("[env: {env}")), "serve --help lacks {env}:\n{serve}");
     }
-    assert!(serve.contains("[default: 0.0.0.0:8081]") && serve.contains("[default: 0.0.0.0:8070]"));
-    assert!(serve.contains("[default: 0.0.0.0:8090]") && serve.contains("[default: 0.0.0.0:8080]"));
+    // A laptop's serve listens on loopback only; containers bind 0.0.0.0 explicitly.
+    assert!(serve.contains("[default: 127.0.0.1:8081]") && serve.contains("[default: 127.0.0.1:8070]"));
+    assert!(serve.contains("[default: 127.0.0.1:8090]") && serve.contains("[default: 127.0.0.1:8080]"));
     let migrate = String::from_utf8(run(chantra(dir.path()).args(["migrate", "--help"])).stdout).unwrap();
     for word in ["up", "down", "status", "fresh", "DATABASE_URL", "DESTROYS DATA"] {
         assert!(migrate.contains(word), "migrate --help lacks {word}:\n{migrate}");
@@ -180,7 +181,8 @@ async fn zero_configuration_default_and_no_tokens_in_logs() {
         .await
         .unwrap();
     let id = channel["channel_id"].as_str().unwrap();
-    assert_eq!(channel["url"], format!("http://localhost:8070/channel/v1/private/{id}"));
+    // No public URL configured: the channel URL names the channels role's bound address.
+    assert_eq!(channel["url"], format!("http://{}/channel/v1/private/{id}", server.addr("channels")));
     let publish_token = channel["publish_token"].as_str().unwrap();
     // A token in the query string is refused (publish takes only ?ttl=) and must not be logged.
     let refused = client

@@ -3,9 +3,11 @@
 //! shared with tests/faults (the launcher of the built binary, the SSE
 //! client, the test database) is in crates/chantra-testkit.
 
+mod advertised;
 mod backends;
 mod cli;
 mod client;
+mod docs;
 mod fanout_nats;
 mod helpers;
 mod landing;

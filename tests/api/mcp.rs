@@ -255,7 +255,7 @@ async fn tools_list_is_stable() {
     let discovery: Value =
         app.client.get(app.url(Role::Mcp, "/.well-known/mcp-server")).send().await.unwrap().json().await.unwrap();
     assert_eq!(discovery["name"], "chantra");
-    assert_eq!(discovery["endpoints"]["streamable_http"], "http://localhost:8090/mcp");
+    assert_eq!(discovery["endpoints"]["streamable_http"], app.url(Role::Mcp, "/mcp"), "the bound address");
     assert_eq!(discovery["tools"].as_array().unwrap().len(), 8);
     assert!(discovery["protocol_versions"].as_array().unwrap().iter().any(|v| v == "2025-06-18"));
 }

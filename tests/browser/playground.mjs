@@ -14,7 +14,19 @@
 //   2. selects "private", creates a channel, checks the stream URL carries
 //      ?token=, publishes one message and waits for it to arrive
 //      (screenshot target/playground-private.png);
-//   3. fails on any console error, uncaught page error, CSP violation, failed
+//   3. checks each action's equivalent commands: a curl and a `chantra` row
+//      (contract D syntax, with this server's URLs and the channel's tokens),
+//      and that a copy button puts exactly the shown command on the clipboard;
+//      that a JSON body that does not parse is refused before it is sent;
+//   4. ends both channels from the page: "Delete the channel" ends the public
+//      stream with its `deleted` event, "Revoke the read token" the private
+//      one with its `revoked` event (stream states "channel deleted", "read
+//      access revoked");
+//   5. renders /, /docs and /playground (with a channel, so the long commands
+//      are shown) 390 px wide, and fails if anything overflows horizontally:
+//      the page scrolls sideways, or an element is wider than the viewport
+//      (screenshots target/playground-phone.png, target/docs-phone.png);
+//   6. fails on any console error, uncaught page error, CSP violation, failed
 //      request or HTTP error status, and on any request to an origin other
 //      than the landing, rest and channels roles (the page works offline).
 //
@@ -133,6 +145,7 @@ try {
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30_000 });
   step(`Chromium ${browser.version()}`);
   const context = await browser.newContext({ viewport: { width: 1024, height: 900 }, colorScheme: "light" });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: landing.origin });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
 
@@ -266,6 +279,73 @@ try {
   const png = checkPng(screenshot);
   step(`screenshot ${screenshot}: ${png.width}x${png.height}, ${png.size} bytes`);
 
+  // --- commands to copy ---
+  const commands = (action) => page.locator(`.commands[data-action="${action}"] .command`).evaluateAll((rows) =>
+    rows.map((row) => ({ tool: row.dataset.tool, text: row.querySelector("code").textContent })));
+  const pubId = pub.channelUrl.split("/").pop();
+  const pubToken = (await page.locator("#publish-token").textContent()).trim();
+  const cliPrefix = restUrl.replace(/\/$/, "") === "http://127.0.0.1:8081" ? "" : `CHANTRA_URL=${restUrl.replace(/\/$/, "")} `;
+  const expectCommands = async (action, want) => {
+    const got = await commands(action);
+    const tools = got.map((c) => c.tool);
+    if (!tools.includes("curl") || !tools.includes("chantra")) fail(`${action}: commands are ${JSON.stringify(got)}, want a curl and a chantra one`);
+    for (const [tool, pattern] of want) {
+      if (!got.some((c) => c.tool === tool && pattern.test(c.text))) fail(`${action}: no ${tool} command matching ${pattern}: ${JSON.stringify(got)}`);
+    }
+    step(`${action}: ${got.map((c) => c.text).join("  |  ")}`);
+    return got;
+  };
+  const escaped = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  await expectCommands("create", [
+    ["curl", new RegExp(`^curl -s -X POST ${escaped(restUrl.replace(/\/$/, ""))}/v1/channels`)],
+    ["chantra", new RegExp(`^${escaped(cliPrefix)}chantra channel create$`)],
+  ]);
+  await message.fill("it's copied");
+  const publishCommands = await expectCommands("publish", [
+    // The message is shell-quoted: 'it'\''s copied'.
+    ["curl", new RegExp(`/v1/channels/${pubId}/publish -H 'X-Publish-Token: ${pubToken}' -H 'content-type: text/plain; charset=utf-8' --data-binary ${escaped(String.raw`'it'\''s copied'`)}$`)],
+    ["chantra", new RegExp(`^${escaped(cliPrefix)}CHANTRA_PUBLISH_TOKEN=${pubToken} chantra pub ${pubId} ${escaped(String.raw`'it'\''s copied'`)}$`)],
+  ]);
+  await message.fill("");
+  await expectCommands("read", [
+    ["curl", new RegExp(`^curl -N ${escaped(pub.channelUrl)}$`)],
+    ["chantra", new RegExp(`^chantra sub ${escaped(pub.channelUrl)}$`)],
+  ]);
+  await expectCommands("delete", [
+    ["curl", new RegExp(`^curl -s -X DELETE .*/v1/channels/${pubId} -H 'X-Publish-Token: ${pubToken}'$`)],
+    ["chantra", new RegExp(`chantra channel delete ${pubId}$`)],
+  ]);
+  // A copy button puts exactly its command on the clipboard.
+  const chantraPublish = publishCommands.find((c) => c.tool === "chantra").text;
+  await message.fill("it's copied");
+  const copyButton = page.locator('.commands[data-action="publish"] .command[data-tool="chantra"] button.copy');
+  await copyButton.click();
+  await page.locator('.commands[data-action="publish"] .command[data-tool="chantra"] button.copy', { hasText: "Copied" })
+    .waitFor({ timeout: WAIT_MS }).catch(async () => fail(`copy button says "${await copyButton.textContent()}", not "Copied"`));
+  const clipboard = await page.evaluate(() => navigator.clipboard.readText());
+  if (clipboard !== chantraPublish) fail(`the clipboard holds ${JSON.stringify(clipboard)}, not the shown command ${JSON.stringify(chantraPublish)}`);
+  step(`copy button: the clipboard holds ${JSON.stringify(clipboard)}`);
+  await message.fill("");
+
+  // A JSON body that does not parse is refused in the page (the server would answer 400 invalid_json).
+  await page.locator("input[name=format][value=json]").check();
+  await message.fill("{not json");
+  await page.getByRole("button", { name: "Publish" }).click();
+  await status.filter({ hasText: /^Not a JSON document/ }).waitFor({ timeout: WAIT_MS }).catch(async () =>
+    fail(`an invalid JSON body: status is "${await status.textContent()}"`));
+  await expectCommands("publish", [["curl", /-H 'content-type: application\/json' --data-binary '\{not json'$/], ["chantra", / --content-type application\/json$/]]);
+  await message.fill("");
+  await page.locator("input[name=format][value=text]").check();
+  step("an invalid JSON body is refused before it is sent");
+
+  // Deleting the channel ends its stream with `deleted`.
+  await page.getByRole("button", { name: "Delete the channel" }).click();
+  await streamState.filter({ hasText: /^channel deleted$/ }).waitFor({ timeout: WAIT_MS }).catch(async () =>
+    fail(`after deleting: stream state is "${await streamState.textContent()}", not "channel deleted" (status: "${await status.textContent()}")`));
+  if (!(await page.locator("#send").isDisabled())) fail("after deleting: publishing is still enabled");
+  step("deleted: the stream said so and the page stopped publishing");
+  await assertClean("after deleting the public channel");
+
   // --- 2. a private channel, read with ?token= ---
   const priv = await create("private");
   const token = new URL(priv.streamUrl).searchParams.get("token");
@@ -276,6 +356,64 @@ try {
   await page.screenshot({ path: privateShot, fullPage: true });
   const png2 = checkPng(privateShot);
   step(`screenshot ${privateShot}: ${png2.width}x${png2.height}, ${png2.size} bytes`);
+  const readToken = (await page.locator("#read-token").textContent()).trim();
+  await expectCommands("read", [
+    ["curl", new RegExp(`^curl -N ${escaped(priv.channelUrl)} -H 'X-Read-Token: ${readToken}'$`)],
+    ["chantra", new RegExp(`^CHANTRA_READ_TOKEN=${readToken} chantra sub ${escaped(priv.channelUrl)}$`)],
+  ]);
+
+  // Revoking the read token ends its stream with `revoked`.
+  await page.getByRole("button", { name: "Revoke the read token" }).click();
+  await streamState.filter({ hasText: /^read access revoked/ }).waitFor({ timeout: WAIT_MS }).catch(async () =>
+    fail(`after revoking: stream state is "${await streamState.textContent()}", not "read access revoked" (status: "${await status.textContent()}")`));
+  await expectCommands("revoke", [
+    ["curl", /\/read-grants\/[0-9a-f-]{36}\/revoke -H 'X-Publish-Token: chp_[^']+'$/],
+    ["chantra", /chantra grant revoke [0-9a-f-]{36} [0-9a-f-]{36}$/],
+  ]);
+  step(`revoked: stream state "${await streamState.textContent()}"`);
+  await assertClean("after revoking the private channel's read token");
+
+  // --- phone width: nothing overflows horizontally ---
+  const PHONE_WIDTH = 390;
+  const phone = await browser.newContext({ viewport: { width: PHONE_WIDTH, height: 844 }, colorScheme: "light", isMobile: true, hasTouch: true });
+  const small = await phone.newPage();
+  small.setDefaultTimeout(WAIT_MS);
+  small.on("pageerror", (err) => problems.push(`uncaught page error (390 px): ${err.message}`));
+  small.on("request", (req) => requests.push(req.url()));
+  const overflow = async (label) => {
+    const found = await small.evaluate(() => {
+      const width = window.innerWidth;
+      const wide = [];
+      for (const el of document.body.querySelectorAll("*")) {
+        const box = el.getBoundingClientRect();
+        if (box.width === 0 && box.height === 0) continue;
+        if (box.right > width + 0.5 || box.width > width + 0.5) {
+          const name = el.tagName.toLowerCase() + (el.id ? `#${el.id}` : "") + (typeof el.className === "string" && el.className ? `.${el.className.split(" ")[0]}` : "");
+          wide.push(`${name} ${Math.round(box.left)}..${Math.round(box.right)} px: ${(el.textContent || "").trim().slice(0, 50)}`);
+        }
+      }
+      return { width, scrollWidth: document.scrollingElement.scrollWidth, wide };
+    });
+    // A phone browser zooms out to fit a page wider than the screen: then the layout is wider than 390 px.
+    if (found.width !== PHONE_WIDTH) fail(`${label}: the layout is ${found.width} px wide, not ${PHONE_WIDTH} (the page was zoomed out to fit something wider)`);
+    if (found.scrollWidth > found.width) fail(`${label} at ${found.width} px: the page is ${found.scrollWidth} px wide (scrolls sideways); too wide:\n    ${found.wide.slice(0, 10).join("\n    ")}`);
+    if (found.wide.length) fail(`${label} at ${found.width} px: ${found.wide.length} element(s) wider than the viewport:\n    ${found.wide.slice(0, 10).join("\n    ")}`);
+    step(`${label} at ${found.width} px: nothing overflows (scrollWidth ${found.scrollWidth})`);
+  };
+  for (const path of ["/", "/docs"]) {
+    await small.goto(new URL(path, landing).href, { waitUntil: "load" });
+    await overflow(path);
+  }
+  await small.screenshot({ path: resolve(dirname(screenshot), "docs-phone.png"), fullPage: true });
+  await small.goto(new URL("/playground", landing).href, { waitUntil: "load" });
+  await overflow("/playground (empty)");
+  await small.locator("input[name=visibility][value=private]").check();
+  await small.getByRole("button", { name: "Create a channel" }).click();
+  await small.locator("#stream-state").filter({ hasText: /^connected$/ }).waitFor({ timeout: WAIT_MS });
+  await small.locator("#message").fill("a message long enough to make the publish commands wrap on a phone");
+  await overflow("/playground (private channel, commands shown)");
+  await small.screenshot({ path: resolve(dirname(screenshot), "playground-phone.png"), fullPage: true });
+  await phone.close();
 
   // --- 3. nothing left this machine's roles ---
   const foreign = [...new Set(requests.filter((u) => /^https?:/.test(u) && !allowedOrigins.has(new URL(u).origin)))];
@@ -290,5 +428,5 @@ try {
   await browser?.close().catch(() => {});
 }
 
-console.log(`playground: passed in ${((Date.now() - started) / 1000).toFixed(1)} s (public: 2 messages in order; private: 1 message over ?token=)`);
+console.log(`playground: passed in ${((Date.now() - started) / 1000).toFixed(1)} s (public: 2 messages in order, commands + copy, deleted; private: 1 message over ?token=, revoked; 390 px: no overflow)`);
 console.log("1 passed, 0 failed");
