@@ -28,12 +28,17 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+# perf report lines: "  1.28%    23341:tokio-rt-worker  [k] finish_task_switch" (comm may hold spaces).
+PERF_SYM = re.compile(r"^\s*([\d.]+)%\s+(\d+):(.*?)\s+\[(.)\]\s+(.*)$")
+PERF_PID = re.compile(r"^\s*([\d.]+)%\s+(\d+):(.*)$")
 
 PG_QUERY = (
     "select pid, backend_type, coalesce(state, ''), coalesce(wait_event_type, ''), coalesce(wait_event, '') "
@@ -125,29 +130,45 @@ def stop_perf(proc):
         proc.kill()
 
 
-def perf_top(path, sort, limit, percent):
-    """The first `limit` rows of `perf report --sort SORT` as [percent, what]."""
+def perf_rows(path, sort):
+    """`perf report --sort SORT` as [(percent, tid, comm, symbol or None)]."""
     try:
         text = subprocess.run(
-            ["perf", "report", "-i", path, "--stdio", "--no-children", "--sort", sort,
-             "--percent-limit", str(percent)],
-            capture_output=True, text=True, timeout=120,
+            ["perf", "report", "-i", path, "--stdio", "--no-children", "--sort", sort, "--percent-limit", "0.02"],
+            capture_output=True, text=True, timeout=300,
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
-        return [[0, f"perf report failed: {e}"]]
+        print(f"perf report failed: {e}", file=sys.stderr)
+        return []
     rows = []
     for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "%" not in line.split()[0]:
+        m = PERF_SYM.match(line) if "sym" in sort else None
+        if m:
+            rows.append((float(m[1]), int(m[2]), m[3].strip(), f"[{m[4]}] {m[5].strip()}"))
             continue
-        share, _, rest = line.partition("%")
-        try:
-            rows.append([float(share), " ".join(rest.split())])
-        except ValueError:
-            continue
-        if len(rows) >= limit:
-            break
+        m = PERF_PID.match(line)
+        if m:
+            rows.append((float(m[1]), int(m[2]), m[3].strip(), None))
     return rows
+
+
+def perf_profile(path, label_of):
+    """Samples by process (the named ones, PostgreSQL by backend type, the
+    rest by command as `other: …`) and the top symbols of this benchmark's
+    own processes. perf's `pid` key is the thread id, hence `label_of`."""
+    by_process = {}
+    for share, tid, comm, _ in perf_rows(path, "pid"):
+        label = label_of(tid, comm)
+        by_process[label] = by_process.get(label, 0.0) + share
+    by_symbol = {}
+    for share, tid, comm, symbol in perf_rows(path, "pid,sym"):
+        label = label_of(tid, comm)
+        if symbol is None or label.startswith("other"):
+            continue
+        key = f"{label}  {symbol}"
+        by_symbol[key] = by_symbol.get(key, 0.0) + share
+    top = lambda d, n: [[round(v, 2), k] for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]]
+    return {"by_process": top(by_process, 20), "by_symbol": top(by_symbol, 40)}
 
 
 def at(samples, moment, key):
@@ -175,11 +196,22 @@ def main():
 
     psql = Psql(args.db)
     samples, perf, perf_window = [], None, [None, None]
+    # Thread ids of each named process and the PostgreSQL processes' types,
+    # to name perf's samples (it reports threads).
+    tids, pg_types = {}, {}
     deadline = time.time() + args.max_secs
     while time.time() < deadline and not os.path.exists(args.stop_file):
         t = time.time()
         rows = psql.rows()
         busy, total = machine_ticks()
+        for name, pid in procs.items():
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    tids[int(tid)] = name
+            except OSError:
+                pass
+        for pid, btype, *_ in rows:
+            pg_types[pid] = btype
         samples.append({
             "t": t,
             "machine": (busy, total),
@@ -258,11 +290,18 @@ def main():
                                for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
     if perf_window[0] is not None and args.perf_data and os.path.exists(args.perf_data):
+        def label_of(tid, comm):
+            if tid in tids:
+                return tids[tid]
+            if tid in pg_types:
+                return f"postgresql ({pg_types[tid]})"
+            return f"other: {comm}"
+
         profile["perf"] = {
             "command": "perf record -a -e cpu-clock -F 250 (publish_start .. publish_end)",
             "seconds": round((perf_window[1] or time.time()) - perf_window[0], 1),
-            "by_process": perf_top(args.perf_data, "comm", 15, 0.5),
-            "by_symbol": perf_top(args.perf_data, "comm,dso,sym", 40, 0.4),
+            "unit": "percent of all samples on both cores",
+            **perf_profile(args.perf_data, label_of),
         }
     pathlib.Path(args.out).write_text(json.dumps(profile, indent=2) + "\n")
 

@@ -54,6 +54,8 @@
 #   BENCH_SCALEOUT_CHANNELS 1000    BENCH_SCALEOUT_CHANNELS_MESSAGES 20000
 #   BENCH_SCALEOUT_READERS_PER_CHANNEL 1                                  (load channels)
 #   BENCH_SCALEOUT_LOADS  "publishers channels"   BENCH_PERF 1 (0: no perf record)
+#   BENCH_PAYLOADS        garage (pg-listen, pg-nats: fs = one shared DATA_DIR instead of S3,
+#                         possible only because every process runs on this one machine)
 #   BENCH_PUBLISHERS      64        BENCH_PUBLISH_SECS 20   BENCH_PAYLOAD_BYTES 1024
 #   BENCH_FANOUT          "5000 10000" (subscribers, one run each)
 #   BENCH_FANOUT_MESSAGES 100       BENCH_FANOUT_RATE 10
@@ -138,7 +140,7 @@ case $MODE in
     ;;
 esac
 : "${BENCH_PAYLOAD_BYTES:=1024}" "${BENCH_SOURCE_IPS:=127.0.0.1-127.0.0.8}" "${BENCH_REPEAT:=1}"
-: "${BENCH_SCALEOUT_READERS_PER_CHANNEL:=1}" "${BENCH_SCALEOUT_LOADS:=publishers channels}" "${BENCH_PERF:=1}"
+: "${BENCH_PAYLOADS:=garage}" "${BENCH_SCALEOUT_READERS_PER_CHANNEL:=1}" "${BENCH_SCALEOUT_LOADS:=publishers channels}" "${BENCH_PERF:=1}"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chantra-bench.XXXXXX")
 case $MODE in
@@ -332,11 +334,15 @@ start_cluster() { # target name
   read -r r1 r2 c1 c2 c3 < <(free_ports 5)
   local env=(PATH="$PATH" HOME="$HOME" RUST_LOG=warn METRICS_ENABLED=true
     DATABASE_URL="postgres://postgres@127.0.0.1:5432/$PG_DB" TOKEN_SECRET_SALT="$PG_SALT"
-    S3_ENDPOINT="$CHANTRA_TEST_S3_ENDPOINT" S3_ACCESS_KEY="$CHANTRA_TEST_S3_ACCESS_KEY"
-    S3_SECRET_KEY="$CHANTRA_TEST_S3_SECRET_KEY" S3_BUCKET="$CHANTRA_TEST_S3_BUCKET" S3_REGION=us-east-1
     CHANNEL_BASE_URL="http://127.0.0.1:$c1" RATE_LIMIT_PER_SECOND=0 MAX_STREAMS=100000
     MAX_STREAMS_PER_IP=100000 SHUTDOWN_GRACE_SECS=2)
   [[ $target == pg-nats ]] && env+=(FANOUT_URL="$NATS_URL")
+  if [[ $BENCH_PAYLOADS == fs ]]; then
+    env+=(DATA_DIR="$WORK/pg-payloads")
+  else
+    env+=(S3_ENDPOINT="$CHANTRA_TEST_S3_ENDPOINT" S3_ACCESS_KEY="$CHANTRA_TEST_S3_ACCESS_KEY"
+      S3_SECRET_KEY="$CHANTRA_TEST_S3_SECRET_KEY" S3_BUCKET="$CHANTRA_TEST_S3_BUCKET" S3_REGION=us-east-1)
+  fi
   SERVER_LOG=$WORK/$name.server.log
   : >"$SERVER_LOG"
   local spec proc role port pool url urls=()
@@ -448,9 +454,11 @@ setup_target() {
       # shellcheck source=scripts/test-env.sh
       source "$ROOT/scripts/test-env.sh"
       ensure_postgres
-      ensure_garage_installed
-      start_garage
-      [[ -n $GARAGE_PID ]] && GARAGE_STARTED=1
+      if [[ $1 == postgres || $BENCH_PAYLOADS != fs ]]; then
+        ensure_garage_installed
+        start_garage
+        [[ -n $GARAGE_PID ]] && GARAGE_STARTED=1
+      fi
       PG_DB="chantra_bench_$$_$RANDOM"
       createdb -h 127.0.0.1 -U postgres "$PG_DB"
       PG_SALT=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
