@@ -45,6 +45,12 @@ PG_QUERY = (
     "from pg_stat_activity where pid <> pg_backend_pid() "
     "and (datname = current_database() or backend_type <> 'client backend');"
 )
+# Rollbacks and deadlocks of the benchmark database, as a row like the others
+# (pid 0). Commits are not reported: the probe's own queries are commits too.
+DB_QUERY = (
+    "select 0, 'database', xact_commit, xact_rollback, deadlocks "
+    "from pg_stat_database where datname = current_database();"
+)
 
 
 def cpu_ticks(pid):
@@ -90,7 +96,7 @@ class Psql:
         if self.proc.poll() is not None:
             return []
         try:
-            self.proc.stdin.write(PG_QUERY + "\nselect 'END';\n")
+            self.proc.stdin.write(PG_QUERY + "\n" + DB_QUERY + "\nselect 'END';\n")
             self.proc.stdin.flush()
         except OSError:
             return []
@@ -203,6 +209,8 @@ def main():
     while time.time() < deadline and not os.path.exists(args.stop_file):
         t = time.time()
         rows = psql.rows()
+        database = next((r for r in rows if r[0] == 0), None)
+        rows = [r for r in rows if r[0] != 0]
         busy, total = machine_ticks()
         for name, pid in procs.items():
             try:
@@ -217,6 +225,7 @@ def main():
             "machine": (busy, total),
             "procs": {name: cpu_ticks(pid) for name, pid in procs.items()},
             "pg": {pid: cpu_ticks(pid) for pid, *_ in rows},
+            "database": [int(v) for v in database[2:]] if database else None,
             "waits": [f"{wtype}:{wevent}" if wtype else "CPU" for _, btype, state, wtype, wevent in rows
                       if btype == "client backend" and state == "active"],
         })
@@ -277,6 +286,12 @@ def main():
     profile["others_pct_of_one_core"] = round(100 * others / window, 1)
     profile["loadavg_at_end"] = pathlib.Path("/proc/loadavg").read_text().split()[:3]
 
+    # PostgreSQL publishes a backend's counters up to ~1 s after its
+    # transactions (10 s when it goes idle): read to the last sample, approximate.
+    d0, d1 = at(samples, start, "database"), samples[-1].get("database")
+    if d0 and d1:
+        profile["pg_database"] = {"rollbacks": d1[1] - d0[1], "deadlocks": d1[2] - d0[2],
+                                  "note": "pg_stat_database from publish_start to the probe's end; approximate"}
     publish_end = marks.get("publish_end", end)
     waiting = [s for s in inside if s["t"] <= publish_end]
     counts = {}
