@@ -312,7 +312,7 @@ def scaleout_rows(runs):
             num(lat_.get("p50"), " ms"), num(lat_.get("p99"), " ms"),
             f"{d.get('missing', 0):,} / {d.get('duplicates', 0):,}",
             cpu_pct(r, "rest-1", "rest-2"), cpu_pct(r, "channels-1", "channels-2", "channels-3"),
-            cpu_pct(r, "postgresql"), cpu_pct(r, "nats-server"), cpu_pct(r, "chantra-load"),
+            cpu_pct(r, "postgresql"), cpu_pct(r, "garage"), cpu_pct(r, "nats-server"), cpu_pct(r, "chantra-load"),
             num(prof.get("others_pct_of_one_core"), " %", 0), num(prof.get("machine_busy_pct"), " %", 0), num(prof.get("pg_active_backends_mean"), "", 1),
             top_waits(r), deadlocks(r), notices(r), status(r),
         ]
@@ -365,7 +365,7 @@ def scaleout_section(key, runs):
                    list(scaleout_summary(runs))), "",
              table(["target", "round", "publishers", "channels", "readers", "publishes/s", "publish p50",
                     "deliver p50", "deliver p99", "missing / dup", "CPU rest ×2", "CPU channels ×3", "CPU PostgreSQL",
-                    "CPU nats", "CPU load tool", "CPU others", "machine busy", "pg active", "pg waits (top 3)", "pg deadlocks",
+                    "CPU garage", "CPU nats", "CPU load tool", "CPU others", "machine busy", "pg active", "pg waits (top 3)", "pg deadlocks",
                     "notices ch-1 / ch-2 / ch-3", "result"], list(scaleout_rows(runs))), ""]
     for target in sorted({r["target"] for r in runs}, key=lambda t: TARGET_ORDER.get(t, 9)):
         first = next((r for r in sorted(runs, key=lambda r: r.get("round", 0))

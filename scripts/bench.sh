@@ -301,20 +301,25 @@ stop_cluster() {
   CLUSTER=()
 }
 
-# A private nats-server on a free loopback port (never the shared one on 4222).
+# A private nats-server on a free loopback port (never the shared one on
+# 4222). A port found free may be taken before nats-server binds it (other
+# work shares the machine): up to 5 ports are tried.
 start_nats() {
-  local port
-  read -r port < <(free_ports 1)
-  nats-server -a 127.0.0.1 -p "$port" >"$WORK/nats-server.log" 2>&1 &
-  NATS_PID=$!
-  NATS_URL=nats://127.0.0.1:$port
-  local tries
-  for tries in $(seq 1 100); do
-    (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    kill -0 "$NATS_PID" 2>/dev/null || die "nats-server exited at startup: $(tail -n 3 "$WORK/nats-server.log")"
-    sleep 0.1
+  local port attempt tries
+  for attempt in 1 2 3 4 5; do
+    read -r port < <(free_ports 1)
+    nats-server -a 127.0.0.1 -p "$port" >"$WORK/nats-server.log" 2>&1 &
+    NATS_PID=$!
+    NATS_URL=nats://127.0.0.1:$port
+    for tries in $(seq 1 100); do
+      (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && kill -0 "$NATS_PID" 2>/dev/null && return 0
+      kill -0 "$NATS_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    log "nats-server did not start on port $port (attempt $attempt): $(tail -n 1 "$WORK/nats-server.log")"
+    stop_nats
   done
-  die "nats-server did not listen on $port within $((tries / 10)) s"
+  die "nats-server did not start (5 attempts; $WORK/nats-server.log)"
 }
 
 # shellcheck disable=SC2317 # called from traps
@@ -410,6 +415,7 @@ run_scaleout() {
   local procs=() entry perf=()
   for entry in "${CLUSTER[@]}"; do procs+=(--proc "$entry"); done
   [[ -n $NATS_PID ]] && procs+=(--proc "nats-server=$NATS_PID")
+  [[ -n ${GARAGE_PID:-} ]] && procs+=(--proc "garage=$GARAGE_PID")
   if [[ $BENCH_PERF == 1 ]] && command -v perf >/dev/null; then perf=(--perf-data "$WORK/$name.perf.data"); fi
   "$LOAD" "${flags[@]}" "${TOOL_TARGET[@]}" --mark-file "$marks" \
     --source-ips "$BENCH_SOURCE_IPS" --per-process "$BENCH_PER_PROCESS" --drain-secs "$BENCH_DRAIN_SECS" \
