@@ -287,7 +287,8 @@ def cpu_pct(run, *names):
 
 def top_waits(run, limit=3):
     waits = (run.get("profile") or {}).get("pg_waits_pct") or {}
-    return ", ".join(f"{k} {v:.0f} %" for k, v in list(waits.items())[:limit]) or "–"
+    ranked = sorted(waits.items(), key=lambda kv: -kv[1])[:limit]
+    return ", ".join(f"{k} {v:.0f} %" for k, v in ranked) or "–"
 
 
 def deadlocks(run):
