@@ -87,9 +87,11 @@ class Psql:
     """One psql session, asked the same query each sample (no connection per sample)."""
 
     def __init__(self, db):
+        # A statement timeout keeps one sample from waiting on a stuck server.
+        env = {**os.environ, "PGOPTIONS": "-c statement_timeout=2000"}
         self.proc = subprocess.Popen(
             ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-At", "-F", "|", "-q", "-X"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env,
         )
 
     def rows(self):
