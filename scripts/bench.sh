@@ -52,7 +52,8 @@
 #   BENCH_SCALEOUT_HOT_CHANNELS 4   BENCH_SCALEOUT_HOT_READERS 48 (a multiple of 3 × channels
 #                         puts readers of every channel on every channels process)
 #   BENCH_SCALEOUT_CHANNELS 1000    BENCH_SCALEOUT_CHANNELS_MESSAGES 20000
-#   BENCH_SCALEOUT_READERS_PER_CHANNEL 1                                  (load channels)
+#   BENCH_SCALEOUT_READERS_PER_CHANNEL 1   BENCH_SCALEOUT_CHANNELS_RATE 0 (publishes/s in all;
+#                         0 = as fast as they go)                         (load channels)
 #   BENCH_SCALEOUT_LOADS  "publishers channels"   BENCH_PERF 1 (0: no perf record)
 #   BENCH_PAYLOADS        garage (pg-listen, pg-nats: fs = one shared DATA_DIR instead of S3,
 #                         possible only because every process runs on this one machine)
@@ -140,7 +141,7 @@ case $MODE in
     ;;
 esac
 : "${BENCH_PAYLOAD_BYTES:=1024}" "${BENCH_SOURCE_IPS:=127.0.0.1-127.0.0.8}" "${BENCH_REPEAT:=1}"
-: "${BENCH_PAYLOADS:=garage}" "${BENCH_SCALEOUT_READERS_PER_CHANNEL:=1}" "${BENCH_SCALEOUT_LOADS:=publishers channels}" "${BENCH_PERF:=1}"
+: "${BENCH_PAYLOADS:=garage}" "${BENCH_SCALEOUT_READERS_PER_CHANNEL:=1}" "${BENCH_SCALEOUT_CHANNELS_RATE:=0}" "${BENCH_SCALEOUT_LOADS:=publishers channels}" "${BENCH_PERF:=1}"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chantra-bench.XXXXXX")
 case $MODE in
@@ -396,6 +397,7 @@ cluster_healthy() { # name url...: each answers /healthz within 60 s, and no pro
 run_scaleout() {
   local target=$1 load=$2 round=$3
   local name="${target}__scaleout-${load}__r${round}" flags=()
+  [[ $load == channels && $BENCH_SCALEOUT_CHANNELS_RATE != 0 ]] && name+="__rate${BENCH_SCALEOUT_CHANNELS_RATE}"
   case $load in
     publishers)
       flags=(--scenario publish --publishers "$BENCH_SCALEOUT_PUBLISHERS" --channels "$BENCH_SCALEOUT_HOT_CHANNELS"
@@ -405,7 +407,8 @@ run_scaleout() {
     channels)
       flags=(--scenario channels --publishers "$BENCH_SCALEOUT_PUBLISHERS" --channels "$BENCH_SCALEOUT_CHANNELS"
         --subscribers "$((BENCH_SCALEOUT_CHANNELS * BENCH_SCALEOUT_READERS_PER_CHANNEL))"
-        --messages "$BENCH_SCALEOUT_CHANNELS_MESSAGES" --rate 0 --payload-bytes "$BENCH_PAYLOAD_BYTES")
+        --messages "$BENCH_SCALEOUT_CHANNELS_MESSAGES" --rate "$BENCH_SCALEOUT_CHANNELS_RATE"
+        --payload-bytes "$BENCH_PAYLOAD_BYTES")
       ;;
     *) die "unknown scale-out load $load (publishers, channels)" ;;
   esac

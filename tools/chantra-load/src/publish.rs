@@ -154,6 +154,13 @@ impl Published {
 /// One channel's publish URLs (one per template) and headers, filled in.
 type Destination = (Vec<String>, Vec<(String, String)>);
 
+/// Which of `urls` publish URLs carries round `round` of `channel`: each
+/// channel's messages alternate over every URL, and the channels start at
+/// different URLs, so the load is even however many channels there are.
+fn url_index(channel: usize, round: u64, urls: usize) -> usize {
+    (channel as u64 + round).rem_euclid(urls.max(1) as u64) as usize
+}
+
 /// Publishes message `i` of the plan to channel `i % channels` with sequence
 /// number `first_seq + i / channels`, so every channel sees its own
 /// sequence 0, 1, 2, … round-robin. With several publish URLs, message `i`
@@ -215,7 +222,7 @@ pub async fn publish(
                 let channel = (index % count) as usize;
                 let seq = plan.first_seq + index / count;
                 let (urls, headers) = &destinations[channel];
-                let url = &urls[(channel + (index / count) as usize) % urls.len()];
+                let url = &urls[url_index(channel, index / count, urls.len())];
                 let mut request = client
                     .post(url)
                     .header("content-type", "text/plain")
@@ -259,4 +266,27 @@ pub async fn publish(
         elapsed,
         next_seq: plan.first_seq + rounds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_index;
+
+    #[test]
+    fn each_channel_alternates_over_the_urls_and_the_load_is_even() {
+        for channels in [1usize, 2, 4, 1000] {
+            let mut per_url = [0u64; 2];
+            for round in 0..10u64 {
+                for channel in 0..channels {
+                    let url = url_index(channel, round, 2);
+                    per_url[url] += 1;
+                    if round > 0 {
+                        assert_ne!(url, url_index(channel, round - 1, 2), "{channels} channels: channel {channel}");
+                    }
+                }
+            }
+            assert_eq!(per_url[0], per_url[1], "{channels} channels");
+        }
+        assert_eq!(url_index(7, 3, 1), 0);
+    }
 }
