@@ -2,12 +2,16 @@
 """chantra-load's JSON reports, for scripts/bench.sh.
 
     python3 bench/results.py annotate REPORT.json TARGET SCENARIO EXIT_STATUS SERVER_ALIVE SERVER_LOG TOOL_LOG
+    python3 bench/results.py attach REPORT.json PROFILE.json NOTICES.json ROUND
     python3 bench/results.py render RESULTS_DIR OUT.md [TITLE]
 
 `annotate` adds what only the script knows to one run's report: the target,
 the tool's exit status, whether the server survived, and the distinct
 warnings and errors the server logged (a report is made from the tool's log
 when the tool failed before writing one).
+
+`attach` adds a scale-out run's profile (bench/scaleout_probe.py), the
+notices each channels process received and the round number.
 
 `render` turns every `<target>__<scenario>__<size>.json` in RESULTS_DIR
 (plus `meta.txt` and `token_hash.txt` if present) into markdown: one table
@@ -28,7 +32,7 @@ BENIGN = [
     re.compile(r"the open-file limit caps streams below MAX_STREAMS"),
 ]
 
-TARGET_ORDER = {"embedded": 0, "postgres": 1, "nchan": 2}
+TARGET_ORDER = {"embedded": 0, "postgres": 1, "nchan": 2, "pg-listen": 3, "pg-nats": 4}
 
 
 def num(value, unit="", digits=1):
@@ -254,10 +258,129 @@ def annotate(args):
         tail = pathlib.Path(tool_log).read_text(errors="replace").strip().splitlines()[-3:]
         report = {"scenario": scenario, "ok": False, "problems": ["the tool wrote no report"], "error": " / ".join(tail)}
     report["target"] = target
+    if scenario.startswith("scaleout"):
+        report["bench_scenario"] = scenario
     report["exit_status"] = int(exit_status)
     report["server_alive"] = alive == "1"
     report["server_log_problems"] = log_problems(server_log)
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def attach(args):
+    report_path, profile_path, notices_path, round_number = args
+    path = pathlib.Path(report_path)
+    report = json.loads(path.read_text())
+    for key, source in (("profile", profile_path), ("notices_received", notices_path)):
+        try:
+            report[key] = json.loads(pathlib.Path(source).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            report[key] = {"error": f"{source}: {e}"}
+    report["round"] = int(round_number)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def cpu_pct(run, *names):
+    cpu = (run.get("profile") or {}).get("cpu") or {}
+    values = [cpu[n]["pct_of_one_core"] for n in names if n in cpu]
+    return f"{sum(values):,.0f} %" if values else "–"
+
+
+def top_waits(run, limit=3):
+    waits = (run.get("profile") or {}).get("pg_waits_pct") or {}
+    ranked = sorted(waits.items(), key=lambda kv: -kv[1])[:limit]
+    return ", ".join(f"{k} {v:.0f} %" for k, v in ranked) or "–"
+
+
+def deadlocks(run):
+    d = (run.get("profile") or {}).get("pg_database") or {}
+    return num(d.get("deadlocks"))
+
+
+def notices(run):
+    n = run.get("notices_received") or {}
+    values = [n.get(f"channels-{i}") for i in (1, 2, 3)]
+    return " / ".join("–" if v is None else f"{v:,.0f}" for v in values)
+
+
+def scaleout_rows(runs):
+    for r in sorted(runs, key=lambda r: (TARGET_ORDER.get(r["target"], 9), r.get("round", 0))):
+        s, p, prof = r.get("sizes", {}), r.get("publish", {}), r.get("profile") or {}
+        d = r.get("deliveries") or {}
+        lat_ = r.get("latency_ms") or {}
+        yield [
+            r["target"], r.get("round", "–"), s.get("publishers"), num(s.get("channels")), num(s.get("subscribers")),
+            num(p.get("per_s"), "/s", 0), num((p.get("latency_ms") or {}).get("p50"), " ms"),
+            num(lat_.get("p50"), " ms"), num(lat_.get("p99"), " ms"),
+            f"{d.get('missing', 0):,} / {d.get('duplicates', 0):,}",
+            cpu_pct(r, "rest-1", "rest-2"), cpu_pct(r, "channels-1", "channels-2", "channels-3"),
+            cpu_pct(r, "postgresql"), cpu_pct(r, "garage"), cpu_pct(r, "nats-server"), cpu_pct(r, "chantra-load"),
+            num(prof.get("others_pct_of_one_core"), " %", 0), num(prof.get("machine_busy_pct"), " %", 0), num(prof.get("pg_active_backends_mean"), "", 1),
+            top_waits(r), deadlocks(r), notices(r), status(r),
+        ]
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def scaleout_summary(runs):
+    """Per target: median and min–max over the rounds."""
+    by_target = {}
+    for r in runs:
+        by_target.setdefault(r["target"], []).append(r)
+    for target in sorted(by_target, key=lambda t: TARGET_ORDER.get(t, 9)):
+        group = by_target[target]
+        def spread(f, unit, digits=0):
+            values = [f(r) for r in group]
+            values = [v for v in values if v is not None]
+            if not values:
+                return "–"
+            fmt = f"{{:,.{digits}f}}"
+            return f"{fmt.format(median(values))}{unit} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+        yield [
+            target, len(group),
+            spread(lambda r: (r.get("publish") or {}).get("per_s"), "/s"),
+            spread(lambda r: (r.get("latency_ms") or {}).get("p50"), " ms", 1),
+            spread(lambda r: (r.get("latency_ms") or {}).get("p99"), " ms", 1),
+            sum(1 for r in group if r.get("ok") and r.get("exit_status") == 0),
+        ]
+
+
+def scaleout_section(key, runs):
+    title = {"scaleout-publishers": "Scale-out, load publishers: P concurrent publishers on a few channels",
+             "scaleout-channels": "Scale-out, load channels: many channels, readers spread over the processes"}[key]
+    parts = [f"## {title}", "",
+             "2 rest + 3 channels processes on PostgreSQL + garage; pg-listen = LISTEN/NOTIFY, pg-nats = "
+             "FANOUT_URL=nats://. Publish→deliver latency from the timestamp in each payload; CPU = share of one "
+             "core over publish start → last delivery (/proc); PostgreSQL = the benchmark database's backends plus "
+             "the cluster's background processes; pg active = mean active client backends per 100 ms sample; "
+             "CPU others = everything else on the shared machine (other builds); machine busy = both cores; "
+             "waits = share of those samples (CPU = on CPU, no wait); notices = chantra_fanout_notices_received_total "
+             "per channels process.", "",
+             "Median (min–max) over the rounds:", "",
+             table(["target", "runs", "publishes/s", "deliver p50", "deliver p99", "runs ok"],
+                   list(scaleout_summary(runs))), "",
+             table(["target", "round", "publishers", "channels", "readers", "publishes/s", "publish p50",
+                    "deliver p50", "deliver p99", "missing / dup", "CPU rest ×2", "CPU channels ×3", "CPU PostgreSQL",
+                    "CPU garage", "CPU nats", "CPU load tool", "CPU others", "machine busy", "pg active", "pg waits (top 3)", "pg deadlocks",
+                    "notices ch-1 / ch-2 / ch-3", "result"], list(scaleout_rows(runs))), ""]
+    for target in sorted({r["target"] for r in runs}, key=lambda t: TARGET_ORDER.get(t, 9)):
+        first = next((r for r in sorted(runs, key=lambda r: r.get("round", 0))
+                      if r["target"] == target and (r.get("profile") or {}).get("perf")), None)
+        if not first:
+            continue
+        perf = first["profile"]["perf"]
+        parts += [f"perf, {target}, round {first.get('round')} (`{perf['command']}`, {perf['seconds']} s, both cores):",
+                  "", "```"]
+        parts += [f"{share:5.1f} %  {what}" for share, what in perf.get("by_process", [])[:10]]
+        parts += ["", "top symbols:"]
+        parts += [f"{share:5.1f} %  {what}" for share, what in perf.get("by_symbol", [])[:20]]
+        parts += ["```", ""]
+    return parts
 
 
 def render(args):
@@ -278,18 +401,22 @@ def render(args):
         parts += ["## (e) Token check cost", "", "`cargo bench --bench token_hash`:", "", "```",
                   token.read_text().strip(), "```", ""]
     for key, heading, note, header, rows in SECTIONS:
-        chosen = [r for r in runs if r.get("scenario") == key]
+        chosen = [r for r in runs if r.get("scenario") == key and "bench_scenario" not in r]
         if not chosen:
             continue
         chosen.sort(key=lambda r: (TARGET_ORDER.get(r["target"], 9), (r.get("sizes") or {}).get("subscribers") or 0))
         parts += [f"## {heading}", "", note + ".", "", table(header, list(rows(chosen))), ""]
+    for key in ("scaleout-publishers", "scaleout-channels"):
+        chosen = [r for r in runs if r.get("bench_scenario") == key]
+        if chosen:
+            parts += scaleout_section(key, chosen)
     parts += ["Raw reports: the JSON files next to this one.", ""]
     out.write_text("\n".join(parts))
     print(f"render: wrote {out}")
 
 
 if __name__ == "__main__":
-    commands = {"annotate": annotate, "render": render}
+    commands = {"annotate": annotate, "attach": attach, "render": render}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

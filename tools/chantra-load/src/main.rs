@@ -101,7 +101,8 @@ pub struct Args {
     /// wait: the MCP endpoint (streamable HTTP), e.g. http://127.0.0.1:8090/mcp.
     #[arg(long)]
     pub mcp_url: Option<String>,
-    /// Publish URL template, e.g. http://127.0.0.1:8081/v1/channels/{channel}/publish.
+    /// Publish URL template, e.g. http://127.0.0.1:8081/v1/channels/{channel}/publish. Several,
+    /// separated by spaces, spread the publishes round-robin (e.g. two rest processes).
     #[arg(long, required_unless_present = "worker")]
     pub publish_url: Option<String>,
     /// Extra publish header template, e.g. "X-Publish-Token: {token}".
@@ -141,6 +142,12 @@ pub struct Args {
     /// Seconds opening (or reconnecting) every subscriber may take in all.
     #[arg(long, default_value_t = 300)]
     pub connect_deadline_secs: u64,
+    /// Appends `<event> <unix ms>` lines to this file (publish_start,
+    /// publish_end, drain_end in fanout, publish and channels), so a profiler
+    /// running beside the tool (bench/scaleout_probe.py) can cut its samples
+    /// to the measured window, leaving out channel creation and connects.
+    #[arg(long)]
+    pub mark_file: Option<std::path::PathBuf>,
     /// Internal: run as a worker process holding subscribers for a parent.
     #[arg(long, hide = true)]
     pub worker: bool,

@@ -21,6 +21,8 @@ pub struct Target {
     /// several channels get `-<index>` appended.
     pub channel_name: String,
     pub subscribe_url: String,
+    /// One template or several separated by spaces (e.g. two rest processes):
+    /// each channel's messages alternate over them (see `publish`).
     pub publish_url: String,
     pub publish_headers: Vec<String>,
 }
@@ -58,6 +60,11 @@ pub fn client(source: Option<IpAddr>, pool: usize) -> Result<reqwest::Client, St
 }
 
 impl Target {
+    /// The publish URL templates (one per rest process).
+    pub fn publish_templates(&self) -> Vec<&str> {
+        self.publish_url.split_whitespace().collect()
+    }
+
     /// Creates `count` channels through the API (`concurrency` requests at a
     /// time), or names them when there is no create URL.
     pub async fn channels(
@@ -144,12 +151,22 @@ impl Published {
     }
 }
 
-/// One channel's publish URL and headers, filled in.
-type Destination = (String, Vec<(String, String)>);
+/// One channel's publish URLs (one per template) and headers, filled in.
+type Destination = (Vec<String>, Vec<(String, String)>);
+
+/// Which of `urls` publish URLs carries round `round` of `channel`: each
+/// channel's messages alternate over every URL, and the channels start at
+/// different URLs, so the load is even however many channels there are.
+fn url_index(channel: usize, round: u64, urls: usize) -> usize {
+    (channel as u64 + round).rem_euclid(urls.max(1) as u64) as usize
+}
 
 /// Publishes message `i` of the plan to channel `i % channels` with sequence
 /// number `first_seq + i / channels`, so every channel sees its own
-/// sequence 0, 1, 2, … round-robin.
+/// sequence 0, 1, 2, … round-robin. With several publish URLs, message `i`
+/// goes through URL `(channel + round) % urls`: each channel's messages
+/// alternate over every rest process, and so does the load, whatever the
+/// number of channels.
 pub async fn publish(
     client: &reqwest::Client,
     target: &Target,
@@ -159,8 +176,13 @@ pub async fn publish(
     if channels.is_empty() {
         return Err("no channel to publish to".to_owned());
     }
-    let first_url = fill(&target.publish_url, &channels[0]);
-    check_loopback_url(&first_url)?;
+    let templates = target.publish_templates();
+    if templates.is_empty() {
+        return Err("--publish-url is empty".to_owned());
+    }
+    for template in &templates {
+        check_loopback_url(&fill(template, &channels[0]))?;
+    }
     let destinations: Arc<Vec<Destination>> = Arc::new(
         channels
             .iter()
@@ -171,7 +193,7 @@ pub async fn publish(
                     .filter_map(|h| h.split_once(':'))
                     .map(|(name, value)| (name.trim().to_owned(), fill(value.trim(), channel)))
                     .collect();
-                (fill(&target.publish_url, channel), headers)
+                (templates.iter().map(|t| fill(t, channel)).collect(), headers)
             })
             .collect(),
     );
@@ -199,7 +221,8 @@ pub async fn publish(
                 }
                 let channel = (index % count) as usize;
                 let seq = plan.first_seq + index / count;
-                let (url, headers) = &destinations[channel];
+                let (urls, headers) = &destinations[channel];
+                let url = &urls[url_index(channel, index / count, urls.len())];
                 let mut request = client
                     .post(url)
                     .header("content-type", "text/plain")
@@ -243,4 +266,27 @@ pub async fn publish(
         elapsed,
         next_seq: plan.first_seq + rounds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_index;
+
+    #[test]
+    fn each_channel_alternates_over_the_urls_and_the_load_is_even() {
+        for channels in [1usize, 2, 4, 1000] {
+            let mut per_url = [0u64; 2];
+            for round in 0..10u64 {
+                for channel in 0..channels {
+                    let url = url_index(channel, round, 2);
+                    per_url[url] += 1;
+                    if round > 0 {
+                        assert_ne!(url, url_index(channel, round - 1, 2), "{channels} channels: channel {channel}");
+                    }
+                }
+            }
+            assert_eq!(per_url[0], per_url[1], "{channels} channels");
+        }
+        assert_eq!(url_index(7, 3, 1), 0);
+    }
 }

@@ -131,6 +131,19 @@ impl<'a> Context<'a> {
         log(self.started, text);
     }
 
+    /// Writes one `<event> <unix ms>` line to --mark-file, if given.
+    fn mark(&self, event: &str) -> Result<(), String> {
+        use std::io::Write as _;
+        let Some(path) = &self.args.mark_file else { return Ok(()) };
+        let millis = crate::message::now_micros() / 1000;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| writeln!(file, "{event} {millis}"))
+            .map_err(|e| format!("--mark-file {}: {e}", path.display()))
+    }
+
     async fn channels(&mut self) -> Result<(Vec<Channel>, u64), String> {
         let started = Instant::now();
         let channels = self.target.channels(&self.client, self.sizes.channels, 32).await?;
@@ -353,11 +366,14 @@ async fn pubsub(mut cx: Context<'_>) -> Result<Value, String> {
         connect = Some(cx.open(fleet, cx.args.connect_concurrency, "connect").await?);
         open = cx.memory_after(Duration::from_millis(500)).await;
     }
+    cx.mark("publish_start")?;
     let published = cx.publish(&channels, cx.plan(cx.sizes.messages, 0), "publish").await?;
+    cx.mark("publish_end")?;
     let outcome = match fleet {
         Some(fleet) => Some(cx.drain_and_finish(fleet, published.ok_by_channel.clone()).await?),
         None => None,
     };
+    cx.mark("drain_end")?;
     // With several publishers on one channel, the order they publish in is not defined.
     let order_matters = cx.sizes.publishers <= cx.sizes.channels;
     if let Some(outcome) = &outcome {
@@ -497,7 +513,7 @@ async fn wait(mut cx: Context<'_>) -> Result<Value, String> {
     let (channels, create_ms) = cx.channels().await?;
     let channel = channels[0].clone();
     // The seed: every waiter's first cursor, so none misses a message however late it starts.
-    let seed_url = publish::fill(&cx.target.publish_url, &channel);
+    let seed_url = publish::fill(cx.target.publish_templates().first().ok_or("--publish-url is empty")?, &channel);
     let mut request = cx.client.post(&seed_url).header("content-type", "text/plain").body("seed");
     for (name, value) in cx.target.publish_headers.iter().filter_map(|h| h.split_once(':')) {
         request = request.header(name.trim(), publish::fill(value.trim(), &channel));
