@@ -184,6 +184,26 @@ proptest! {
     }
 
     #[test]
+    fn a_frame_is_never_larger_than_its_payload_as_base64(
+        (mut row, _) in stored_message(),
+        payload in prop_oneof![payload(), json_document(), proptest::collection::vec(0u8..0x20, 0..4096)],
+    ) {
+        // The hub's ring admits a live message, and a replay reserves its
+        // budget, by the payload's base64 size plus this allowance
+        // (FRAME_OVERHEAD in chantra-core's service/stream.rs): text that
+        // escapes to more than that (control characters, six bytes each)
+        // must go as base64, or a frame could be 4.5 times what was reserved.
+        row.payload_size = payload.len() as i64;
+        let allowance = 320 + serde_json::to_string(&row.content_type).unwrap().len();
+        let bound = base64::encoded_len(payload.len(), true).unwrap() + allowance;
+        let sse = frame::message(&row, &payload);
+        let line = chantra::http::channels::lines::message(&row, &payload);
+        prop_assert!(sse.len() <= bound, "SSE frame {} bytes > {bound}", sse.len());
+        prop_assert!(line.len() <= bound, "NDJSON line {} bytes > {bound}", line.len());
+        check_message(&parse_one(&sse).map_err(TestCaseError::fail)?[0], &row, &payload)?;
+    }
+
+    #[test]
     fn a_stream_of_frames_survives_any_chunking(
         messages in proptest::collection::vec(stored_message(), 1..6),
         cuts in proptest::collection::vec(0.0f64..1.0, 0..24),

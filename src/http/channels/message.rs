@@ -32,7 +32,9 @@ pub enum Encoding {
     /// bytes are valid JSON: `payload` is that JSON value, minified.
     Json,
     /// A textual content type (`text/*`, `application/xml`, `*+xml`, or JSON
-    /// that does not parse) whose bytes are UTF-8: `payload` is a string.
+    /// that does not parse) whose bytes are UTF-8: `payload` is a string —
+    /// unless escaping makes that string longer than the base64 (text made
+    /// mostly of control characters, each `\u00XX`): then base64.
     Text,
     /// Anything else: `payload` is standard padded base64.
     Base64,
@@ -41,12 +43,21 @@ pub enum Encoding {
 impl Encoding {
     /// The encoding of `payload` stored as `content_type` (parameters such
     /// as `charset` are ignored).
+    ///
+    /// A payload is never written larger than its base64: a minified JSON
+    /// document is at most its own size, and text is only sent as a string
+    /// when its escaped form is no longer than base64. So every frame's
+    /// size is bounded by its payload size alone — what the hub's ring
+    /// (SSE_LIVE_FRAME_MAX_BYTES) and the replay budget reserve by.
     pub fn of(content_type: &str, payload: &[u8]) -> Self {
         let json = is_json(content_type);
         if json && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
             return Encoding::Json;
         }
-        if (json || is_textual(content_type)) && std::str::from_utf8(payload).is_ok() {
+        if (json || is_textual(content_type))
+            && std::str::from_utf8(payload).is_ok()
+            && escaped_len(payload) <= base64::encoded_len(payload.len(), true).unwrap_or(usize::MAX)
+        {
             return Encoding::Text;
         }
         Encoding::Base64
@@ -59,6 +70,19 @@ impl Encoding {
             Encoding::Base64 => "base64",
         }
     }
+}
+
+/// The length of `text` inside a JSON string as serde_json escapes it:
+/// `"`, `\\` and the five short control escapes take two bytes, other
+/// control characters six (`\u00XX`), everything else itself.
+fn escaped_len(text: &[u8]) -> usize {
+    text.iter()
+        .map(|&byte| match byte {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// `text/*`, `application/xml` and any `+xml` type.
@@ -173,10 +197,23 @@ mod tests {
             ("application/octet-stream", b"plain ascii", Encoding::Base64),
             ("image/png", b"\x89PNG", Encoding::Base64),
             ("text/json", br#"{"a":1}"#, Encoding::Text),
+            // Escaped, these would be longer than their base64.
+            ("text/plain", b"\x01\x02\x03", Encoding::Base64),
+            ("text/plain", b"\n\n\n", Encoding::Base64),
+            ("text/plain", b"line one\nline two\n", Encoding::Text),
             // Valid JSON whatever its numbers: nothing is converted.
             ("application/json", b"[1e400, 123456789012345678901234567890]", Encoding::Json),
         ] {
             assert_eq!(Encoding::of(content_type, payload), expected, "{content_type} {payload:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_length_is_what_serde_json_writes() {
+        let all: Vec<u8> = (0u8..0x80).collect();
+        for text in [&b""[..], b"plain", b"\"quoted\" \\ back", b"\x08\x0c\n\r\t", &all, "é😀\u{2028}".as_bytes()] {
+            let written = serde_json::to_string(std::str::from_utf8(text).unwrap()).unwrap();
+            assert_eq!(escaped_len(text) + 2, written.len(), "{text:?}");
         }
     }
 

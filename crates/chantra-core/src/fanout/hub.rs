@@ -31,9 +31,9 @@ pub struct LiveMessage {
     /// each made by the first reader that needs it and shared by the others.
     /// A line is only made when an NDJSON reader follows the channel; then
     /// a ring entry holds two encodings. The ring admits a message by its
-    /// base64 size ([`Hub::carries_frame`]); a text payload is usually
-    /// smaller than that, but one made of control characters (each escaped
-    /// as `\u00XX`) is up to 4.5 times larger.
+    /// base64 size ([`Hub::carries_frame`]), and no encoding is larger than
+    /// that plus its fields (the edge sends text that would escape to more
+    /// as base64): an entry holds at most the payload and two such frames.
     encoded: [OnceLock<Bytes>; Framing::COUNT],
 }
 
