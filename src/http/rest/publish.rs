@@ -159,17 +159,8 @@ pub async fn publish(
     let bytes = read_limited(&headers, body, body_limit, max_payload).await?;
 
     let query_ttl = query_param(query.as_deref(), "ttl").map(|v| Ttl::parse(&v)).transpose()?;
-    let input = if envelope {
-        parse_envelope(&bytes, query_ttl)?
-    } else {
-        let content_type = match declared.as_deref().map(str::trim) {
-            None | Some("") => ContentType::default(),
-            Some(t) if t.eq_ignore_ascii_case(FORM_TYPE) => ContentType::parse(TEXT_TYPE)?,
-            Some(t) => ContentType::parse(t)?,
-        };
-        require_valid_json(&content_type, &bytes)?;
-        PublishInput { payload: bytes, content_type, ttl: query_ttl.unwrap_or_default(), idempotency_key: None }
-    };
+    let input =
+        if envelope { parse_envelope(&bytes, query_ttl)? } else { parse_raw(declared.as_deref(), &bytes, query_ttl)? };
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(IdempotencyKey::parse(v.to_str().unwrap_or_default())?),
@@ -201,6 +192,23 @@ fn parse_envelope(bytes: &[u8], query_ttl: Option<Ttl>) -> Result<PublishInput, 
     // reaches readers as text or base64, never as a JSON document.
     let content_type = request.content_type.as_deref().map(ContentType::parse).transpose()?.unwrap_or_default();
     Ok(PublishInput { payload: Bytes::from(payload), content_type, ttl, idempotency_key: None })
+}
+
+/// A body that is the payload itself, of the declared type. The payload is
+/// copied out of the body: hyper hands the body over as a slice of the
+/// connection's read buffer (8 KiB or more, shared with the requests read
+/// after it), and a message kept in the hub's live ring would pin that whole
+/// buffer — up to thousands of times the payload's own size, which is all
+/// the ring's bound counts.
+fn parse_raw(declared: Option<&str>, body: &Bytes, query_ttl: Option<Ttl>) -> Result<PublishInput, AppError> {
+    let content_type = match declared.map(str::trim) {
+        None | Some("") => ContentType::default(),
+        Some(t) if t.eq_ignore_ascii_case(FORM_TYPE) => ContentType::parse(TEXT_TYPE)?,
+        Some(t) => ContentType::parse(t)?,
+    };
+    require_valid_json(&content_type, body)?;
+    let payload = Bytes::copy_from_slice(body);
+    Ok(PublishInput { payload, content_type, ttl: query_ttl.unwrap_or_default(), idempotency_key: None })
 }
 
 /// Whether a Content-Type is the envelope's (parameters ignored).
@@ -248,6 +256,19 @@ mod tests {
         assert_eq!(input.ttl.seconds(), 60);
         let input = parse_envelope(br#"{"payload":"aGk=","ttl_seconds":null}"#, None).unwrap();
         assert_eq!(input.ttl.seconds(), 172_800);
+    }
+
+    #[test]
+    fn a_raw_payload_owns_its_bytes() {
+        // What hyper hands over: a few bytes of a larger shared buffer.
+        let buffer = Bytes::from(vec![b'x'; 16 * 1024]);
+        let body = buffer.slice(100..110);
+        let input = parse_raw(Some("text/plain"), &body, None).unwrap();
+        assert_eq!(&input.payload[..], &body[..]);
+        // Not a view of the buffer: keeping the payload does not keep the 16 KiB.
+        assert!(input.payload.is_unique(), "the payload pins the body's buffer");
+        drop((body, input));
+        assert!(buffer.is_unique());
     }
 
     #[test]
