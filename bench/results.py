@@ -4,6 +4,7 @@
     python3 bench/results.py annotate REPORT.json TARGET SCENARIO EXIT_STATUS SERVER_ALIVE SERVER_LOG TOOL_LOG
     python3 bench/results.py attach REPORT.json PROFILE.json NOTICES.json ROUND
     python3 bench/results.py render RESULTS_DIR OUT.md [TITLE]
+    python3 bench/results.py targets RESULTS_DIR
 
 `annotate` adds what only the script knows to one run's report: the target,
 the tool's exit status, whether the server survived, and the distinct
@@ -12,6 +13,9 @@ when the tool failed before writing one).
 
 `attach` adds a scale-out run's profile (bench/scaleout_probe.py), the
 notices each channels process received and the round number.
+
+`targets` prints issue 18's targets, each with its figure (the median over
+the rounds, with the range) and a verdict; `render` adds the same table.
 
 `render` turns every `<target>__<scenario>__<size>.json` in RESULTS_DIR
 (plus `meta.txt` and `token_hash.txt` if present) into markdown: one table
@@ -32,7 +36,7 @@ BENIGN = [
     re.compile(r"the open-file limit caps streams below MAX_STREAMS"),
 ]
 
-TARGET_ORDER = {"embedded": 0, "postgres": 1, "nchan": 2, "pg-listen": 3, "pg-nats": 4}
+TARGET_ORDER = {"embedded": 0, "postgres": 1, "garage": 2, "nchan": 3, "pg-listen": 4, "pg-nats": 5}
 
 
 def num(value, unit="", digits=1):
@@ -383,15 +387,174 @@ def scaleout_section(key, runs):
     return parts
 
 
-def render(args):
-    results, out = pathlib.Path(args[0]), pathlib.Path(args[1])
-    title = args[2] if len(args) > 2 else "Benchmark results"
+# ------------------------------------------------------------ issue 18 targets
+
+
+def cpu_between(run, start, end):
+    """Server CPU seconds between two of the tool's marks, or None."""
+    cpu = run.get("server_cpu_s") or {}
+    if start in cpu and end in cpu:
+        return cpu[end] - cpu[start]
+    return None
+
+
+def publish_rate(run):
+    return (run.get("publish") or {}).get("per_s")
+
+
+def publish_p99(run):
+    return ((run.get("publish") or {}).get("latency_ms") or {}).get("p99")
+
+
+def cpu_per_publish_us(run):
+    cpu, ok = cpu_between(run, "publish_start", "publish_end"), (run.get("publish") or {}).get("ok")
+    return None if cpu is None or not ok else cpu / ok * 1e6
+
+
+def delivery_p99(run):
+    return (run.get("latency_ms") or {}).get("p99")
+
+
+def cpu_per_delivery_us(run):
+    cpu, delivered = cpu_between(run, "publish_start", "drain_end"), (run.get("deliveries") or {}).get("delivered")
+    return None if cpu is None or not delivered else cpu / delivered * 1e6
+
+
+def reconnect_all_ms(run):
+    return (run.get("reconnect") or {}).get("last_connected_ms")
+
+
+def round_of(run):
+    match = re.search(r"__r(\d+)$", run.get("_name", ""))
+    return int(match.group(1)) if match else 1
+
+
+def figures(runs, target, scenario, size, figure):
+    """{round: value} for one target, scenario and size."""
+    out = {}
+    for r in runs:
+        s = r.get("sizes") or {}
+        run_size = s.get("publishers") if scenario == "publish" else s.get("channels") if scenario == "channels" \
+            else s.get("subscribers")
+        if r.get("target") == target and r.get("scenario") == scenario and (size is None or run_size == size):
+            value = figure(r)
+            if value is not None:
+                out[round_of(r)] = value
+    return out
+
+
+def spread(values, unit="", digits=0):
+    values = sorted(values)
+    if not values:
+        return "–"
+    text = f"{num(median(values), unit, digits)}"
+    if len(values) > 1:
+        text += f" ({num(values[0], '', digits)}–{num(values[-1], unit, digits)}, {len(values)} runs)"
+    return text
+
+
+def absolute(runs, label, target, scenario, size, figure, limit, unit, digits=0, above=True):
+    got = figures(runs, target, scenario, size, figure)
+    if not got:
+        return [label, f"{target}: not measured in these runs", "–"]
+    value = median(list(got.values()))
+    met = value >= limit if above else value <= limit
+    return [label, f"{target}: {spread(got.values(), unit, digits)}", "**met**" if met else "**missed**"]
+
+
+def relative(runs, label, target, scenario, size, figure, factor, unit, digits=0, peer="nchan"):
+    """Chantra's figure ≤ factor × the peer's, compared round by round (same machine mood)."""
+    mine, theirs = figures(runs, target, scenario, size, figure), figures(runs, peer, scenario, size, figure)
+    rounds = sorted(set(mine) & set(theirs))
+    ratios = [mine[k] / theirs[k] for k in rounds if theirs[k]]
+    if not ratios:
+        return [label, f"{target} and {peer}: not both measured in one round", "–"]
+    ratio = median(ratios)
+    text = (f"{target} {spread([mine[k] for k in rounds], unit, digits)} vs {peer} "
+            f"{spread([theirs[k] for k in rounds], unit, digits)}: {spread(ratios, '×', 2)}")
+    return [label, text, "**met**" if ratio <= factor else "**missed**"]
+
+
+def target_rows(runs):
+    rows = [
+        absolute(runs, "1. embedded durable publishes ≥ 25,000/s (64 publishers, 1 KiB)", "embedded", "publish", None,
+                 publish_rate, 25000, "/s"),
+        absolute(runs, "1. embedded publish p99 ≤ 20 ms", "embedded", "publish", None, publish_p99, 20, " ms", 1,
+                 above=False),
+        absolute(runs, "1. embedded server CPU per publish ≤ 60 µs", "embedded", "publish", None, cpu_per_publish_us,
+                 60, " µs", 1, above=False),
+    ]
+    # 2. PostgreSQL + S3 against the raw PUT rate of the same garage, round by round.
+    mine, raw = figures(runs, "postgres", "publish", None, publish_rate), figures(runs, "garage", "publish", None,
+                                                                                   publish_rate)
+    rounds = sorted(set(mine) & set(raw))
+    if not rounds:
+        rows.append(["2. PostgreSQL + S3 publishes ≥ 80 % of the raw S3 PUT rate (same concurrency and size)",
+                     "postgres and garage PUT: not both measured in one round", "–"])
+    else:
+        ratios = [mine[k] / raw[k] for k in rounds if raw[k]]
+        ratio = median(ratios) if ratios else 0
+        rows.append(["2. PostgreSQL + S3 publishes ≥ 80 % of the raw S3 PUT rate (same concurrency and size)",
+                     f"postgres {spread([mine[k] for k in rounds], '/s')} vs garage PUT "
+                     f"{spread([raw[k] for k in rounds], '/s')}: {spread([100 * x for x in ratios], ' %')}",
+                     "**met**" if ratio >= 0.8 else "**missed**"])
+        best_raw = median([raw[k] for k in rounds])
+        pg = median([mine[k] for k in rounds])
+        if best_raw * 0.8 < 3000:
+            verdict = f"not applicable: 80 % of garage's raw rate ({num(best_raw * 0.8, '/s', 0)}) is below 3,000/s"
+        else:
+            verdict = "**met**" if pg >= 3000 else "**missed**"
+        rows.append(["2. PostgreSQL + S3 publishes ≥ 3,000/s if garage's raw rate allows it",
+                     f"postgres {num(pg, '/s', 0)}", verdict])
+    for n in (5000, 10000):
+        for target in ("embedded", "postgres"):
+            rows.append(relative(runs, f"3. fan-out {n:,}: p99 ≤ nchan's", target, "fanout", n, delivery_p99, 1.0,
+                                 " ms", 1))
+            rows.append(relative(runs, f"3. fan-out {n:,}: server CPU per delivery ≤ nchan's", target, "fanout", n,
+                                 cpu_per_delivery_us, 1.0, " µs", 2))
+    for target in ("embedded", "postgres"):
+        rows.append(absolute(runs, "3. memory per idle stream ≤ 6 KiB", target, "idle", None,
+                             lambda r: r.get("rss_per_stream_kib"), 6, " KiB", 1, above=False))
+        rows.append(absolute(runs, "3. 10,000 channels × 1 subscriber: memory per stream ≤ 8 KiB", target,
+                             "channels", None, lambda r: r.get("rss_per_stream_kib"), 8, " KiB", 1, above=False))
+        rows.append(relative(runs, "4. resume storm: all reconnected within 1.5 × nchan's time", target, "resume",
+                             None, reconnect_all_ms, 1.5, " ms"))
+    return rows
+
+
+def targets_section(runs):
+    rows = target_rows(runs)
+    if not rows:
+        return []
+    return ["## Targets (issue 18)", "",
+            "Median over the rounds (range, runs); relative targets compare each round's runs, which shared the "
+            "machine's mood. CPU is the server's process tree between the tool's marks (publish: first to last "
+            "publish; fan-out: first publish to last delivery).", "",
+            table(["target", "figure", "verdict"], rows), ""]
+
+
+def load_runs(results):
     runs = []
     for path in sorted(results.glob("*.json")):
         try:
-            runs.append(json.loads(path.read_text()))
+            run = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             print(f"render: skipping {path}: {e}", file=sys.stderr)
+            continue
+        if isinstance(run, dict):
+            run["_name"] = path.stem
+            runs.append(run)
+    return runs
+
+
+def targets(args):
+    print("\n".join(targets_section(load_runs(pathlib.Path(args[0])))) or "no run of an issue 18 target")
+
+
+def render(args):
+    results, out = pathlib.Path(args[0]), pathlib.Path(args[1])
+    title = args[2] if len(args) > 2 else "Benchmark results"
+    runs = load_runs(results)
     parts = [f"# {title}", ""]
     meta = results / "meta.txt"
     if meta.exists():
@@ -406,6 +569,7 @@ def render(args):
             continue
         chosen.sort(key=lambda r: (TARGET_ORDER.get(r["target"], 9), (r.get("sizes") or {}).get("subscribers") or 0))
         parts += [f"## {heading}", "", note + ".", "", table(header, list(rows(chosen))), ""]
+    parts += targets_section(runs)
     for key in ("scaleout-publishers", "scaleout-channels"):
         chosen = [r for r in runs if r.get("bench_scenario") == key]
         if chosen:
@@ -416,7 +580,7 @@ def render(args):
 
 
 if __name__ == "__main__":
-    commands = {"annotate": annotate, "attach": attach, "render": render}
+    commands = {"annotate": annotate, "attach": attach, "render": render, "targets": targets}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

@@ -4,7 +4,9 @@
 # measured by the same tool (chantra-load) with the same scenarios:
 #
 #   token     (e) cost of one token check: cargo bench --bench token_hash
-#   publish   (a) publish throughput: 1 KiB payloads, 64 concurrent publishers
+#   publish   (a) publish throughput: 1 KiB payloads, 64 concurrent publishers; with
+#             target postgres, also garage's raw PUT rate at the same sizes (target
+#             "garage": chantra-load --scenario s3put, the same S3 client as Chantra's)
 #   fanout    (b) one channel × N subscribers, M messages at R/s
 #   channels  (c) 10,000 channels × 1 subscriber, messages round-robin
 #   idle      (d) N streams held open: memory per stream, all still alive
@@ -41,7 +43,10 @@
 # Every server gets a fresh process per run (so idle memory is a clean
 # baseline), listens on free loopback ports and is stopped on exit. Chantra
 # runs `serve --role rest,channels --no-sweeper` with RATE_LIMIT_PER_SECOND=0
-# and high stream limits. Exit status: 0 when every run passed its checks.
+# and high stream limits. At the end it prints issue 18's targets, each with
+# its figure (median over BENCH_REPEAT rounds, and the range) and a verdict
+# (bench/results.py targets; also in the markdown). Exit status: 0 when every
+# run passed its checks (a missed target is a verdict, not a failure).
 #
 # Environment (defaults are the issue's sizes; BENCH_QUICK / --smoke shrink them):
 #   BENCH_TARGETS         embedded postgres nchan (scaleout alone: pg-listen pg-nats)
@@ -529,6 +534,28 @@ run() {
   fi
 }
 
+# The raw PUT rate of the garage Chantra just published to, at the same
+# concurrency, size and duration, through the same S3 client (chantra-load
+# --scenario s3put): issue 18 wants PostgreSQL + S3 publishing at >= 80 % of
+# it. Reported as target "garage", scenario publish; CPU is garage's.
+run_raw_s3() {
+  local name="garage__publish__${BENCH_PUBLISHERS}" status=0
+  ((BENCH_REPEAT > 1)) && name+="__r$ROUND"
+  log "garage / raw PUT loop / $BENCH_PUBLISHERS"
+  env S3_ENDPOINT="$CHANTRA_TEST_S3_ENDPOINT" S3_ACCESS_KEY="$CHANTRA_TEST_S3_ACCESS_KEY" \
+    S3_SECRET_KEY="$CHANTRA_TEST_S3_SECRET_KEY" S3_BUCKET="$CHANTRA_TEST_S3_BUCKET" S3_REGION=us-east-1 \
+    "$LOAD" --scenario s3put --publishers "$BENCH_PUBLISHERS" --duration-secs "$BENCH_PUBLISH_SECS" \
+    --payload-bytes "$BENCH_PAYLOAD_BYTES" ${GARAGE_PID:+--server-pid "$GARAGE_PID"} \
+    >"$BENCH_OUT/$name.json" 2>"$WORK/$name.tool.log" || status=$?
+  python3 "$ROOT/bench/results.py" annotate "$BENCH_OUT/$name.json" garage publish "$status" 1 /dev/null \
+    "$WORK/$name.tool.log"
+  if [[ $status != 0 ]]; then
+    FAILED+=("$name")
+    log "FAILED: $name (tool exit $status); the tool's last lines:"
+    tail -n 5 "$WORK/$name.tool.log" >&2
+  fi
+}
+
 scenarios_for() {
   local target=$1 round=$2 scenario n load
   for scenario in $BENCH_SCENARIOS; do
@@ -548,6 +575,7 @@ scenarios_for() {
       publish)
         run "$target" publish "$BENCH_PUBLISHERS" --publishers "$BENCH_PUBLISHERS" \
           --duration-secs "$BENCH_PUBLISH_SECS" --messages 100000000 --payload-bytes "$BENCH_PAYLOAD_BYTES"
+        [[ $target == postgres ]] && run_raw_s3
         ;;
       fanout)
         for n in $BENCH_FANOUT; do
@@ -655,6 +683,9 @@ else
   python3 "$ROOT/bench/results.py" render "$BENCH_OUT" "$BENCH_OUT/results.md" "Benchmarks, $DATE ($MODE)"
   [[ $MODE == quick ]] && cat "$BENCH_OUT/results.md"
 fi
+
+# Issue 18's targets: figure and verdict for each (also in the markdown).
+python3 "$ROOT/bench/results.py" targets "$BENCH_OUT"
 
 if ((${#FAILED[@]})); then
   log "${#FAILED[@]} run(s) failed their checks: ${FAILED[*]}"

@@ -22,6 +22,7 @@
 mod fleet;
 mod message;
 mod publish;
+mod s3put;
 mod scenarios;
 mod sse;
 mod stats;
@@ -41,6 +42,9 @@ pub enum Scenario {
     Idle,
     Resume,
     Wait,
+    /// Not Chantra: a plain PUT loop against the S3 server in S3_ENDPOINT
+    /// (S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY), the publish scenario's sizes.
+    S3put,
 }
 
 #[derive(Debug, Parser)]
@@ -96,14 +100,14 @@ pub struct Args {
     pub channel: String,
     /// Subscribe URL template, e.g. http://127.0.0.1:8070/v1/public/{channel}. Several,
     /// separated by spaces, spread the subscribers round-robin (e.g. two channels processes).
-    #[arg(long, required_unless_present = "worker")]
+    #[arg(long)]
     pub subscribe_url: Option<String>,
     /// wait: the MCP endpoint (streamable HTTP), e.g. http://127.0.0.1:8090/mcp.
     #[arg(long)]
     pub mcp_url: Option<String>,
     /// Publish URL template, e.g. http://127.0.0.1:8081/v1/channels/{channel}/publish. Several,
     /// separated by spaces, spread the publishes round-robin (e.g. two rest processes).
-    #[arg(long, required_unless_present = "worker")]
+    #[arg(long)]
     pub publish_url: Option<String>,
     /// Extra publish header template, e.g. "X-Publish-Token: {token}".
     #[arg(long)]

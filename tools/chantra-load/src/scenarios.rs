@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::fleet::{ConnectReport, Fleet, FleetConfig, Outcome, SubSpec};
 use crate::publish::{self, Channel, Plan, Published, Target};
+use crate::s3put;
 use crate::stats::{self, Memory, Sampler};
 use crate::{Args, Scenario};
 
@@ -31,7 +32,7 @@ impl Sizes {
         let channels = args.channels.unwrap_or(if s == Channels { 10_000 } else { 1 }).max(1);
         let subscribers = args.subscribers.unwrap_or(match s {
             Fanout => 1_000,
-            Publish => 0,
+            Publish | S3put => 0,
             Channels => channels,
             Idle => 20_000,
             Resume => 5_000,
@@ -39,7 +40,7 @@ impl Sizes {
         });
         let messages = args.messages.unwrap_or(match s {
             Fanout => 100,
-            Publish => 1_000_000,
+            Publish | S3put => 1_000_000,
             Channels => 3 * channels as u64,
             Idle => 1,
             Resume => 10,
@@ -50,17 +51,17 @@ impl Sizes {
             Channels => 1_000.0,
             Resume => 20.0,
             Wait => 2.0,
-            Publish | Idle => 0.0,
+            Publish | Idle | S3put => 0.0,
         });
         let publishers = args.publishers.unwrap_or(match s {
-            Publish => 64,
+            Publish | S3put => 64,
             Channels => 16,
             _ => 1,
         });
         // Without a count, the throughput run is bounded by time.
         let duration = match (s, args.duration_secs, args.messages) {
             (_, Some(secs), _) => Some(Duration::from_secs(secs)),
-            (Publish, None, None) => Some(Duration::from_secs(10)),
+            (Publish | S3put, None, None) => Some(Duration::from_secs(10)),
             _ => None,
         };
         Self {
@@ -69,7 +70,7 @@ impl Sizes {
             messages,
             rate: (rate > 0.0).then_some(rate),
             publishers: publishers.max(1),
-            payload_bytes: args.payload_bytes.unwrap_or(if s == Publish { 1024 } else { 0 }),
+            payload_bytes: args.payload_bytes.unwrap_or(if matches!(s, Publish | S3put) { 1024 } else { 0 }),
             duration,
         }
     }
@@ -97,6 +98,8 @@ struct Context<'a> {
     sources: Vec<IpAddr>,
     idle: Option<Memory>,
     sampler: Option<Sampler>,
+    /// The server's CPU time (its process tree) at each mark, in order.
+    cpu_marks: std::sync::Mutex<Vec<(String, f64)>>,
     started: Instant,
     problems: Vec<String>,
 }
@@ -124,7 +127,21 @@ impl<'a> Context<'a> {
         }
         let sampler =
             args.server_pid.map(|pid| Sampler::start(pid, Duration::from_millis(args.rss_interval_ms.max(10))));
-        Ok(Self { args, sizes, target, client, sources, idle, sampler, started: Instant::now(), problems: Vec::new() })
+        let cpu_marks = std::sync::Mutex::new(Vec::new());
+        let cx = Self {
+            args,
+            sizes,
+            target,
+            client,
+            sources,
+            idle,
+            sampler,
+            cpu_marks,
+            started: Instant::now(),
+            problems: Vec::new(),
+        };
+        cx.mark_cpu("start");
+        Ok(cx)
     }
 
     fn log(&self, text: &str) {
@@ -132,8 +149,16 @@ impl<'a> Context<'a> {
     }
 
     /// Writes one `<event> <unix ms>` line to --mark-file, if given.
+    /// Notes the server's CPU time so far (reported as `server_cpu_s`).
+    fn mark_cpu(&self, event: &str) {
+        if let Some(seconds) = self.args.server_pid.and_then(stats::cpu_seconds) {
+            self.cpu_marks.lock().unwrap().push((event.to_owned(), seconds));
+        }
+    }
+
     fn mark(&self, event: &str) -> Result<(), String> {
         use std::io::Write as _;
+        self.mark_cpu(event);
         let Some(path) = &self.args.mark_file else { return Ok(()) };
         let millis = crate::message::now_micros() / 1000;
         std::fs::OpenOptions::new()
@@ -294,12 +319,23 @@ impl<'a> Context<'a> {
             },
             "rss_per_stream_kib": per_stream(|m| m.rss_kib),
             "pss_per_stream_kib": per_stream(|m| m.pss_kib),
+            // CPU seconds the server's processes had used at each mark since
+            // the tool started: differences give a phase's cost.
+            "server_cpu_s": self.cpu_since_start(),
             "elapsed_s": (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         });
         if let (Some(report), Value::Object(extra)) = (report.as_object_mut(), extra) {
             report.extend(extra);
         }
         report
+    }
+
+    fn cpu_since_start(&self) -> Option<Value> {
+        self.mark_cpu("report");
+        let marks = self.cpu_marks.lock().unwrap();
+        let (_, start) = marks.first()?;
+        let phases = marks.iter().map(|(name, at)| (name.clone(), json!(((at - start) * 100.0).round() / 100.0)));
+        Some(Value::Object(phases.collect()))
     }
 
     async fn memory_after(&self, settle: Duration) -> Option<Memory> {
@@ -346,6 +382,9 @@ fn outcome_json(outcome: &Outcome) -> Value {
 }
 
 pub async fn run(args: Args) -> Result<Value, String> {
+    if args.scenario != Scenario::S3put && (args.subscribe_url.is_none() || args.publish_url.is_none()) {
+        return Err("--subscribe-url and --publish-url are required".to_owned());
+    }
     let context = Context::new(&args)?;
     context.log(&format!("{:?}: {:?}", args.scenario, context.sizes));
     match args.scenario {
@@ -353,6 +392,11 @@ pub async fn run(args: Args) -> Result<Value, String> {
         Scenario::Idle => idle(context).await,
         Scenario::Resume => resume(context).await,
         Scenario::Wait => wait(context).await,
+        Scenario::S3put => {
+            let sizes = &context.sizes;
+            let duration = sizes.duration.unwrap_or(Duration::from_secs(10));
+            s3put::run(sizes.publishers, sizes.payload_bytes, duration).await
+        }
     }
 }
 

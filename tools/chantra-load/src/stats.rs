@@ -173,6 +173,21 @@ pub fn memory(pid: u32) -> Option<Memory> {
     Some(total)
 }
 
+/// CPU time (user + system) the server and its descendants have used, in
+/// seconds; None when the process is gone. /proc counts it in ticks of
+/// 1/100 s (USER_HZ, 100 on every Linux architecture that matters here).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let ticks = |member: u32| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{member}/stat")).ok()?;
+        // utime and stime are fields 14 and 15: the 12th and 13th after the ')' closing the name.
+        let mut after = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        Some(after.next()?.parse::<u64>().ok()? + after.next()?.parse::<u64>().ok()?)
+    };
+    ticks(pid)?;
+    let total: u64 = process_tree(pid).into_iter().filter_map(ticks).sum();
+    Some(total as f64 / 100.0)
+}
+
 /// Samples the server's memory every interval and keeps the peak.
 pub struct Sampler {
     peak_rss: Arc<AtomicU64>,
@@ -219,6 +234,26 @@ pub fn merge_tally(into: &mut Tally, from: &Tally) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let pid = std::process::id();
+        let before = cpu_seconds(pid).expect("this process exists");
+        // Busy until /proc counts 0.2 s more (a busy machine gives this
+        // thread less than all of the wall time), for at most 20 s.
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut after = before;
+        while after - before < 0.2 && started.elapsed() < Duration::from_secs(20) {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            after = cpu_seconds(pid).unwrap();
+        }
+        assert!(after - before >= 0.2, "{before} -> {after} in {:?}", started.elapsed());
+        assert!(after - before <= started.elapsed().as_secs_f64() + 0.05, "more CPU than wall time on one thread");
+        assert_eq!(cpu_seconds(u32::MAX), None);
+    }
 
     #[test]
     fn buckets_round_trip_within_two_percent() {
