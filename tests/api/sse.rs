@@ -37,6 +37,7 @@ on_both_backends!(
     no_gap_for_a_cursor_older_than_the_channel,
     torn_payloads_are_skipped,
     pages_are_cut_at_the_byte_budget,
+    a_resume_costs_two_queries_and_its_page,
 );
 
 async fn app_with(backend: Backend, extra: &[&str]) -> TestApp {
@@ -133,6 +134,31 @@ async fn resume_with_last_event_id(backend: Backend) {
     let bad = sse_client::connect(app.client.get(stream_url(&app, &channel)).header("last-event-id", "42")).await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.error_json().await["error"]["code"], "invalid_cursor");
+}
+
+/// Database statements this process has run (its /metrics; nextest runs
+/// each test in a process of its own, and nothing runs in the background
+/// here: no sweeper, no other reader).
+async fn queries_so_far(app: &TestApp) -> f64 {
+    let text = app.client.get(app.url(Role::Channels, "/metrics")).send().await.unwrap().text().await.unwrap();
+    crate::helpers::sample(&text, "chantra_db_query_duration_seconds_count{outcome=\"ok\"}").expect("query count")
+}
+
+/// A resume storm is thousands of these at once (issue 18): letting the
+/// reader in is one query, planning the replay (purge mark, newest id, past
+/// the replay cap, expired after the cursor) one more, then the replay's
+/// page. It took five before the page.
+async fn a_resume_costs_two_queries_and_its_page(backend: Backend) {
+    let app = app_with(backend, &["--metrics-enabled", "true"]).await;
+    let channel = app.create_channel("public").await;
+    let first = publish(&app, &channel, "seen").await;
+    let missed = [publish(&app, &channel, "a").await, publish(&app, &channel, "b").await];
+
+    let before = queries_so_far(&app).await;
+    let mut resumed =
+        sse_client::connect(app.client.get(stream_url(&app, &channel)).header("last-event-id", &first)).await;
+    assert_eq!(ids(&resumed.messages(2, WAIT).await), missed);
+    assert_eq!(queries_so_far(&app).await - before, 3.0);
 }
 
 async fn resume_from_query_cursors(backend: Backend) {

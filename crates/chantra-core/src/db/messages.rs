@@ -80,21 +80,6 @@ pub async fn page_after(
     query.order_by_asc(message::Column::Id).limit(limit).all(db).await
 }
 
-/// Counts unexpired messages after `after`.
-pub async fn count_after(
-    db: &impl ConnectionTrait,
-    channel: ChannelId,
-    after: MessageId,
-    now: DateTime<Utc>,
-) -> Result<u64, DbErr> {
-    message::Entity::find()
-        .filter(message::Column::ChannelId.eq(channel))
-        .filter(message::Column::ExpiresAt.gt(now))
-        .filter(message::Column::Id.gt(after))
-        .count(db)
-        .await
-}
-
 /// The `n`-th newest unexpired message (0 = newest).
 pub async fn nth_newest(
     db: &impl ConnectionTrait,
@@ -144,24 +129,64 @@ pub async fn find(
     message::Entity::find_by_id(id).filter(message::Column::ChannelId.eq(channel)).one(db).await
 }
 
-/// Whether an expired message (not yet purged) follows `after`: a reader
-/// resuming there will not be given it.
-pub async fn expired_after(
+/// What a reader resuming after `cursor` needs to know, read in one
+/// statement — one snapshot, so the purge mark and the rows agree.
+#[derive(Debug, Clone, PartialEq, Eq, sea_orm::FromQueryResult)]
+pub struct ResumeState {
+    /// The channel's purge mark (sweeper).
+    pub purged_through: Option<MessageId>,
+    /// The newest message id, expired or not.
+    pub newest: Option<MessageId>,
+    /// The unexpired message `cap` places after the cursor (0-based): set
+    /// when more than `cap` wait, without counting them all.
+    pub past_cap: Option<MessageId>,
+    /// Whether an expired message (not yet purged) follows the cursor.
+    pub expired_after: bool,
+}
+
+/// [`ResumeState`] of `channel`; `None` when the channel does not exist.
+/// One query where a resume took four (channel row, newest id, a count of
+/// everything after the cursor, expired after it).
+pub async fn resume_state(
     db: &impl ConnectionTrait,
     channel: ChannelId,
-    after: MessageId,
+    cursor: MessageId,
     now: DateTime<Utc>,
-) -> Result<bool, DbErr> {
+    cap: u64,
+) -> Result<Option<ResumeState>, DbErr> {
     use sea_orm::QuerySelect as _;
-    let found = message::Entity::find()
-        .select_only()
-        .column(message::Column::Id)
-        .filter(message::Column::ChannelId.eq(channel))
-        .filter(message::Column::Id.gt(after))
-        .filter(message::Column::ExpiresAt.lte(now))
+    use sea_orm::sea_query::{Expr, Order, Query, QueryStatementBuilder as _, SelectStatement};
+
+    use super::entity::channel as channel_entity;
+
+    let ids = || -> SelectStatement {
+        Query::select()
+            .column((message::Entity, message::Column::Id))
+            .from(message::Entity)
+            .and_where(message::Column::ChannelId.eq(channel))
+            .to_owned()
+    };
+    let sub = |query: SelectStatement| Expr::SubQuery(None, Box::new(query.into_sub_query_statement()));
+    let newest = ids().order_by((message::Entity, message::Column::Id), Order::Desc).limit(1).to_owned();
+    let past_cap = ids()
+        .and_where(message::Column::Id.gt(cursor))
+        .and_where(message::Column::ExpiresAt.gt(now))
+        .order_by((message::Entity, message::Column::Id), Order::Asc)
         .limit(1)
-        .into_tuple::<MessageId>()
+        .offset(cap)
+        .to_owned();
+    let expired = ids()
+        .and_where(message::Column::Id.gt(cursor))
+        .and_where(message::Column::ExpiresAt.lte(now))
+        .limit(1)
+        .to_owned();
+    channel_entity::Entity::find_by_id(channel)
+        .select_only()
+        .column(channel_entity::Column::PurgedThrough)
+        .expr_as(sub(newest), "newest")
+        .expr_as(sub(past_cap), "past_cap")
+        .expr_as(Expr::exists(expired), "expired_after")
+        .into_model::<ResumeState>()
         .one(db)
-        .await?;
-    Ok(found.is_some())
+        .await
 }

@@ -42,6 +42,8 @@ pub enum ReaderState {
 pub struct ReplayStart {
     pub after: MessageId,
     pub gap: Option<Gap>,
+    /// The channel's newest message id (expired or not), read with the plan.
+    pub newest: Option<MessageId>,
 }
 
 /// Messages after a reader's cursor that it will not get (expired, purged,
@@ -125,24 +127,24 @@ impl Service {
     /// cursor). A cursor older than the channel, with nothing lost, is no gap.
     pub async fn plan_replay(&self, channel: ChannelId, cursor: MessageId, cap: u64) -> Result<ReplayStart, AppError> {
         let now = self.clock.now();
-        let waiting = db::messages::count_after(&self.db, channel, cursor, now).await?;
-        if waiting > cap
-            && let Some(first) = db::messages::nth_newest(&self.db, channel, cap - 1, now).await?
-        {
-            let gap = Gap { oldest_available: Some(first.id), requested_after: cursor };
-            return Ok(ReplayStart { after: first.id.just_before(), gap: Some(gap) });
-        }
         // Read now, not when the reader was let in: the sweeper raises the
         // mark before it deletes, so a purge in between is never missed.
-        let row = db::channels::find(&self.db, channel).await?.ok_or(AppError::ChannelNotFound)?;
-        let lost = row.purged_through.is_some_and(|through| through > cursor)
-            || db::messages::expired_after(&self.db, channel, cursor, now).await?;
+        let state =
+            db::messages::resume_state(&self.db, channel, cursor, now, cap).await?.ok_or(AppError::ChannelNotFound)?;
+        let newest = state.newest;
+        if state.past_cap.is_some()
+            && let Some(first) = db::messages::nth_newest(&self.db, channel, cap.saturating_sub(1), now).await?
+        {
+            let gap = Gap { oldest_available: Some(first.id), requested_after: cursor };
+            return Ok(ReplayStart { after: first.id.just_before(), gap: Some(gap), newest });
+        }
+        let lost = state.purged_through.is_some_and(|through| through > cursor) || state.expired_after;
         if !lost {
-            return Ok(ReplayStart { after: cursor, gap: None });
+            return Ok(ReplayStart { after: cursor, gap: None, newest });
         }
         let first = db::messages::page_after(&self.db, channel, Some(cursor), now, 1).await?.pop();
         let gap = Gap { oldest_available: first.map(|first| first.id), requested_after: cursor };
-        Ok(ReplayStart { after: cursor, gap: Some(gap) })
+        Ok(ReplayStart { after: cursor, gap: Some(gap), newest })
     }
 
     /// The events of `rows` whose payloads can be loaded whole, in order.

@@ -131,14 +131,15 @@ impl Service {
         // "From now" means after the newest message the database has, not after
         // this host's clock (another host's ids may run behind it); a cursor in
         // the future is clamped to it, or live messages would be held back.
-        let newest = self.newest_message_id(channel).await?.unwrap_or(MessageId::MIN);
         let mut preamble = Vec::new();
         let (replay_after, baseline) = match cursor {
-            Cursor::Now => (None, newest),
+            Cursor::Now => (None, self.newest_message_id(channel).await?.unwrap_or(MessageId::MIN)),
             Cursor::After(after) => {
+                // The newest id comes with the plan: a resume costs two queries
+                // (the reader's check and this), not five.
                 let plan = self.plan_replay(channel, after, settings.replay_max).await?;
                 preamble.extend(plan.gap.map(StreamEvent::Gap));
-                (Some(plan.after), plan.after.min(newest))
+                (Some(plan.after), plan.after.min(plan.newest.unwrap_or(MessageId::MIN)))
             }
             Cursor::Oldest => (Some(MessageId::MIN), MessageId::MIN),
         };
