@@ -72,6 +72,7 @@
 #                         calls; Chantra only, the server runs the mcp role too; nchan has no equivalent)
 #   BENCH_SOURCE_IPS      127.0.0.1-127.0.0.8 (client source addresses, ~28k ports each)
 #   BENCH_DRAIN_SECS      30        BENCH_PROFILE release|debug
+#   BENCH_SERVER_ENV      extra settings for Chantra's server, e.g. "SSE_BUFFER=16" (embedded, postgres)
 #   BENCH_OUT             where the JSON and markdown go
 #   KEEP_WORK=1           keep the temp folder (server logs, tool logs)
 set -euo pipefail
@@ -255,6 +256,9 @@ start_server() { # target name
           S3_ACCESS_KEY="$CHANTRA_TEST_S3_ACCESS_KEY" S3_SECRET_KEY="$CHANTRA_TEST_S3_SECRET_KEY"
           S3_BUCKET="$CHANTRA_TEST_S3_BUCKET" S3_REGION=us-east-1)
       fi
+      # Settings to try (BENCH_SERVER_ENV="SSE_BUFFER=16 …"), after the defaults above.
+      # shellcheck disable=SC2206 # word splitting is the point
+      [[ -n ${BENCH_SERVER_ENV:-} ]] && env+=($BENCH_SERVER_ENV)
       # A clean environment: nothing from the caller (DATABASE_URL, S3_*, …) leaks in.
       (exec env -i "${env[@]}" "$CHANTRA" serve --role "$roles" --no-sweeper) >"$SERVER_LOG" 2>&1 &
       SERVER_PID=$!
