@@ -3,10 +3,13 @@
 //! A message is loaded once per process and shared by every subscriber of
 //! the channel here ([`LiveMessage`]); the edge that encodes it (SSE) does so
 //! once and caches its frame in it, so 5,000 readers share one encoding. The
-//! broadcast ring (SSE_BUFFER
-//! slots per followed channel) is the only buffer. A slow subscriber keeps
-//! at most the ring's frames alive; one that falls further behind is told it
-//! lagged and catches up from the database.
+//! broadcast ring is the only buffer: SSE_BUFFER slots shared by a channel's
+//! readers, except that a channel's first reader gets a ring of its own of
+//! [`LONE_READER_SLOTS`] — most channels have one reader (10,000 channels ×
+//! 1 reader kept 10,000 rings of 128 slots, 7 KiB each), and one reader that
+//! falls behind costs one catch-up. A slow subscriber keeps at most its
+//! ring's frames alive; one that falls further behind is told it lagged and
+//! catches up from the database.
 //!
 //! Both are bounded in bytes: a frame larger than SSE_LIVE_FRAME_MAX_BYTES
 //! crosses the ring as its id only ([`HubEvent::Stored`]), and each reader
@@ -14,6 +17,7 @@
 //! process-wide budget ([`Hub::replay_memory`], SSE_REPLAY_MEMORY_BYTES).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::db::entity::message;
@@ -97,8 +101,15 @@ pub enum HubEvent {
     },
 }
 
+/// Slots of the ring a channel's first reader follows (or SSE_BUFFER, if smaller).
+pub const LONE_READER_SLOTS: usize = 16;
+
 struct Feed {
-    sender: broadcast::Sender<HubEvent>,
+    /// The first reader's own ring of [`LONE_READER_SLOTS`], while it reads.
+    lone: Option<broadcast::Sender<HubEvent>>,
+    /// The ring of SSE_BUFFER slots every later reader shares. Every event
+    /// goes to both.
+    shared: Option<broadcast::Sender<HubEvent>>,
     /// Newest message broadcast (at first: shortly before the feed opened),
     /// where a resync starts from.
     last_message: MessageId,
@@ -134,7 +145,14 @@ impl Drop for FeedGuard {
         let mut feeds = self.hub.lock();
         // The subscription's receiver is dropped before this guard (field
         // order), so no receivers left means nobody listens here any more.
-        if feeds.get(&self.channel).is_some_and(|f| f.sender.receiver_count() == 0) {
+        let Some(feed) = feeds.get_mut(&self.channel) else { return };
+        // A ring whose readers all left is not sent to any more.
+        for ring in [&mut feed.lone, &mut feed.shared] {
+            if ring.as_ref().is_some_and(|r| r.receiver_count() == 0) {
+                *ring = None;
+            }
+        }
+        if feed.lone.is_none() && feed.shared.is_none() {
             feeds.remove(&self.channel);
             self.hub.feeds_changed.notify_one();
         }
@@ -174,11 +192,22 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, channel: ChannelId) -> Subscription {
         let receiver = {
             let mut feeds = self.lock();
-            let feed = feeds.entry(channel).or_insert_with(|| {
-                self.feeds_changed.notify_one();
-                Feed { sender: broadcast::channel(self.capacity).0, last_message: opened_floor() }
-            });
-            feed.sender.subscribe()
+            let feed = match feeds.entry(channel) {
+                Entry::Occupied(feed) => feed.into_mut(),
+                // The first reader: a ring of its own, small unless SSE_BUFFER is.
+                Entry::Vacant(slot) if LONE_READER_SLOTS < self.capacity => {
+                    self.feeds_changed.notify_one();
+                    let lone = broadcast::channel(LONE_READER_SLOTS).0;
+                    let receiver = lone.subscribe();
+                    slot.insert(Feed { lone: Some(lone), shared: None, last_message: opened_floor() });
+                    return Subscription { receiver, _guard: FeedGuard { hub: self.clone(), channel } };
+                }
+                Entry::Vacant(slot) => {
+                    self.feeds_changed.notify_one();
+                    slot.insert(Feed { lone: None, shared: None, last_message: opened_floor() })
+                }
+            };
+            feed.shared.get_or_insert_with(|| broadcast::channel(self.capacity).0).subscribe()
         };
         Subscription { receiver, _guard: FeedGuard { hub: self.clone(), channel } }
     }
@@ -208,7 +237,7 @@ impl Hub {
             }
             other => other,
         };
-        let sender = {
+        let rings = {
             let mut feeds = self.lock();
             let Some(feed) = feeds.get_mut(&channel) else { return };
             match &event {
@@ -216,9 +245,11 @@ impl Hub {
                 HubEvent::Stored { id, .. } => feed.last_message = feed.last_message.max(*id),
                 _ => {}
             }
-            feed.sender.clone()
+            [feed.lone.clone(), feed.shared.clone()]
         };
-        let _ = sender.send(event);
+        for ring in rings.into_iter().flatten() {
+            let _ = ring.send(event.clone());
+        }
     }
 
     /// The newest message broadcast on `channel` here (where a catch-up
@@ -289,6 +320,44 @@ mod tests {
             hub.send(channel, live(MessageId::new(), b""));
         }
         assert!(matches!(slow.receiver.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
+    }
+
+    #[tokio::test]
+    async fn a_lone_reader_has_a_small_ring_and_later_readers_share_a_full_one() {
+        let hub = Hub::new(128);
+        let channel = ChannelId::new();
+        let mut first = hub.subscribe(channel);
+        let mut second = hub.subscribe(channel);
+        let mut third = hub.subscribe(channel);
+        let sent: Vec<MessageId> = (0..40).map(|_| MessageId::new()).collect();
+        for id in &sent {
+            hub.send(channel, live(*id, b"x"));
+        }
+        // The first reader's ring holds 16 (it was 128 for everyone): 24 lost to it.
+        assert!(matches!(first.receiver.recv().await, Err(broadcast::error::RecvError::Lagged(24))));
+        assert!(matches!(first.receiver.recv().await, Ok(HubEvent::Message(m)) if m.id() == sent[24]));
+        // The others share the full ring: every event, in order.
+        for reader in [&mut second, &mut third] {
+            for id in &sent {
+                assert!(matches!(reader.receiver.recv().await, Ok(HubEvent::Message(m)) if m.id() == *id));
+            }
+        }
+        // The first reader leaves: its ring goes, the others go on, and a
+        // reader joining now shares their ring.
+        drop(first);
+        assert!(hub.lock()[&channel].lone.is_none());
+        let mut fourth = hub.subscribe(channel);
+        assert!(hub.lock()[&channel].lone.is_none());
+        hub.send(channel, HubEvent::Deleted);
+        for reader in [&mut second, &mut fourth] {
+            assert!(matches!(reader.receiver.recv().await, Ok(HubEvent::Deleted)));
+        }
+        drop((second, third, fourth));
+        assert!(!hub.has_subscribers(channel));
+        // A hub whose SSE_BUFFER is small gives every reader one ring of that size.
+        let small = Hub::new(4);
+        let (_a, _b) = (small.subscribe(channel), small.subscribe(channel));
+        assert!(small.lock()[&channel].lone.is_none());
     }
 
     #[tokio::test]
