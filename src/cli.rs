@@ -397,7 +397,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SSE_REPLAY_MAX", default_value_t = 1000)]
     pub sse_replay_max: u64,
 
-    /// Live events buffered per channel; a reader further behind catches up from the database.
+    /// Live events buffered per channel for its readers to share (a channel's
+    /// first reader has a ring of its own of 16); a reader further behind
+    /// catches up from the database.
     #[arg(long, env = "SSE_BUFFER", default_value_t = 128)]
     pub sse_buffer: usize,
 
