@@ -524,8 +524,8 @@ def target_rows(runs):
 
 def targets_section(runs):
     rows = target_rows(runs)
-    if not rows:
-        return []
+    if all(row[2] == "–" for row in rows):
+        return []  # no run of an issue 18 scenario (e.g. a scale-out run)
     return ["## Targets (issue 18)", "",
             "Median over the rounds (range, runs); relative targets compare each round's runs, which shared the "
             "machine's mood. CPU is the server's process tree between the tool's marks (publish: first to last "
