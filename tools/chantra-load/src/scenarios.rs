@@ -395,7 +395,12 @@ pub async fn run(args: Args) -> Result<Value, String> {
         Scenario::S3put => {
             let sizes = &context.sizes;
             let duration = sizes.duration.unwrap_or(Duration::from_secs(10));
-            s3put::run(sizes.publishers, sizes.payload_bytes, duration).await
+            context.mark("publish_start")?;
+            let mut report = s3put::run(sizes.publishers, sizes.payload_bytes, duration).await?;
+            context.mark("publish_end")?;
+            // The S3 server's CPU (--server-pid), for its CPU per PUT.
+            report["server_cpu_s"] = context.cpu_since_start().unwrap_or(Value::Null);
+            Ok(report)
         }
     }
 }
