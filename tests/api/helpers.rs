@@ -64,6 +64,13 @@ impl TestApp {
         self.url(Role::Rest, path)
     }
 
+    /// A channel's read URL as the API returned it (on the test base URL),
+    /// pointed at the channels role here.
+    pub fn channel_url(&self, channel: &Value) -> String {
+        let url = channel["url"].as_str().expect("a channel URL");
+        self.url(Role::Channels, url.strip_prefix(chantra_testkit::BASE_URL).expect("the test base URL"))
+    }
+
     /// Creates a channel and returns its creation body.
     pub async fn create_channel(&self, visibility: &str) -> Value {
         let response = self
@@ -152,6 +159,16 @@ pub fn own_bucket_args(backend: Backend) -> Vec<String> {
             vec!["--s3-bucket".into(), format!("chantra-own-{}", &uuid::Uuid::now_v7().simple().to_string()[20..])]
         }
     }
+}
+
+/// The rest and channels roles, with extra `serve` arguments.
+pub async fn spawn_rest_channels(backend: Backend, extra: &[&str]) -> TestApp {
+    let options = Options {
+        roles: Some(vec![Role::Rest, Role::Channels]),
+        extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    spawn_app_with(backend, options).await
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {

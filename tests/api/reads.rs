@@ -8,7 +8,8 @@ use chantra::cli::Role;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Options, TestApp, spawn_app_with};
+use crate::helpers::spawn_rest_channels as app_with;
+use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
 use crate::sse_client;
 
@@ -23,19 +24,9 @@ on_both_backends!(
     ndjson_resumes_and_ends,
 );
 
-async fn app_with(backend: Backend, extra: &[&str]) -> TestApp {
-    let options = Options {
-        roles: Some(vec![Role::Rest, Role::Channels]),
-        extra_args: extra.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    spawn_app_with(backend, options).await
-}
-
 /// The channel's read URL on the channels role (under /channel, as returned).
 fn read_url(app: &TestApp, channel: &Value) -> String {
-    let url = channel["url"].as_str().unwrap();
-    app.url(Role::Channels, url.strip_prefix("http://channels.test").expect("test base URL"))
+    app.channel_url(channel)
 }
 
 async fn publish(

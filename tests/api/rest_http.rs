@@ -168,8 +168,7 @@ async fn metrics_on_every_role(backend: Backend) {
     };
     let app = spawn_app_with(backend, options).await;
     let channel = app.create_channel("public").await;
-    let path = channel["url"].as_str().unwrap().strip_prefix("http://channels.test").unwrap();
-    let mut stream = crate::sse_client::connect(app.client.get(app.url(Role::Channels, path))).await;
+    let mut stream = crate::sse_client::connect(app.client.get(app.channel_url(&channel))).await;
     assert_eq!(app.publish_text(&channel, "counted").await.status(), 201);
     assert_eq!(stream.messages(1, std::time::Duration::from_secs(5)).await.len(), 1);
 

@@ -371,10 +371,7 @@ async fn concurrent_publishes_keep_order_per_channel(backend: Backend) {
         spawn_app_with(backend, Options { roles: Some(vec![Role::Rest, Role::Channels]), ..Default::default() }).await;
     let (a, b, doomed) =
         (app.create_channel("public").await, app.create_channel("public").await, app.create_channel("public").await);
-    let follow = |channel: &Value| {
-        let path = channel["url"].as_str().unwrap().strip_prefix("http://channels.test").unwrap().to_owned();
-        crate::sse_client::connect(app.client.get(app.url(Role::Channels, &path)))
-    };
+    let follow = |channel: &Value| crate::sse_client::connect(app.client.get(app.channel_url(channel)));
     let (mut stream_a, mut stream_b) = (follow(&a).await, follow(&b).await);
 
     let publish = |channel: &Value, text: String| {

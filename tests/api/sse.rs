@@ -9,7 +9,8 @@ use base64::engine::general_purpose::STANDARD;
 use chantra::cli::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Options, TestApp, spawn_app_with};
+use crate::helpers::spawn_rest_channels as app_with;
+use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
 use crate::sse_client::{self, SseStream};
 
@@ -40,20 +41,9 @@ on_both_backends!(
     a_resume_costs_two_queries_and_its_page,
 );
 
-async fn app_with(backend: Backend, extra: &[&str]) -> TestApp {
-    let options = Options {
-        roles: Some(vec![Role::Rest, Role::Channels]),
-        extra_args: extra.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    spawn_app_with(backend, options).await
-}
-
-/// The stream path of a channel (what its URL points at, without the base).
+/// The stream URL of a channel (what its URL points at, on the channels role).
 fn stream_url(app: &TestApp, channel: &Value) -> String {
-    let url = channel["url"].as_str().unwrap();
-    let path = url.strip_prefix("http://channels.test").expect("test base URL");
-    app.url(Role::Channels, path)
+    app.channel_url(channel)
 }
 
 async fn subscribe(app: &TestApp, channel: &Value) -> SseStream {

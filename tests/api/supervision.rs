@@ -177,9 +177,7 @@ async fn readyz(app: &TestApp) -> (u16, Value) {
 }
 
 async fn subscribe(app: &TestApp, channel: &Value) -> SseStream {
-    let url = channel["url"].as_str().unwrap();
-    let path = url.strip_prefix("http://channels.test").expect("test base URL");
-    let stream = sse_client::connect(app.client.get(app.url(Role::Channels, path))).await;
+    let stream = sse_client::connect(app.client.get(app.channel_url(channel))).await;
     assert_eq!(stream.status, 200);
     stream
 }
