@@ -17,7 +17,6 @@
 //! process-wide budget ([`Hub::replay_memory`], SSE_REPLAY_MEMORY_BYTES).
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::db::entity::message;
@@ -192,22 +191,16 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, channel: ChannelId) -> Subscription {
         let receiver = {
             let mut feeds = self.lock();
-            let feed = match feeds.entry(channel) {
-                Entry::Occupied(feed) => feed.into_mut(),
+            let feed = feeds.entry(channel).or_insert_with(|| {
+                self.feeds_changed.notify_one();
+                Feed { lone: None, shared: None, last_message: opened_floor() }
+            });
+            if feed.lone.is_none() && feed.shared.is_none() && LONE_READER_SLOTS < self.capacity {
                 // The first reader: a ring of its own, small unless SSE_BUFFER is.
-                Entry::Vacant(slot) if LONE_READER_SLOTS < self.capacity => {
-                    self.feeds_changed.notify_one();
-                    let lone = broadcast::channel(LONE_READER_SLOTS).0;
-                    let receiver = lone.subscribe();
-                    slot.insert(Feed { lone: Some(lone), shared: None, last_message: opened_floor() });
-                    return Subscription { receiver, _guard: FeedGuard { hub: self.clone(), channel } };
-                }
-                Entry::Vacant(slot) => {
-                    self.feeds_changed.notify_one();
-                    slot.insert(Feed { lone: None, shared: None, last_message: opened_floor() })
-                }
-            };
-            feed.shared.get_or_insert_with(|| broadcast::channel(self.capacity).0).subscribe()
+                feed.lone.insert(broadcast::channel(LONE_READER_SLOTS).0).subscribe()
+            } else {
+                feed.shared.get_or_insert_with(|| broadcast::channel(self.capacity).0).subscribe()
+            }
         };
         Subscription { receiver, _guard: FeedGuard { hub: self.clone(), channel } }
     }
