@@ -429,13 +429,16 @@ def round_of(run):
     return int(match.group(1)) if match else 1
 
 
+# The size a run is named by (its file's last part), per scenario.
+SIZE_FIELD = {"publish": "publishers", "channels": "channels"}
+
+
 def figures(runs, target, scenario, size, figure):
     """{round: value} for one target, scenario and size."""
     out = {}
     for r in runs:
         s = r.get("sizes") or {}
-        run_size = s.get("publishers") if scenario == "publish" else s.get("channels") if scenario == "channels" \
-            else s.get("subscribers")
+        run_size = s.get(SIZE_FIELD.get(scenario, "subscribers"))
         if r.get("target") == target and r.get("scenario") == scenario and (size is None or run_size == size):
             value = figure(r)
             if value is not None:
