@@ -216,6 +216,16 @@ pub fn is_json(content_type: &str) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Whether `bytes` is one JSON document: UTF-8 (RFC 8259 §8.1) that
+/// parses. Checked without building it, so any number is accepted as
+/// written. serde_json alone does not check the bytes of strings it skips
+/// (`"\xff"` parses from a slice), and such a document copied into a frame
+/// would make the frame invalid UTF-8.
+pub fn check_json(bytes: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map(drop).map_err(|e| e.to_string())
+}
+
 /// An optional integer field that also takes a JSON number with no fraction
 /// (`60.0`): JSON Schema's `integer` includes those, and clients' JSON
 /// encoders sometimes write whole numbers that way. `60.5` is refused.

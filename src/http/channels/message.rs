@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use chantra_core::db::entity::message;
 
-use crate::http::extract::is_json;
+use crate::http::extract::{check_json, is_json};
 
 /// How a message's `payload` field carries its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -51,7 +51,7 @@ impl Encoding {
     /// (SSE_LIVE_FRAME_MAX_BYTES) and the replay budget reserve by.
     pub fn of(content_type: &str, payload: &[u8]) -> Self {
         let json = is_json(content_type);
-        if json && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
+        if json && check_json(payload).is_ok() {
             return Encoding::Json;
         }
         if (json || is_textual(content_type))
@@ -190,6 +190,8 @@ mod tests {
             ("application/ld+json", b"\"s\"", Encoding::Json),
             ("application/json", b"{not json", Encoding::Text),
             ("application/json", b"\xff{", Encoding::Base64),
+            // Parses from a slice (serde_json skips a string's bytes), but is not UTF-8.
+            ("application/json", b"[\"\xff\"]", Encoding::Base64),
             ("text/plain", "héllo".as_bytes(), Encoding::Text),
             ("text/csv; charset=latin1", b"caf\xe9", Encoding::Base64),
             ("application/xml", b"<a/>", Encoding::Text),

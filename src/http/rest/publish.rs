@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{
-    ChannelPath, PublishAuth, is_json, query_param, read_limited, require_object, whole_number,
+    ChannelPath, PublishAuth, check_json, is_json, query_param, read_limited, require_object, whole_number,
 };
 use crate::state::AppState;
 use chantra_core::domain::{ContentType, IdempotencyKey, Ttl, decode_base64};
@@ -223,7 +223,7 @@ fn require_valid_json(content_type: &ContentType, payload: &[u8]) -> Result<(), 
     if !is_json(content_type.as_str()) {
         return Ok(());
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(payload).map(drop).map_err(|e| {
+    check_json(payload).map_err(|e| {
         AppError::bad_request(
             "invalid_json",
             format!(
@@ -301,6 +301,8 @@ mod tests {
         assert!(require_valid_json(&json, br#" {"temp": 21.5, "big": 1e400} "#).is_ok());
         assert_eq!(require_valid_json(&json, b"{\"temp\":").unwrap_err().code(), "invalid_json");
         assert_eq!(require_valid_json(&json, b"").unwrap_err().code(), "invalid_json");
+        // serde_json skips the bytes of strings unchecked; JSON is UTF-8.
+        assert_eq!(require_valid_json(&json, b"[\"\xff\"]").unwrap_err().code(), "invalid_json");
         let text = ContentType::parse("text/plain").unwrap();
         assert!(require_valid_json(&text, b"{\"temp\":").is_ok());
         assert_eq!(
