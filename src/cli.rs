@@ -351,6 +351,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
 
+    /// Payloads up to this size are written into the database with their message, in the same
+    /// transaction, instead of the payload store [default: 4096 with files, 0 with S3].
+    #[arg(long, env = "PAYLOAD_INLINE_MAX_BYTES")]
+    pub payload_inline_max_bytes: Option<usize>,
+
     /// Read grants one channel may hold, revoked and expired ones included until they are purged.
     #[arg(long, env = "MAX_GRANTS_PER_CHANNEL", default_value_t = 1000)]
     pub max_grants_per_channel: u64,

@@ -25,6 +25,9 @@ use crate::http::{HttpSettings, SseSettings};
 use crate::mcp::{McpSettings, RemoteChannels, SubscriptionSettings, WaitSettings};
 use crate::role::Role;
 
+/// PAYLOAD_INLINE_MAX_BYTES with payload files.
+pub const DEFAULT_PAYLOAD_INLINE_MAX_BYTES: usize = 4096;
+
 const SECRET_FILE: &str = "token_secret_salt";
 const MIN_SECRET_LEN: usize = 16;
 
@@ -378,6 +381,7 @@ impl SweepConfig {
             // the two lifecycle durations are used; the rest are never read.
             channel_base_url: String::new(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            payload_inline_max_bytes: 0,
             page_max_bytes: u64::MAX,
             max_grants_per_channel: u64::MAX,
             grant_purge_grace,
@@ -525,11 +529,22 @@ fn service_settings(args: &ServeArgs, lifecycle: &LifecycleArgs) -> anyhow::Resu
         // Filled by Config::advertise.
         channel_base_url: String::new(),
         max_payload_bytes: at_least_one("MAX_PAYLOAD_BYTES", args.max_payload_bytes)?,
+        payload_inline_max_bytes: payload_inline_max_bytes(args),
         page_max_bytes: at_least_one("PAGE_MAX_BYTES", args.page_max_bytes)?,
         max_grants_per_channel: at_least_one("MAX_GRANTS_PER_CHANNEL", args.max_grants_per_channel)?,
         grant_purge_grace,
         channel_idle,
     })
+}
+
+/// PAYLOAD_INLINE_MAX_BYTES, by default 4096 with payload files (the
+/// embedded default: SQLite writes them in the commit it makes anyway, one
+/// sync for a whole batch instead of a file and two syncs each; ntfy keeps
+/// messages up to 4,096 bytes in its SQLite cache the same way) and 0 with
+/// S3 (payloads stay in the object store the deployment chose).
+fn payload_inline_max_bytes(args: &ServeArgs) -> usize {
+    let s3 = args.storage.s3_endpoint.as_deref().is_some_and(|endpoint| !endpoint.trim().is_empty());
+    args.payload_inline_max_bytes.unwrap_or(if s3 { 0 } else { DEFAULT_PAYLOAD_INLINE_MAX_BYTES })
 }
 
 /// GRANT_PURGE_GRACE_SECS and CHANNEL_IDLE_DAYS, the durations the sweeper reads.
@@ -757,6 +772,19 @@ mod tests {
             let err = Config::from_args(&args).unwrap_err().to_string();
             assert_eq!(err, format!("{setting} must be at least 1"));
         }
+    }
+
+    #[test]
+    fn small_payloads_are_kept_in_the_database_unless_the_store_is_s3() {
+        let base = ["--database-url", "sqlite::memory:", "--token-secret-salt", "salt-0123456789abcdef-salt"];
+        let s3 = ["--s3-endpoint", "http://127.0.0.1:1", "--s3-access-key", "a", "--s3-secret-key", "s"];
+        let inline = |extra: &[&str]| {
+            Config::from_args(&serve_args(&[&base[..], extra].concat())).unwrap().service.payload_inline_max_bytes
+        };
+        assert_eq!(inline(&[]), DEFAULT_PAYLOAD_INLINE_MAX_BYTES);
+        assert_eq!(inline(&s3), 0);
+        assert_eq!(inline(&[&s3[..], &["--payload-inline-max-bytes", "512"]].concat()), 512);
+        assert_eq!(inline(&["--payload-inline-max-bytes", "0"]), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod m20261125_000001_create_tables;
 mod m20261125_000002_mcp_sessions;
 mod m20261125_000003_payload_key_index;
 mod m20261130_000004_channel_purged_through;
+mod m20261201_000005_inline_payloads;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_mcp_sessions::Migration),
             Box::new(m20261125_000003_payload_key_index::Migration),
             Box::new(m20261130_000004_channel_purged_through::Migration),
+            Box::new(m20261201_000005_inline_payloads::Migration),
         ]
     }
 }

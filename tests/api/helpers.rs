@@ -104,11 +104,22 @@ impl TestApp {
         row.expect("the message row exists").payload_object_key
     }
 
-    /// The stored payload of a published message, read back from the real store.
+    /// The stored payload of a published message, read back from where it
+    /// lives: its row in `message_payloads` when it is kept in the database
+    /// (`payload_inline`), else the real store.
     pub async fn stored_payload(&self, message: &Value) -> Vec<u8> {
-        let key = self.object_key(message["message_id"].as_str().unwrap()).await;
-        assert!(key.starts_with(&format!("channels/{}/", message["channel_id"].as_str().unwrap())));
-        self.service.store().get(&key).await.unwrap().to_vec()
+        use sea_orm::EntityTrait as _;
+        let id: chantra_core::domain::MessageId = message["message_id"].as_str().unwrap().parse().unwrap();
+        let row = chantra_core::db::entity::message::Entity::find_by_id(id).one(self.service.db()).await.unwrap();
+        let row = row.expect("the message row exists");
+        assert!(row.payload_object_key.starts_with(&format!("channels/{}/", message["channel_id"].as_str().unwrap())));
+        if row.payload_inline {
+            return chantra_core::db::messages::inline_payload(self.service.db(), id)
+                .await
+                .unwrap()
+                .expect("its payload row");
+        }
+        self.service.store().get(&row.payload_object_key).await.unwrap().to_vec()
     }
 
     pub async fn get_channel(&self, channel: &Value) -> reqwest::Response {

@@ -23,11 +23,11 @@ fn settings() -> SweepSettings {
 
 async fn app(backend: Backend) -> TestApp {
     // Its sweeps move the clock past the orphan grace: a bucket of its own.
-    let options = Options {
-        roles: Some(vec![Role::Rest, Role::Channels]),
-        extra_args: own_bucket_args(backend),
-        ..Default::default()
-    };
+    // Every payload an object in the store, whatever its size (small ones
+    // kept in the database: inline_payloads.rs).
+    let mut extra_args = own_bucket_args(backend);
+    extra_args.extend(["--payload-inline-max-bytes".into(), "0".into()]);
+    let options = Options { roles: Some(vec![Role::Rest, Role::Channels]), extra_args, ..Default::default() };
     spawn_app_with(backend, options).await
 }
 

@@ -10,6 +10,7 @@ mod client;
 mod docs;
 mod fanout_nats;
 mod helpers;
+mod inline_payloads;
 mod landing;
 mod lifecycle;
 mod limits;

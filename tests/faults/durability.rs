@@ -4,11 +4,15 @@
 //! system calls must show, for every acknowledged message and before the
 //! first byte of its 201 leaves the socket:
 //!
-//! - its payload written to a temporary file that was fsynced, then renamed
-//!   to its final name (a torn file never carries the final name);
-//! - its channel directory fsynced after that rename (the name survives);
-//! - a new channel directory's parent fsynced after the mkdir;
-//! - the SQLite WAL fsynced (or fdatasynced) after the write that holds its row.
+//! - with payload files (PAYLOAD_INLINE_MAX_BYTES=0): its payload written
+//!   to a temporary file that was fsynced, then renamed to its final name
+//!   (a torn file never carries the final name); its channel directory
+//!   fsynced after that rename (the name survives); a new channel
+//!   directory's parent fsynced after the mkdir;
+//! - with small payloads kept in the database (the default): its payload
+//!   written to the SQLite WAL;
+//! - the SQLite WAL fsynced (or fdatasynced) after the write that holds its
+//!   row (and its payload).
 //!
 //! A power loss keeps exactly what was synced, so a message that passes
 //! these checks survives one. PostgreSQL (synchronous_commit on) and S3 (the
@@ -33,6 +37,22 @@ const CONCURRENT: usize = 24;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durability_sqlite_files_every_201_follows_its_fsyncs() {
+    every_201_follows_its_fsyncs(Payloads::Files).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_sqlite_inline_every_201_follows_its_wal_sync() {
+    every_201_follows_its_fsyncs(Payloads::InDatabase).await;
+}
+
+/// Where the server keeps the (small) payloads of the test.
+#[derive(Clone, Copy, PartialEq)]
+enum Payloads {
+    Files,
+    InDatabase,
+}
+
+async fn every_201_follows_its_fsyncs(payloads: Payloads) {
     let version = Command::new(STRACE).arg("-V").output();
     assert!(
         version.is_ok_and(|o| o.status.success()),
@@ -47,6 +67,7 @@ async fn durability_sqlite_files_every_201_follows_its_fsyncs() {
         .roles("rest")
         .database(&TestDatabase::sqlite(&data).url)
         .env("DATA_DIR", &data)
+        .env("PAYLOAD_INLINE_MAX_BYTES", if payloads == Payloads::Files { "0" } else { "4096" })
         .wrapped_in(STRACE, ["-f", "-x", "-yy", "-s", "65536", "-o", &log_path.display().to_string(), "-e", syscalls])
         .start()
         .await;
@@ -56,9 +77,9 @@ async fn durability_sqlite_files_every_201_follows_its_fsyncs() {
     let channels = [create_channel(&client, &rest, "public").await, create_channel(&client, &rest, "public").await];
     let mut published = Vec::new();
     for i in 0..SEQUENTIAL {
-        published.push(publish(&client, &rest, &channels[0], format!("one at a time {i}")).await);
+        published.push(publish(&client, &rest, &channels[0], format!("one at a time {i:03}")).await);
     }
-    let burst = (0..CONCURRENT).map(|i| publish(&client, &rest, &channels[i % 2], format!("burst {i}")));
+    let burst = (0..CONCURRENT).map(|i| publish(&client, &rest, &channels[i % 2], format!("burst {i:03}")));
     published.extend(futures::future::join_all(burst).await);
 
     // The traced process is strace's child: its pid opens the log (execve).
@@ -74,49 +95,63 @@ async fn durability_sqlite_files_every_201_follows_its_fsyncs() {
     // Where each message's payload went (its object key is not its id).
     let keys = object_keys(&data).await;
     // DATA_DIR/payloads is the filesystem store's root.
-    let payloads = data.join("payloads");
+    let root = data.join("payloads");
     let mut first_201: HashMap<String, usize> = HashMap::new();
-    for (channel, message) in &published {
+    for (channel, message, text) in &published {
         let acked = trace.response_with(message).unwrap_or_else(|| panic!("no 201 carrying {message} in the trace"));
         let at = first_201.entry(channel.clone()).or_insert(acked);
         *at = (*at).min(acked);
-        let key = keys.get(message).unwrap_or_else(|| panic!("{message} has no row"));
-        check_message(&trace, &payloads.join(key), message, acked);
+        let (key, inline) = keys.get(message).unwrap_or_else(|| panic!("{message} has no row"));
+        assert_eq!(*inline, payloads == Payloads::InDatabase, "{message}: where its payload is kept");
+        match payloads {
+            Payloads::Files => check_payload_file(&trace, &root.join(key), message, acked),
+            Payloads::InDatabase => {
+                check_wal_write(&trace, message, "its payload", acked, |s| contains(s, text.as_bytes()))
+            }
+        }
+        // Its row: the id as a UUID's bytes or its text, whichever the driver writes.
+        let id = message.parse::<uuid::Uuid>().expect("message id is a uuid");
+        check_wal_write(&trace, message, "its row", acked, |s| {
+            contains(s, id.as_bytes()) || contains(s, message.as_bytes())
+        });
     }
-    for (channel, acked) in &first_201 {
-        check_new_directory(&trace, &payloads.join("channels"), channel, *acked);
+    if payloads == Payloads::Files {
+        for (channel, acked) in &first_201 {
+            check_new_directory(&trace, &root.join("channels"), channel, *acked);
+        }
     }
 }
 
-/// Publishes `text` and returns (channel id, message id) of the 201.
-async fn publish(client: &reqwest::Client, rest: &str, channel: &Value, text: String) -> (String, String) {
+/// Publishes `text` and returns (channel id, message id, text) of the 201.
+async fn publish(client: &reqwest::Client, rest: &str, channel: &Value, text: String) -> (String, String, String) {
     let id = channel["channel_id"].as_str().expect("channel id");
     let response = client
         .post(format!("{rest}/v1/channels/{id}/publish"))
         .header("x-publish-token", channel["publish_token"].as_str().expect("token"))
         .header("content-type", "text/plain")
-        .body(text)
+        .body(text.clone())
         .send()
         .await
         .expect("publish");
     assert_eq!(response.status(), 201, "publish");
     let body: Value = response.json().await.expect("json body");
-    (id.to_owned(), body["message_id"].as_str().expect("message_id").to_owned())
+    (id.to_owned(), body["message_id"].as_str().expect("message_id").to_owned(), text)
 }
 
-/// Message id -> payload object key, read from the (stopped) server's database.
-async fn object_keys(data: &Path) -> HashMap<String, String> {
+/// Message id -> (payload object key, kept in the database), read from the
+/// (stopped) server's database.
+async fn object_keys(data: &Path) -> HashMap<String, (String, bool)> {
     use chantra_core::db::entity::message;
     use sea_orm::EntityTrait as _;
     let db = sea_orm::Database::connect(format!("sqlite://{}/chantra.db?mode=ro", data.display()))
         .await
         .expect("open the server's database");
     let rows = message::Entity::find().all(&db).await.expect("read messages");
-    rows.into_iter().map(|row| (row.id.to_string(), row.payload_object_key)).collect()
+    rows.into_iter().map(|row| (row.id.to_string(), (row.payload_object_key, row.payload_inline))).collect()
 }
 
-/// The payload, its name and its row were synced before the 201 at `acked` began.
-fn check_message(trace: &Trace, final_path: &Path, message: &str, acked: usize) {
+/// The payload file and its name were synced before the 201 at `acked` began.
+fn check_payload_file(trace: &Trace, final_path: &Path, message: &str, acked: usize) {
     let directory = final_path.parent().expect("a key has a directory").to_path_buf();
     let final_path = final_path.to_path_buf();
     let rename = trace
@@ -137,21 +172,22 @@ fn check_message(trace: &Trace, final_path: &Path, message: &str, acked: usize) 
         trace.synced(&directory, rename.end, acked),
         "{message}: the channel directory was not fsynced between the rename and the 201"
     );
-    let row = message.parse::<uuid::Uuid>().expect("message id is a uuid");
+}
+
+/// `what` of `message` (its row, or its payload kept in the database: a
+/// write whose bytes `matches`) was written to the SQLite WAL, and the WAL
+/// fsynced after that, before the 201 at `acked` began.
+fn check_wal_write(trace: &Trace, message: &str, what: &str, acked: usize, matches: impl Fn(&[u8]) -> bool) {
     let written = trace
         .events
         .iter()
-        .find(|e| {
-            e.name == "pwrite64"
-                && e.fd_path.ends_with("chantra.db-wal")
-                && e.strings.iter().any(|s| contains(s, row.as_bytes()) || contains(s, message.as_bytes()))
-        })
-        .unwrap_or_else(|| panic!("{message}: no write of its row to the SQLite WAL was recorded"));
-    assert!(written.start < acked, "{message}: the 201 was sent before its row was written");
+        .find(|e| e.name == "pwrite64" && e.fd_path.ends_with("chantra.db-wal") && e.strings.iter().any(|s| matches(s)))
+        .unwrap_or_else(|| panic!("{message}: no write of {what} to the SQLite WAL was recorded"));
+    assert!(written.start < acked, "{message}: the 201 was sent before {what} was written");
     let wal = PathBuf::from(&written.fd_path);
     assert!(
         trace.synced(&wal, written.start, acked),
-        "{message}: the SQLite WAL was not fsynced between writing its row and the 201"
+        "{message}: the SQLite WAL was not fsynced between writing {what} and the 201"
     );
 }
 

@@ -121,6 +121,7 @@ prop_compose! {
             created_at,
             expires_at,
             idempotency_key: None,
+            payload_inline: false,
         };
         (row, payload)
     }

@@ -159,6 +159,7 @@ pub(crate) mod frame_tests {
             created_at: chrono::DateTime::from_timestamp(1_764_000_000, 123_000_000).unwrap(),
             expires_at: chrono::DateTime::from_timestamp(1_764_172_800, 123_000_000).unwrap(),
             idempotency_key: None,
+            payload_inline: false,
         }
     }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 use sea_orm::prelude::*;
 
-use super::entity::message;
+use super::entity::{message, message_payload};
 use crate::domain::{ChannelId, IdempotencyKey, MessageId};
 
 /// Inserts all `models` with one statement (none: no statement).
@@ -14,6 +14,25 @@ pub async fn insert_many(db: &impl ConnectionTrait, models: Vec<message::Model>)
     }
     message::Entity::insert_many(models.into_iter().map(message::ActiveModel::from)).exec_without_returning(db).await?;
     Ok(())
+}
+
+/// Inserts the payloads kept in the database (`payload_inline` messages,
+/// inserted before them in the same transaction), with one statement.
+pub async fn insert_payloads(db: &impl ConnectionTrait, payloads: Vec<(MessageId, Vec<u8>)>) -> Result<(), DbErr> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let models = payloads.into_iter().map(|(message_id, bytes)| message_payload::ActiveModel {
+        message_id: sea_orm::Set(message_id),
+        bytes: sea_orm::Set(bytes),
+    });
+    message_payload::Entity::insert_many(models).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// The payload of a `payload_inline` message, if its row is still there.
+pub async fn inline_payload(db: &impl ConnectionTrait, message: MessageId) -> Result<Option<Vec<u8>>, DbErr> {
+    Ok(message_payload::Entity::find_by_id(message).one(db).await?.map(|row| row.bytes))
 }
 
 /// The unexpired message a previous publish with this key created, if any.

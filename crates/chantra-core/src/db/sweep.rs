@@ -82,7 +82,8 @@ pub async fn keys_in_use(db: &impl ConnectionTrait, keys: Vec<String>) -> Result
         .await
 }
 
-/// A page of (id, object key, created_at) of all messages after `after`, by id.
+/// A page of (id, object key, created_at) of the messages after `after`
+/// whose payload is an object in the store (not `payload_inline`), by id.
 pub async fn message_keys_after(
     db: &impl ConnectionTrait,
     after: Option<MessageId>,
@@ -93,6 +94,7 @@ pub async fn message_keys_after(
         .column(message::Column::Id)
         .column(message::Column::PayloadObjectKey)
         .column(message::Column::CreatedAt)
+        .filter(message::Column::PayloadInline.eq(false))
         .order_by_asc(message::Column::Id)
         .limit(limit);
     if let Some(after) = after {

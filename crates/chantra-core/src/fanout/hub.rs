@@ -285,6 +285,7 @@ mod tests {
             created_at: Utc::now(),
             expires_at: Utc::now(),
             idempotency_key: None,
+            payload_inline: false,
         };
         HubEvent::Message(LiveMessage::new(row, Bytes::from_static(payload)))
     }

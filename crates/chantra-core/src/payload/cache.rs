@@ -1,5 +1,6 @@
 //! A process-wide cache of recently written or read payloads, in front of
-//! the store.
+//! the store — and of payloads kept in the database, which the service
+//! hands it itself (`remember`, `recall`, `forget`).
 //!
 //! Many readers of one channel want the same payloads at the same time: a
 //! resume storm after a restart replays the same recent messages to every
@@ -139,6 +140,18 @@ impl PayloadStore for Cached {
 
     async fn ensure_expiry_rule(&self, days: u32) -> Result<ExpiryRule, StoreError> {
         self.inner.ensure_expiry_rule(days).await
+    }
+
+    fn remember(&self, key: &str, bytes: &Bytes) {
+        self.entries().insert(key, bytes.clone());
+    }
+
+    fn recall(&self, key: &str) -> Option<Bytes> {
+        self.entries().by_key.get(key).cloned()
+    }
+
+    fn forget(&self, key: &str) {
+        self.entries().remove(key);
     }
 }
 

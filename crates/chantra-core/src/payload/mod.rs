@@ -56,6 +56,24 @@ pub trait PayloadStore: Send + Sync + 'static {
     async fn check(&self) -> Result<(), StoreError>;
     /// Every object under `prefix`, with when it was last written.
     async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StoreError>;
+    /// Keeps `bytes` where reads of `key` look first (the cache in front of
+    /// the store) without writing the store: for a payload kept in the
+    /// database (`messages.payload_inline`). A store without a cache keeps
+    /// nothing.
+    fn remember(&self, key: &str, bytes: &Bytes) {
+        let _ = (key, bytes);
+    }
+    /// What [`PayloadStore::remember`] (or a recent read or write) keeps
+    /// under `key`, without a call to the store.
+    fn recall(&self, key: &str) -> Option<Bytes> {
+        let _ = key;
+        None
+    }
+    /// Drops what is kept under `key` without a call to the store (the
+    /// payload's row is gone).
+    fn forget(&self, key: &str) {
+        let _ = key;
+    }
     /// Makes sure objects expire by themselves after `days` (a safety net
     /// for orphans). Only object stores have such rules.
     async fn ensure_expiry_rule(&self, days: u32) -> Result<ExpiryRule, StoreError> {
@@ -134,5 +152,14 @@ impl<S: PayloadStore> PayloadStore for Timed<S> {
     }
     async fn ensure_expiry_rule(&self, days: u32) -> Result<ExpiryRule, StoreError> {
         self.0.ensure_expiry_rule(days).await
+    }
+    fn remember(&self, key: &str, bytes: &Bytes) {
+        self.0.remember(key, bytes);
+    }
+    fn recall(&self, key: &str) -> Option<Bytes> {
+        self.0.recall(key)
+    }
+    fn forget(&self, key: &str) {
+        self.0.forget(key);
     }
 }

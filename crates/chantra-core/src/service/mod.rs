@@ -34,6 +34,9 @@ pub use sweeper::{SweepReport, SweepSettings};
 pub struct ServiceSettings {
     pub channel_base_url: String,
     pub max_payload_bytes: usize,
+    /// Payloads up to this size are written into the database with their
+    /// message (one group commit, no object); larger ones go to the store.
+    pub payload_inline_max_bytes: usize,
     /// Payload bytes one read page may carry (at least one message always).
     pub page_max_bytes: u64,
     pub channel_idle: chrono::Duration,

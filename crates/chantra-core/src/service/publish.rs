@@ -1,6 +1,9 @@
-//! Publishing. The payload goes to the store first and the row second, so a
-//! row never points at a missing object; if the row cannot be written the
-//! object is deleted again. Readers only ever see rows.
+//! Publishing. A payload up to PAYLOAD_INLINE_MAX_BYTES is written with its
+//! row, in the same transaction (`message_payloads`, `payload_inline`):
+//! nothing else to sync, no object to create. A larger one goes to the
+//! store first and the row second, so a row never points at a missing
+//! object; if the row cannot be written the object is deleted again.
+//! Readers only ever see rows.
 //!
 //! The message id is assigned inside the write transaction (the group commit
 //! below, which batches concurrent publishes), after the channel row is locked, and is
@@ -105,13 +108,21 @@ impl Service {
             }
             // An expired message still holding the key would trip the unique index.
             for stale in db::messages::delete_expired_with_key(&self.db, id, key, now).await? {
-                let _ = self.store.delete(&stale.payload_object_key).await;
+                match stale.payload_inline {
+                    true => self.store.forget(&stale.payload_object_key),
+                    false => drop(self.store.delete(&stale.payload_object_key).await),
+                }
             }
         }
 
         // The object's name is its own id: the message id is only known in the transaction.
         let object_key = payload::object_key(id, MessageId::new());
-        if let Err(err) = self.store.put(&object_key, input.payload.clone(), input.content_type.as_str()).await {
+        // A small payload is written by the commit, in the message's own
+        // transaction (one sync for the batch, no object to create).
+        let inline = input.payload.len() <= self.settings.payload_inline_max_bytes;
+        if !inline
+            && let Err(err) = self.store.put(&object_key, input.payload.clone(), input.content_type.as_str()).await
+        {
             // A channel deleted meanwhile takes its objects' folder with it: that is a 404, not an outage.
             if matches!(db::channels::find(&self.db, id).await, Ok(None)) {
                 return Err(AppError::ChannelNotFound);
@@ -128,19 +139,24 @@ impl Service {
             created_at: now,
             expires_at: now + input.ttl.as_duration(),
             idempotency_key: input.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            payload_inline: inline,
         };
         // Written by the group-commit task (below), together with whatever
         // else is being published right now.
         let committed = self.commits().commit(id, row, input.payload.clone()).await;
         let failure = match committed {
             Ok(row) => {
+                if inline {
+                    // Catch-ups and resumes read it from here, not the database.
+                    self.store.remember(&object_key, &input.payload);
+                }
                 crate::metrics::get().publishes.increment(1);
                 tracing::debug!(channel = %id, message = %row.id, size = row.payload_size, "message published");
                 return Ok(Published { message: view(&row), replayed: false });
             }
             Err(failure) => failure,
         };
-        if let Err(cleanup) = self.store.delete(&object_key).await {
+        if !inline && let Err(cleanup) = self.store.delete(&object_key).await {
             tracing::warn!(error = %cleanup, key = %object_key, "could not delete the object of a failed publish; the sweeper will");
         }
         let err = match failure {
@@ -176,7 +192,7 @@ impl Service {
             && existing.content_type == input.content_type.as_str()
             && chrono::TimeDelta::from_std(input.ttl.as_duration()).ok()
                 == Some(existing.expires_at - existing.created_at);
-        if !same_shape || self.store.get(&existing.payload_object_key).await? != input.payload {
+        if !same_shape || self.stored_payload(&existing).await?.as_ref() != Some(&input.payload) {
             return Err(AppError::Conflict {
                 code: "idempotency_conflict",
                 message: format!(
@@ -342,7 +358,7 @@ async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pendin
     }
     // Local mode: deliveries leave in commit order (see Fanout::sequence).
     let _in_order = fanout.sequence().await;
-    let rows: Vec<_> = batch.iter().map(|p| (p.channel, p.row.clone())).collect();
+    let rows: Vec<_> = batch.iter().map(|p| (p.channel, p.row.clone(), p.payload.clone())).collect();
     match write(db, fanout, rows).await {
         Ok(outcomes) => {
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
@@ -356,7 +372,8 @@ async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pendin
         Err(err) => {
             tracing::debug!(error = %describe(&err), size = batch.len(), "batch failed; writing its messages one by one");
             for pending in batch {
-                let outcome = match write(db, fanout, vec![(pending.channel, pending.row.clone())]).await {
+                let one = vec![(pending.channel, pending.row.clone(), pending.payload.clone())];
+                let outcome = match write(db, fanout, one).await {
                     Ok(mut outcomes) => outcomes.pop().expect("one outcome per message"),
                     Err(err) => Err(err),
                 };
@@ -378,12 +395,13 @@ fn finish(fanout: &Fanout, pending: Pending, outcome: Result<message::Model, Com
     let _ = pending.done.send(outcome);
 }
 
-/// One transaction for `rows`; per row, its committed form or why it was
-/// refused (its channel is gone). An `Err` means nothing was written.
+/// One transaction for `rows` (and the payloads of `payload_inline` rows);
+/// per row, its committed form or why it was refused (its channel is gone).
+/// An `Err` means nothing was written.
 async fn write(
     db: &DatabaseConnection,
     fanout: &Fanout,
-    mut rows: Vec<(ChannelId, message::Model)>,
+    mut rows: Vec<(ChannelId, message::Model, Bytes)>,
 ) -> Result<Vec<Result<message::Model, CommitError>>, CommitError> {
     let txn = db.begin().await?;
     // Each channel once: lock it (by updating its row) and read its newest
@@ -393,7 +411,7 @@ async fn write(
     // failing one batch.
     let mut newest: HashMap<ChannelId, Option<Option<MessageId>>> = HashMap::new();
     for channel in lock_order(&rows) {
-        let last_at = rows.iter().filter(|(c, _)| *c == channel).map(|(_, r)| r.created_at).max();
+        let last_at = rows.iter().filter(|(c, _, _)| *c == channel).map(|(_, r, _)| r.created_at).max();
         let last_at = last_at.expect("lock_order lists only the rows' channels");
         let state = if db::channels::set_last_published(&txn, channel, last_at).await? {
             Some(db::messages::newest_id(&txn, channel).await?)
@@ -404,14 +422,18 @@ async fn write(
     }
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut inserts = Vec::with_capacity(rows.len());
+    let mut payloads = Vec::new();
     let mut notices = Vec::with_capacity(rows.len());
-    for (channel, row) in &mut rows {
+    for (channel, row, payload) in &mut rows {
         match newest.get_mut(channel).expect("every channel was looked up") {
             None => outcomes.push(Err(CommitError::ChannelGone)),
             Some(last) => {
                 let id = MessageId::next_after(*last);
                 *last = Some(id);
                 row.id = id;
+                if row.payload_inline {
+                    payloads.push((id, payload.to_vec()));
+                }
                 inserts.push(row.clone());
                 notices.push(Notice::Message { channel: *channel, message: id });
                 outcomes.push(Ok(row.clone()));
@@ -419,6 +441,7 @@ async fn write(
         }
     }
     db::messages::insert_many(&txn, inserts).await?;
+    db::messages::insert_payloads(&txn, payloads).await?;
     fanout.notify_all(&txn, &notices).await?;
     txn.commit().await?;
     fanout.committed(&notices);
@@ -427,8 +450,8 @@ async fn write(
 
 /// The channels of a batch, each once, in the order their rows are locked:
 /// ascending id, the one order every writer of every process follows.
-fn lock_order(rows: &[(ChannelId, message::Model)]) -> Vec<ChannelId> {
-    let mut channels: Vec<ChannelId> = rows.iter().map(|(channel, _)| *channel).collect();
+fn lock_order(rows: &[(ChannelId, message::Model, Bytes)]) -> Vec<ChannelId> {
+    let mut channels: Vec<ChannelId> = rows.iter().map(|(channel, _, _)| *channel).collect();
     channels.sort_unstable();
     channels.dedup();
     channels

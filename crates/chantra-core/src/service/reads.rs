@@ -168,9 +168,9 @@ impl Service {
     /// truncated object is treated as missing, never delivered as data. An
     /// unreachable store is an error (the caller retries).
     async fn load_payload(&self, row: &message::Model) -> Result<Option<Bytes>, AppError> {
-        match self.store.get(&row.payload_object_key).await {
-            Ok(payload) if i64::try_from(payload.len()).ok() == Some(row.payload_size) => Ok(Some(payload)),
-            Ok(payload) => {
+        match self.stored_payload(row).await? {
+            Some(payload) if i64::try_from(payload.len()).ok() == Some(row.payload_size) => Ok(Some(payload)),
+            Some(payload) => {
                 tracing::warn!(
                     message = %row.id,
                     stored = payload.len(),
@@ -179,12 +179,32 @@ impl Service {
                 );
                 Ok(None)
             }
-            Err(StoreError::NotFound) => {
+            None => {
                 tracing::warn!(message = %row.id, "payload object missing; skipping the message");
                 Ok(None)
             }
-            Err(err) => Err(AppError::from(err)),
         }
+    }
+
+    /// A message's payload as stored (`None`: missing): for a payload kept
+    /// in the database (`payload_inline`), from the cache in front of the
+    /// store, else from its row; otherwise from the store (through that
+    /// cache). An unreachable store or database is an error.
+    pub(super) async fn stored_payload(&self, row: &message::Model) -> Result<Option<Bytes>, AppError> {
+        if !row.payload_inline {
+            return match self.store.get(&row.payload_object_key).await {
+                Ok(payload) => Ok(Some(payload)),
+                Err(StoreError::NotFound) => Ok(None),
+                Err(err) => Err(err.into()),
+            };
+        }
+        if let Some(payload) = self.store.recall(&row.payload_object_key) {
+            return Ok(Some(payload));
+        }
+        let Some(payload) = db::messages::inline_payload(&self.db, row.id).await? else { return Ok(None) };
+        let payload = Bytes::from(payload);
+        self.store.remember(&row.payload_object_key, &payload);
+        Ok(Some(payload))
     }
 
     /// Up to `limit` unexpired messages after `after`, rows only (no

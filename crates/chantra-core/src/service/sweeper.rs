@@ -126,9 +126,13 @@ impl Service {
             for (channel, through) in newest {
                 db::sweep::mark_purged(&self.db, channel, through).await?;
             }
-            let keys: Vec<String> = rows.iter().map(|r| r.payload_object_key.clone()).collect();
-            self.delete_objects(keys).await?;
+            // A payload kept in the database goes with its row.
+            let (inline, stored): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.payload_inline);
+            self.delete_objects(stored.iter().map(|r| r.payload_object_key.clone()).collect()).await?;
             purged += db::sweep::delete_messages(&self.db, rows.iter().map(|r| r.id).collect()).await?;
+            for row in inline {
+                self.store.forget(&row.payload_object_key);
+            }
             if (rows.len() as u64) < batch {
                 return Ok(purged);
             }

@@ -15,6 +15,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub idempotency_key: Option<String>,
+    /// The payload is a row of `message_payloads` (written with this row),
+    /// not an object in the store: small payloads, PAYLOAD_INLINE_MAX_BYTES.
+    pub payload_inline: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

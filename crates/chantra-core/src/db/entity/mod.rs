@@ -3,4 +3,5 @@
 pub mod channel;
 pub mod mcp_session;
 pub mod message;
+pub mod message_payload;
 pub mod read_grant;
