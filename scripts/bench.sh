@@ -579,7 +579,8 @@ scenarios_for() {
       publish)
         run "$target" publish "$BENCH_PUBLISHERS" --publishers "$BENCH_PUBLISHERS" \
           --duration-secs "$BENCH_PUBLISH_SECS" --messages 100000000 --payload-bytes "$BENCH_PAYLOAD_BYTES"
-        [[ $target == postgres ]] && run_raw_s3
+        # (an if, not `&&`: a false test as the loop's last command would end the script under set -e)
+        if [[ $target == postgres ]]; then run_raw_s3; fi
         ;;
       fanout)
         for n in $BENCH_FANOUT; do
