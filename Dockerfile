@@ -9,6 +9,11 @@ ARG RUST_VERSION=1.95.0
 # --- build ---------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /build
+# make: tikv-jemalloc-sys builds jemalloc (the binary's allocator) with it.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 # Keep symbol names for panic backtraces, drop the debug info (a much smaller binary).
 ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo \
     CARGO_TERM_COLOR=never
