@@ -218,9 +218,9 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5)]
     pub db_acquire_timeout_secs: u64,
 
-    /// Maximum database connections in this process's pool.
-    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
-    pub db_max_connections: u32,
+    /// Maximum database connections in this process's pool [default: 16 with PostgreSQL, 4 with SQLite].
+    #[arg(long, env = "DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
 }
 
 /// The notice bus between processes. Unset FANOUT_URL: PostgreSQL LISTEN/NOTIFY
