@@ -10,6 +10,7 @@ use clap::Parser as _;
 /// docs/BENCHMARKS.md). Measured side by side, 1 KiB publishes: glibc
 /// 11.1–11.4k/s, mimalloc 14.0–15.3k/s, jemalloc 14.4–15.0k/s; memory per
 /// idle stream 6.2, 6.9 and 5.9 KiB — jemalloc is as fast and the smallest.
+#[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
