@@ -22,7 +22,7 @@ use crate::http;
 use crate::http::rate_limit::{self, ClientLimiter};
 use crate::http::streams::StreamSlots;
 use crate::role::Role;
-use crate::state::AppState;
+use crate::state::{AppParts, AppState};
 use chantra_core::clock::Clock;
 use chantra_core::db::DatabaseKind;
 use chantra_core::domain::TokenHasher;
@@ -76,7 +76,7 @@ impl Application {
         let tasks = start_tasks(&config, &service, &rate_limits, &shutdown);
         let streams =
             StreamSlots::new(stream_capacity(config.http.sse.max_streams), config.http.sse.max_streams_per_ip);
-        let state = AppState {
+        let state = AppState::new(AppParts {
             http: Arc::new(config.http),
             mcp: Arc::new(config.mcp),
             landing: Arc::new(config.landing),
@@ -84,7 +84,7 @@ impl Application {
             streams,
             shutdown,
             tasks,
-        };
+        });
         Ok(Self { state, listeners, shutdown_grace: config.shutdown_grace, rate_limits })
     }
 
