@@ -122,6 +122,16 @@ impl TestApp {
         self.service.store().get(&row.payload_object_key).await.unwrap().to_vec()
     }
 
+    /// Deletes `channel` with its publish token.
+    pub async fn delete_channel(&self, channel: &Value) -> reqwest::Response {
+        self.client
+            .delete(self.rest(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))
+            .header("x-publish-token", channel["publish_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_channel(&self, channel: &Value) -> reqwest::Response {
         self.client
             .get(self.rest(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))

@@ -92,14 +92,7 @@ async fn small_payloads_live_in_the_database(backend: Backend) {
     assert_eq!(polled(&app, &channel).await, ["sixteen bytes!!!", "seventeen bytes!!", "once"]);
 
     // Deleting the channel takes the payload rows with it.
-    let id = channel["channel_id"].as_str().unwrap();
-    let deleted = app
-        .client
-        .delete(app.rest(&format!("/v1/channels/{id}")))
-        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.delete_channel(&channel).await;
     assert_eq!(deleted.status(), 204);
     assert_eq!(message_payload::Entity::find().count(app.service.db()).await.unwrap(), 0);
 }

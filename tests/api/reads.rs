@@ -305,13 +305,7 @@ async fn poll_access_and_endings(backend: Backend) {
     let public = app.create_channel("public").await;
     assert!(public.get("read_grant_id").is_none(), "public channels have no grant: {public}");
     let public_url = read_url(&app, &public);
-    let deleted = app
-        .client
-        .delete(app.rest(&format!("/v1/channels/{}", public["channel_id"].as_str().unwrap())))
-        .header("x-publish-token", public["publish_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.delete_channel(&public).await;
     assert_eq!(deleted.status(), 204);
     let gone = poll(&app, &public_url, "", None).await;
     assert_eq!(gone.status(), 404);
@@ -402,13 +396,7 @@ async fn ndjson_resumes_and_ends(backend: Backend) {
     assert_eq!(keepalive, json!({"event": "keepalive"}));
 
     // Deleted: the last line, then the body ends.
-    let deleted = app
-        .client
-        .delete(app.rest(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))
-        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.delete_channel(&channel).await;
     assert_eq!(deleted.status(), 204);
     assert_eq!(lines.event().await, json!({"event": "deleted", "channel_id": channel["channel_id"]}));
     assert!(lines.next(WAIT).await.is_none(), "the stream ends after deleted");

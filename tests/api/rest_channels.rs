@@ -182,13 +182,7 @@ async fn delete_removes_everything(backend: Backend) {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 
-    let deleted = app
-        .client
-        .delete(app.rest(&format!("/v1/channels/{id}")))
-        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.delete_channel(&channel).await;
     assert_eq!(deleted.status(), 204);
     assert!(deleted.bytes().await.unwrap().is_empty());
 

@@ -369,13 +369,7 @@ async fn deleted_channel_ends_the_stream(backend: Backend) {
     let mut stream = subscribe(&app, &channel).await;
     let id = publish(&app, &channel, "last words").await;
     assert_eq!(ids(&stream.messages(1, WAIT).await), [id]);
-    let deleted = app
-        .client
-        .delete(app.rest(&format!("/v1/channels/{}", channel["channel_id"].as_str().unwrap())))
-        .header("x-publish-token", channel["publish_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.delete_channel(&channel).await;
     assert_eq!(deleted.status(), 204);
     let last = stream.next(WAIT).await.expect("a final event");
     assert_eq!(last.event, "deleted");
