@@ -77,9 +77,9 @@ impl Application {
         let streams =
             StreamSlots::new(stream_capacity(config.http.sse.max_streams), config.http.sse.max_streams_per_ip);
         let state = AppState::new(AppParts {
-            http: Arc::new(config.http),
-            mcp: Arc::new(config.mcp),
-            landing: Arc::new(config.landing),
+            http: config.http,
+            mcp: config.mcp,
+            landing: config.landing,
             service,
             streams,
             shutdown,

@@ -35,9 +35,9 @@ impl std::ops::Deref for AppState {
 
 /// What every handler reaches through [`AppState`].
 pub struct AppParts {
-    pub http: Arc<HttpSettings>,
-    pub mcp: Arc<McpSettings>,
-    pub landing: Arc<LandingSettings>,
+    pub http: HttpSettings,
+    pub mcp: McpSettings,
+    pub landing: LandingSettings,
     pub service: Service,
     pub streams: Arc<StreamSlots>,
     /// The process's one shutdown token: cancelled when the server begins

@@ -60,12 +60,12 @@ pub struct Shared {
     hasher: TokenHasher,
     clock: Clock,
     fanout: Fanout,
-    settings: Arc<ServiceSettings>,
+    settings: ServiceSettings,
     /// One sweep at a time in this process (PostgreSQL adds a cross-process lock).
-    sweep_guard: Arc<tokio::sync::Mutex<()>>,
+    sweep_guard: tokio::sync::Mutex<()>,
     /// Publish credentials of recently published-to channels, so a publish
     /// needs no lookup (a deleted channel still fails in the commit: 404).
-    publish_auth: Arc<std::sync::Mutex<std::collections::HashMap<ChannelId, PublishAuth>>>,
+    publish_auth: std::sync::Mutex<std::collections::HashMap<ChannelId, PublishAuth>>,
     /// The group-commit queue; its writer runs as a supervised task
     /// ([`Service::commit_writer`]).
     commits: publish::CommitQueue,
@@ -94,9 +94,9 @@ impl Service {
             hasher,
             clock,
             fanout,
-            settings: Arc::new(settings),
-            sweep_guard: Arc::default(),
-            publish_auth: Arc::default(),
+            settings,
+            sweep_guard: tokio::sync::Mutex::default(),
+            publish_auth: std::sync::Mutex::default(),
             commits: publish::CommitQueue::new(),
         }))
     }
