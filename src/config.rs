@@ -267,7 +267,7 @@ impl Config {
             mcp: mcp_public_url(args)?,
         };
         let token_secret = resolve_token_secret(args, backends.database.kind())?;
-        let service = service_settings(args, &args.lifecycle)?;
+        let service = service_settings(args, &args.lifecycle, &backends.storage)?;
         let rate_limit = match (args.rate_limit_per_second, args.rate_limit_burst) {
             (0, _) => None,
             (_, 0) => bail!("RATE_LIMIT_BURST must be at least 1 (set RATE_LIMIT_PER_SECOND=0 to turn limiting off)"),
@@ -531,13 +531,17 @@ fn nats_settings(args: &FanoutArgs, kind: DatabaseKind, process: &str) -> anyhow
     Ok(Some(settings))
 }
 
-fn service_settings(args: &ServeArgs, lifecycle: &LifecycleArgs) -> anyhow::Result<ServiceSettings> {
+fn service_settings(
+    args: &ServeArgs,
+    lifecycle: &LifecycleArgs,
+    storage: &StorageConfig,
+) -> anyhow::Result<ServiceSettings> {
     let (grant_purge_grace, channel_idle) = lifecycle_durations(lifecycle)?;
     Ok(ServiceSettings {
         // Filled by Config::advertise.
         channel_base_url: String::new(),
         max_payload_bytes: at_least_one("MAX_PAYLOAD_BYTES", args.max_payload_bytes)?,
-        payload_inline_max_bytes: payload_inline_max_bytes(args),
+        payload_inline_max_bytes: payload_inline_max_bytes(args, storage),
         page_max_bytes: at_least_one("PAGE_MAX_BYTES", args.page_max_bytes)?,
         max_grants_per_channel: at_least_one("MAX_GRANTS_PER_CHANNEL", args.max_grants_per_channel)?,
         grant_purge_grace,
@@ -550,9 +554,11 @@ fn service_settings(args: &ServeArgs, lifecycle: &LifecycleArgs) -> anyhow::Resu
 /// sync for a whole batch instead of a file and two syncs each; ntfy keeps
 /// messages up to 4,096 bytes in its SQLite cache the same way) and 0 with
 /// S3 (payloads stay in the object store the deployment chose).
-fn payload_inline_max_bytes(args: &ServeArgs) -> usize {
-    let s3 = args.storage.s3_endpoint.as_deref().is_some_and(|endpoint| !endpoint.trim().is_empty());
-    args.payload_inline_max_bytes.unwrap_or(if s3 { 0 } else { DEFAULT_PAYLOAD_INLINE_MAX_BYTES })
+fn payload_inline_max_bytes(args: &ServeArgs, storage: &StorageConfig) -> usize {
+    args.payload_inline_max_bytes.unwrap_or(match storage {
+        StorageConfig::Filesystem { .. } => DEFAULT_PAYLOAD_INLINE_MAX_BYTES,
+        StorageConfig::S3(_) => 0,
+    })
 }
 
 /// GRANT_PURGE_GRACE_SECS and CHANNEL_IDLE_DAYS, the durations the sweeper reads.
