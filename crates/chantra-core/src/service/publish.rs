@@ -107,12 +107,9 @@ impl Service {
                 return self.replay(existing, &input).await;
             }
             // An expired message still holding the key would trip the unique index.
-            for stale in db::messages::delete_expired_with_key(&self.db, id, key, now).await? {
-                match stale.payload_inline {
-                    true => self.store.forget(&stale.payload_object_key),
-                    false => drop(self.store.delete(&stale.payload_object_key).await),
-                }
-            }
+            let stale = db::messages::delete_expired_with_key(&self.db, id, key, now).await?;
+            // Best effort: the sweeper reconciles an object left behind.
+            let _ = self.discard_payloads(&stale).await;
         }
 
         // The object's name is its own id: the message id is only known in the transaction.
@@ -143,7 +140,7 @@ impl Service {
         };
         // Written by the group-commit task (below), together with whatever
         // else is being published right now.
-        let committed = self.commits().commit(id, row, input.payload.clone()).await;
+        let committed = self.commits().commit(row, input.payload.clone()).await;
         let failure = match committed {
             Ok(row) => {
                 if inline {
@@ -261,7 +258,6 @@ impl From<DbErr> for CommitError {
 
 /// A message waiting for its transaction. The row's id is assigned there.
 struct Pending {
-    channel: ChannelId,
     row: message::Model,
     payload: Bytes,
     done: oneshot::Sender<Result<message::Model, CommitError>>,
@@ -301,14 +297,9 @@ impl CommitQueue {
 
     /// Writes `row` (its id assigned in the transaction), announces it and
     /// delivers it to local readers; resolves once it is committed.
-    pub(super) async fn commit(
-        &self,
-        channel: ChannelId,
-        row: message::Model,
-        payload: Bytes,
-    ) -> Result<message::Model, CommitError> {
+    pub(super) async fn commit(&self, row: message::Model, payload: Bytes) -> Result<message::Model, CommitError> {
         let (done, outcome) = oneshot::channel();
-        let pending = Pending { channel, row, payload, done };
+        let pending = Pending { row, payload, done };
         if self.sender.send(pending).await.is_err() {
             return Err(CommitError::Db(DbErr::Custom("the commit task has stopped".into())));
         }
@@ -358,7 +349,7 @@ async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pendin
     }
     // Local mode: deliveries leave in commit order (see Fanout::sequence).
     let _in_order = fanout.sequence().await;
-    let rows: Vec<_> = batch.iter().map(|p| (p.channel, p.row.clone(), p.payload.clone())).collect();
+    let rows: Vec<_> = batch.iter().map(|p| (p.row.clone(), p.payload.clone())).collect();
     match write(db, fanout, rows).await {
         Ok(outcomes) => {
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
@@ -372,7 +363,7 @@ async fn write_batch(db: &DatabaseConnection, fanout: &Fanout, batch: Vec<Pendin
         Err(err) => {
             tracing::debug!(error = %describe(&err), size = batch.len(), "batch failed; writing its messages one by one");
             for pending in batch {
-                let one = vec![(pending.channel, pending.row.clone(), pending.payload.clone())];
+                let one = vec![(pending.row.clone(), pending.payload.clone())];
                 let outcome = match write(db, fanout, one).await {
                     Ok(mut outcomes) => outcomes.pop().expect("one outcome per message"),
                     Err(err) => Err(err),
@@ -401,7 +392,7 @@ fn finish(fanout: &Fanout, pending: Pending, outcome: Result<message::Model, Com
 async fn write(
     db: &DatabaseConnection,
     fanout: &Fanout,
-    mut rows: Vec<(ChannelId, message::Model, Bytes)>,
+    mut rows: Vec<(message::Model, Bytes)>,
 ) -> Result<Vec<Result<message::Model, CommitError>>, CommitError> {
     let txn = db.begin().await?;
     // Each channel once: lock it (by updating its row) and read its newest
@@ -411,7 +402,7 @@ async fn write(
     // failing one batch.
     let mut newest: HashMap<ChannelId, Option<Option<MessageId>>> = HashMap::new();
     for channel in lock_order(&rows) {
-        let last_at = rows.iter().filter(|(c, _, _)| *c == channel).map(|(_, r, _)| r.created_at).max();
+        let last_at = rows.iter().filter(|(r, _)| r.channel_id == channel).map(|(r, _)| r.created_at).max();
         let last_at = last_at.expect("lock_order lists only the rows' channels");
         let state = if db::channels::set_last_published(&txn, channel, last_at).await? {
             Some(db::messages::newest_id(&txn, channel).await?)
@@ -424,8 +415,8 @@ async fn write(
     let mut inserts = Vec::with_capacity(rows.len());
     let mut payloads = Vec::new();
     let mut notices = Vec::with_capacity(rows.len());
-    for (channel, row, payload) in &mut rows {
-        match newest.get_mut(channel).expect("every channel was looked up") {
+    for (row, payload) in &mut rows {
+        match newest.get_mut(&row.channel_id).expect("every channel was looked up") {
             None => outcomes.push(Err(CommitError::ChannelGone)),
             Some(last) => {
                 let id = MessageId::next_after(*last);
@@ -435,7 +426,7 @@ async fn write(
                     payloads.push((id, payload.to_vec()));
                 }
                 inserts.push(row.clone());
-                notices.push(Notice::Message { channel: *channel, message: id });
+                notices.push(Notice::Message { channel: row.channel_id, message: id });
                 outcomes.push(Ok(row.clone()));
             }
         }
@@ -450,8 +441,8 @@ async fn write(
 
 /// The channels of a batch, each once, in the order their rows are locked:
 /// ascending id, the one order every writer of every process follows.
-fn lock_order(rows: &[(ChannelId, message::Model, Bytes)]) -> Vec<ChannelId> {
-    let mut channels: Vec<ChannelId> = rows.iter().map(|(channel, _, _)| *channel).collect();
+fn lock_order(rows: &[(message::Model, Bytes)]) -> Vec<ChannelId> {
+    let mut channels: Vec<ChannelId> = rows.iter().map(|(row, _)| row.channel_id).collect();
     channels.sort_unstable();
     channels.dedup();
     channels

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Service;
-use crate::db;
+use crate::db::{self, entity::message};
 use crate::error::AppError;
 use crate::payload::StoreError;
 
@@ -126,13 +126,8 @@ impl Service {
             for (channel, through) in newest {
                 db::sweep::mark_purged(&self.db, channel, through).await?;
             }
-            // A payload kept in the database goes with its row.
-            let (inline, stored): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.payload_inline);
-            self.delete_objects(stored.iter().map(|r| r.payload_object_key.clone()).collect()).await?;
+            self.discard_payloads(&rows).await?;
             purged += db::sweep::delete_messages(&self.db, rows.iter().map(|r| r.id).collect()).await?;
-            for row in inline {
-                self.store.forget(&row.payload_object_key);
-            }
             if (rows.len() as u64) < batch {
                 return Ok(purged);
             }
@@ -214,6 +209,20 @@ impl Service {
             purged += db::sweep::delete_messages(&self.db, chunk.to_vec()).await?;
         }
         Ok((orphans, purged))
+    }
+
+    /// The payloads of `rows`, whose rows are deleted: objects deleted from
+    /// the store; a payload kept in the database goes with its row, only
+    /// the cache forgets it.
+    pub(super) async fn discard_payloads(&self, rows: &[message::Model]) -> Result<(), AppError> {
+        let mut objects = Vec::new();
+        for row in rows {
+            match row.payload_inline {
+                true => self.store.forget(&row.payload_object_key),
+                false => objects.push(row.payload_object_key.clone()),
+            }
+        }
+        self.delete_objects(objects).await
     }
 
     async fn delete_objects(&self, keys: Vec<String>) -> Result<(), AppError> {
