@@ -3,6 +3,7 @@
 //! written once. It is the only caller of `db/` and `payload/`.
 
 mod channels;
+mod coalesce;
 mod grants;
 pub mod listener;
 mod publish;
@@ -17,7 +18,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::clock::Clock;
 use crate::db::entity::channel;
-use crate::domain::{ChannelId, PublishToken, TokenFingerprint, TokenHasher, Visibility};
+use crate::domain::{ChannelId, MessageId, PublishToken, TokenFingerprint, TokenHasher, Visibility};
 use crate::error::AppError;
 use crate::fanout::Fanout;
 use crate::payload::PayloadStore;
@@ -69,6 +70,20 @@ pub struct Shared {
     /// The group-commit queue; its writer runs as a supervised task
     /// ([`Service::commit_writer`]).
     commits: publish::CommitQueue,
+    /// Identical reads of a reconnect storm, shared (see [`coalesce`]).
+    shared_reads: SharedReads,
+}
+
+/// The reads every resuming reader of a channel repeats, each shared by
+/// the readers asking at the same time.
+#[derive(Default)]
+struct SharedReads {
+    /// A reader's channel row (is it there, public or private).
+    channels: coalesce::Coalescer<ChannelId, Option<channel::Model>>,
+    /// A resume's plan, by channel, cursor and replay cap.
+    resumes: coalesce::Coalescer<(ChannelId, MessageId, u64), Option<crate::db::messages::ResumeState>>,
+    /// A page of replay rows, by channel, cursor and page size.
+    pages: coalesce::Coalescer<(ChannelId, MessageId, u64), Vec<crate::db::entity::message::Model>>,
 }
 
 impl std::ops::Deref for Service {
@@ -98,6 +113,7 @@ impl Service {
             sweep_guard: tokio::sync::Mutex::default(),
             publish_auth: std::sync::Mutex::default(),
             commits: publish::CommitQueue::new(),
+            shared_reads: SharedReads::default(),
         }))
     }
 

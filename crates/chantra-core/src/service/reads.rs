@@ -68,7 +68,9 @@ impl Service {
         expected: Option<Visibility>,
         token: Option<&ReadToken>,
     ) -> Result<Reader, AppError> {
-        let channel = db::channels::find(&self.db, id).await?.ok_or(AppError::ChannelNotFound)?;
+        // Shared with the readers of this channel asking at the same moment (a reconnect storm).
+        let channel = self.shared_reads.channels.get(id, || db::channels::find(&self.db, id)).await?;
+        let channel = channel.ok_or(AppError::ChannelNotFound)?;
         let visibility = visibility_of(&channel)?;
         if expected.is_some_and(|expected| expected != visibility) {
             return Err(AppError::ChannelNotFound);
@@ -126,11 +128,18 @@ impl Service {
     /// yet purged, or purged (the channel's `purged_through` is past the
     /// cursor). A cursor older than the channel, with nothing lost, is no gap.
     pub async fn plan_replay(&self, channel: ChannelId, cursor: MessageId, cap: u64) -> Result<ReplayStart, AppError> {
-        let now = self.clock.now();
         // Read now, not when the reader was let in: the sweeper raises the
         // mark before it deletes, so a purge in between is never missed.
-        let state =
-            db::messages::resume_state(&self.db, channel, cursor, now, cap).await?.ok_or(AppError::ChannelNotFound)?;
+        // Shared with readers resuming from the same cursor at the same moment.
+        let state = self
+            .shared_reads
+            .resumes
+            .get((channel, cursor, cap), || {
+                db::messages::resume_state(&self.db, channel, cursor, self.clock.now(), cap)
+            })
+            .await?
+            .ok_or(AppError::ChannelNotFound)?;
+        let now = self.clock.now();
         let newest = state.newest;
         if state.past_cap.is_some()
             && let Some(first) = db::messages::nth_newest(&self.db, channel, cap.saturating_sub(1), now).await?
@@ -215,7 +224,9 @@ impl Service {
         after: MessageId,
         limit: u64,
     ) -> Result<Vec<message::Model>, AppError> {
-        Ok(db::messages::page_after(&self.db, channel, Some(after), self.clock.now(), limit).await?)
+        // Shared with readers replaying from the same place at the same moment.
+        let page = || db::messages::page_after(&self.db, channel, Some(after), self.clock.now(), limit);
+        Ok(self.shared_reads.pages.get((channel, after, limit), page).await?)
     }
 
     /// The payload of one replayed message, loaded now; `None` if it
