@@ -136,7 +136,8 @@ impl Service {
             Cursor::Now => (None, self.newest_message_id(channel).await?.unwrap_or(MessageId::MIN)),
             Cursor::After(after) => {
                 // The newest id comes with the plan: a resume costs two queries
-                // (the reader's check and this), not five.
+                // (the reader's check and this), not five — and readers resuming
+                // from one cursor at one moment share them (service/coalesce.rs).
                 let plan = self.plan_replay(channel, after, settings.replay_max).await?;
                 preamble.extend(plan.gap.map(StreamEvent::Gap));
                 (Some(plan.after), plan.after.min(plan.newest.unwrap_or(MessageId::MIN)))
