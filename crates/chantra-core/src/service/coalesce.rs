@@ -186,23 +186,23 @@ mod tests {
         Ok(run)
     }
 
+    type Shared = Arc<Coalescer<u32, usize>>;
+
+    /// A caller asking `key` through `slow`, as its own task.
+    fn ask(coalescer: &Shared, runs: &Arc<AtomicUsize>, key: u32) -> tokio::task::JoinHandle<Result<usize, ()>> {
+        let (c, r) = (coalescer.clone(), runs.clone());
+        tokio::spawn(async move { c.get(key, || slow(&r)).await })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn callers_during_a_query_share_the_next_one() {
-        let coalescer = Arc::new(Coalescer::<u32, usize>::default());
+        let coalescer: Shared = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
-        let first = {
-            let (c, r) = (coalescer.clone(), runs.clone());
-            tokio::spawn(async move { c.get(1, || slow(&r)).await })
-        };
+        let first = ask(&coalescer, &runs, 1);
         tokio::time::sleep(Duration::from_millis(10)).await;
         // 100 callers arrive while the first query runs: they must not take
         // its answer (it started before them), and they share one more.
-        let later: Vec<_> = (0..100)
-            .map(|_| {
-                let (c, r) = (coalescer.clone(), runs.clone());
-                tokio::spawn(async move { c.get(1, || slow(&r)).await })
-            })
-            .collect();
+        let later: Vec<_> = (0..100).map(|_| ask(&coalescer, &runs, 1)).collect();
         assert_eq!(first.await.unwrap(), Ok(1));
         for caller in later {
             assert_eq!(caller.await.unwrap(), Ok(2), "answered by the query started after it asked");
@@ -213,14 +213,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn other_keys_do_not_wait() {
-        let coalescer = Arc::new(Coalescer::<u32, usize>::default());
+        let coalescer: Shared = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
-        let callers: Vec<_> = (0..3)
-            .map(|key| {
-                let (c, r) = (coalescer.clone(), runs.clone());
-                tokio::spawn(async move { c.get(key, || slow(&r)).await })
-            })
-            .collect();
+        let callers: Vec<_> = (0..3).map(|key| ask(&coalescer, &runs, key)).collect();
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(callers.iter().all(|c| c.is_finished()), "three keys, three queries at once");
         assert_eq!(runs.load(Ordering::SeqCst), 3);
@@ -228,7 +223,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_query_is_asked_again_by_each_waiting_caller() {
-        let coalescer = Arc::new(Coalescer::<u32, usize>::default());
+        let coalescer: Shared = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let failing = |runs: Arc<AtomicUsize>| async move {
             let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
@@ -260,23 +255,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_leader_that_gives_up_hands_over() {
-        let coalescer = Arc::new(Coalescer::<u32, usize>::default());
+        let coalescer: Shared = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
-        let first = {
-            let (c, r) = (coalescer.clone(), runs.clone());
-            tokio::spawn(async move { c.get(1, || slow(&r)).await })
-        };
+        let first = ask(&coalescer, &runs, 1);
         tokio::time::sleep(Duration::from_millis(10)).await;
         // The next query's leader is cancelled while it waits for its turn.
-        let leader = {
-            let (c, r) = (coalescer.clone(), runs.clone());
-            tokio::spawn(async move { c.get(1, || slow(&r)).await })
-        };
+        let leader = ask(&coalescer, &runs, 1);
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let follower = {
-            let (c, r) = (coalescer.clone(), runs.clone());
-            tokio::spawn(async move { c.get(1, || slow(&r)).await })
-        };
+        let follower = ask(&coalescer, &runs, 1);
         tokio::time::sleep(Duration::from_millis(1)).await;
         leader.abort();
         assert_eq!(first.await.unwrap(), Ok(1));
