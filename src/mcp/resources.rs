@@ -17,7 +17,7 @@
 //! `resources/unsubscribe`, the session (its handler is dropped), or the
 //! process's shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ use super::settings::SubscriptionSettings;
 use super::source::{MessageSource, PageStart};
 use super::tools::{json_len, read_message};
 use crate::http::streams::{StreamSlot, StreamSlots};
-use chantra_core::domain::{ChannelId, ReadToken};
+use chantra_core::domain::{ChannelId, MessageId, ReadToken};
 use chantra_core::error::AppError;
 use chantra_core::service::{Cursor, Service, StreamEvent, StreamSettings};
 
@@ -168,6 +168,7 @@ impl Subscriptions {
             token: self.shutdown.child_token(),
             active: Mutex::new(HashMap::new()),
             listening: AtomicUsize::new(0),
+            accepted_at: Mutex::default(),
         })
     }
 }
@@ -207,7 +208,14 @@ pub struct SessionSubscriptions {
     active: Mutex<HashMap<String, Active>>,
     /// URIs followed by this session's open subscriptions/listen requests.
     listening: AtomicUsize,
+    /// When each listen request not yet running was accepted, oldest first:
+    /// its streams start there (see [`SessionSubscriptions::listen`]).
+    accepted_at: Mutex<VecDeque<MessageId>>,
 }
+
+/// Listen requests accepted and not yet running that a session remembers
+/// the acceptance time of (one that never runs is forgotten after more).
+const ACCEPTED_PENDING: usize = 16;
 
 /// A resources/subscribe subscription: dropping `guard` ends it; `ended`
 /// is cancelled once it has ended on its own (channel deleted, token
@@ -238,7 +246,9 @@ impl SessionSubscriptions {
             }
         }
         let ended = CancellationToken::new();
-        let guard = self.start(service, uri, Notify::Peer(peer), self.token.child_token(), ended.clone()).await?;
+        // Answered after the stream is open: "from now" misses nothing the client publishes after the answer.
+        let guard =
+            self.start(service, uri, Cursor::Now, Notify::Peer(peer), self.token.child_token(), ended.clone()).await?;
         let mut active = self.lock();
         if active.len() + self.listening.load(Ordering::Relaxed) >= max {
             return Err(too_many_for_session(max));
@@ -254,7 +264,15 @@ impl SessionSubscriptions {
 
     /// The URIs of `requested` a subscriptions/listen request may follow:
     /// channel URIs, at most MCP_MAX_SUBSCRIPTIONS_PER_SESSION of them.
+    /// Remembers when, for the listen request that follows.
     pub fn accepted(&self, requested: &SubscriptionFilter) -> SubscriptionFilter {
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let mut pending = self.accepted_at.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() == ACCEPTED_PENDING {
+            pending.pop_front();
+        }
+        pending.push_back(MessageId::floor_at(now));
+        drop(pending);
         let mut accepted = SubscriptionFilter::new();
         accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
             uris.iter()
@@ -269,6 +287,13 @@ impl SessionSubscriptions {
     /// subscriptions/listen: follows every accepted URI until the request
     /// is cancelled or the session ends. A URI whose channel cannot be
     /// followed (gone, token refused, no slot) fails the request.
+    ///
+    /// rmcp acknowledges the request before it calls this, so a client may
+    /// publish as soon as it reads the acknowledgment — before the streams
+    /// below are open. They therefore start where the request was accepted
+    /// (the floor id of that moment), not "from now": a message committed
+    /// in between is notified (once; `replay_max` 1), not taken for one
+    /// from before the subscription.
     pub async fn listen(
         &self,
         service: &Service,
@@ -287,11 +312,13 @@ impl SessionSubscriptions {
             self.listening.fetch_add(uris.len(), Ordering::Relaxed);
         }
         let _listening = release_on_drop(&self.listening, uris.len());
+        let since = self.accepted_at.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let cursor = since.map_or(Cursor::Now, Cursor::After);
         let token = self.token.child_token();
         let mut guards = Vec::with_capacity(uris.len());
         for uri in uris {
             let notify = Notify::Listen(sink.clone());
-            guards.push(self.start(service, uri, notify, token.child_token(), CancellationToken::new()).await?);
+            guards.push(self.start(service, uri, cursor, notify, token.child_token(), CancellationToken::new()).await?);
         }
         tokio::select! {
             () = cancelled.cancelled() => {}
@@ -308,6 +335,7 @@ impl SessionSubscriptions {
         &self,
         service: &Service,
         uri: &str,
+        cursor: Cursor,
         notify: Notify,
         token: CancellationToken,
         ended: CancellationToken,
@@ -321,7 +349,7 @@ impl SessionSubscriptions {
         })?;
         let settings = StreamSettings { keepalive: IDLE_TICK, replay_max: 1 };
         let stream = service
-            .open_stream(parsed.channel, None, parsed.token.as_ref(), Cursor::Now, settings, token.clone())
+            .open_stream(parsed.channel, None, parsed.token.as_ref(), cursor, settings, token.clone())
             .await
             .map_err(resource_error)?;
         tokio::spawn(forward(stream, notify, uri.to_owned(), slot, ended));
@@ -374,5 +402,32 @@ async fn forward(
             }
             StreamEvent::Gap(_) | StreamEvent::KeepAlive => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Arc<SessionSubscriptions> {
+        let settings = SubscriptionSettings { max_subscriptions: 10, max_per_session: 5 };
+        Subscriptions::new(settings, CancellationToken::new()).session()
+    }
+
+    /// A listen request's streams start where it was accepted (rmcp sends
+    /// the acknowledgment before `listen` runs): each acceptance is
+    /// remembered, oldest first, and never more than ACCEPTED_PENDING.
+    #[test]
+    fn acceptance_times_are_remembered_for_the_listen_that_follows() {
+        let session = session();
+        let before = MessageId::floor_at(u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap());
+        session.accepted(&SubscriptionFilter::new());
+        let pending = session.accepted_at.lock().unwrap().clone();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0] >= before, "the floor id of the acceptance, not of an earlier moment");
+        for _ in 0..ACCEPTED_PENDING + 3 {
+            session.accepted(&SubscriptionFilter::new());
+        }
+        assert_eq!(session.accepted_at.lock().unwrap().len(), ACCEPTED_PENDING, "bounded");
     }
 }
