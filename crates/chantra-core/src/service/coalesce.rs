@@ -42,6 +42,15 @@ struct Slot<T> {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+impl<T> Slot<T> {
+    /// Takes `flight` off the queue, if it is still the one waiting.
+    fn unqueue(&mut self, flight: u64) {
+        if self.next.as_ref().is_some_and(|(queued, _)| *queued == flight) {
+            self.next = None;
+        }
+    }
+}
+
 /// Shares identical concurrent reads by key; see the module docs.
 pub(super) struct Coalescer<K, T> {
     slots: Mutex<HashMap<K, Slot<T>>>,
@@ -121,7 +130,9 @@ impl<K: Eq + Hash + Clone, T: Clone> Coalescer<K, T> {
         let _leave = Leave { coalescer: self, key, flight };
         let running = turn.lock_owned().await;
         // Started: whoever asks from now on waits for the next query.
-        self.unqueue(key, flight);
+        if let Some(slot) = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key) {
+            slot.unqueue(flight);
+        }
         let result = query().await;
         let _ = tx.send(match &result {
             Ok(value) => Outcome::Done(value.clone()),
@@ -129,16 +140,6 @@ impl<K: Eq + Hash + Clone, T: Clone> Coalescer<K, T> {
         });
         drop(running);
         result
-    }
-
-    /// Takes `flight` off its key's queue, if it is still there.
-    fn unqueue(&self, key: &K, flight: u64) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = slots.get_mut(key)
-            && slot.next.as_ref().is_some_and(|(queued, _)| *queued == flight)
-        {
-            slot.next = None;
-        }
     }
 
     /// Keys with a query queued or running (tests: nothing is left behind).
@@ -160,9 +161,7 @@ impl<K: Eq + Hash + Clone, T: Clone> Drop for Leave<'_, K, T> {
     fn drop(&mut self) {
         let mut slots = self.coalescer.slots.lock().unwrap_or_else(|p| p.into_inner());
         let Some(slot) = slots.get_mut(self.key) else { return };
-        if slot.next.as_ref().is_some_and(|(queued, _)| *queued == self.flight) {
-            slot.next = None;
-        }
+        slot.unqueue(self.flight);
         // The map holds one handle of the turn; each leader holds another until it leaves.
         // (Our own handle was moved into the lock guard, dropped before this guard.)
         if slot.next.is_none() && Arc::strong_count(&slot.turn) == 1 {
