@@ -1455,3 +1455,58 @@ async fn subscription_hears_publishes_from_another_process() {
         assert_eq!(body["messages"].as_array().unwrap().last().unwrap()["payload_text"], format!("m{i}"));
     }
 }
+
+/// subscriptions/listen (2026-07-28): rmcp acknowledges the request before
+/// the server opens its streams, so a message published as soon as the
+/// client reads the acknowledgment must still be notified. The streams'
+/// opening is held back on purpose: the test locks `read_grants` (a private
+/// channel's reader check reads it, a publish does not) until the message
+/// is published and committed. Opened "from now", the stream took that
+/// message for one from before the subscription and stayed silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_hears_a_message_published_right_after_its_acknowledgment() {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+
+    let app = mcp_app(Backend::Postgres, &[]).await;
+    let channel = app.create_channel("private").await;
+    let uri = format!(
+        "chantra://channels/{}?read_token={}",
+        channel["channel_id"].as_str().unwrap(),
+        channel["read_token"].as_str().unwrap()
+    );
+    let lock = app.service.db().begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE read_grants IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let listen = json!({ "jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": {
+        "notifications": { "resourceSubscriptions": [uri] },
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": { "name": "chantra-tests", "version": "1" },
+            "io.modelcontextprotocol/clientCapabilities": {}
+        }
+    } });
+    let mut events = app
+        .client
+        .post(app.url(Role::Mcp, "/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(&listen)
+        .send()
+        .await
+        .unwrap();
+    if events.status() != 200 {
+        panic!("listen: HTTP {}: {}", events.status(), events.text().await.unwrap());
+    }
+    let mut buffer = String::new();
+    let ack: Value = serde_json::from_str(&next_message(&mut events, &mut buffer).await).unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+
+    assert_eq!(app.publish_text(&channel, "right after the acknowledgment").await.status(), 201);
+    lock.commit().await.unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(5), next_message(&mut events, &mut buffer))
+        .await
+        .expect("a notification for the message published after the acknowledgment");
+    let note: Value = serde_json::from_str(&note).unwrap();
+    assert_eq!(note["method"], "notifications/resources/updated", "{note}");
+    assert_eq!(note["params"]["uri"], uri.as_str(), "{note}");
+}
