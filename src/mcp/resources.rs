@@ -17,7 +17,7 @@
 //! `resources/unsubscribe`, the session (its handler is dropped), or the
 //! process's shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -208,14 +208,13 @@ pub struct SessionSubscriptions {
     active: Mutex<HashMap<String, Active>>,
     /// URIs followed by this session's open subscriptions/listen requests.
     listening: AtomicUsize,
-    /// When each listen request not yet running was accepted, oldest first:
-    /// its streams start there (see [`SessionSubscriptions::listen`]).
-    accepted_at: Mutex<VecDeque<MessageId>>,
+    /// When the listen request about to run was accepted: its streams start
+    /// there (see [`SessionSubscriptions::listen`]). rmcp makes a handler
+    /// per 2026-07-28 request, so there is one; were two pending, the
+    /// earliest is kept — starting earlier can only repeat a notification,
+    /// never miss one.
+    accepted_at: Mutex<Option<MessageId>>,
 }
-
-/// Listen requests accepted and not yet running that a session remembers
-/// the acceptance time of (one that never runs is forgotten after more).
-const ACCEPTED_PENDING: usize = 16;
 
 /// A resources/subscribe subscription: dropping `guard` ends it; `ended`
 /// is cancelled once it has ended on its own (channel deleted, token
@@ -267,12 +266,7 @@ impl SessionSubscriptions {
     /// Remembers when, for the listen request that follows.
     pub fn accepted(&self, requested: &SubscriptionFilter) -> SubscriptionFilter {
         let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-        let mut pending = self.accepted_at.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() == ACCEPTED_PENDING {
-            pending.pop_front();
-        }
-        pending.push_back(MessageId::floor_at(now));
-        drop(pending);
+        self.accepted_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(MessageId::floor_at(now));
         let mut accepted = SubscriptionFilter::new();
         accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
             uris.iter()
@@ -312,7 +306,7 @@ impl SessionSubscriptions {
             self.listening.fetch_add(uris.len(), Ordering::Relaxed);
         }
         let _listening = release_on_drop(&self.listening, uris.len());
-        let since = self.accepted_at.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let since = self.accepted_at.lock().unwrap_or_else(|p| p.into_inner()).take();
         let cursor = since.map_or(Cursor::Now, Cursor::After);
         let token = self.token.child_token();
         let mut guards = Vec::with_capacity(uris.len());
@@ -415,19 +409,17 @@ mod tests {
     }
 
     /// A listen request's streams start where it was accepted (rmcp sends
-    /// the acknowledgment before `listen` runs): each acceptance is
-    /// remembered, oldest first, and never more than ACCEPTED_PENDING.
+    /// the acknowledgment before `listen` runs); of two acceptances pending,
+    /// the earlier, and one value at most.
     #[test]
-    fn acceptance_times_are_remembered_for_the_listen_that_follows() {
+    fn the_listen_starts_where_it_was_accepted() {
         let session = session();
         let before = MessageId::floor_at(u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap());
         session.accepted(&SubscriptionFilter::new());
-        let pending = session.accepted_at.lock().unwrap().clone();
-        assert_eq!(pending.len(), 1);
-        assert!(pending[0] >= before, "the floor id of the acceptance, not of an earlier moment");
-        for _ in 0..ACCEPTED_PENDING + 3 {
-            session.accepted(&SubscriptionFilter::new());
-        }
-        assert_eq!(session.accepted_at.lock().unwrap().len(), ACCEPTED_PENDING, "bounded");
+        let first = session.accepted_at.lock().unwrap().expect("remembered");
+        assert!(first >= before, "the floor id of the acceptance, not of an earlier moment");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        session.accepted(&SubscriptionFilter::new());
+        assert_eq!(*session.accepted_at.lock().unwrap(), Some(first), "the earlier one is kept");
     }
 }
