@@ -10,9 +10,10 @@
 //! So on the channels role the accept loop reads the first request head
 //! itself, into a small buffer that is freed once parsed. A plain `GET` of an
 //! event-stream route over HTTP/1.1 with nothing after its head is answered
-//! here: the router (with all its middleware) produces the response, and its
-//! body is written straight to the socket, chunked, frame by frame; the
-//! connection closes when the response ends. Everything else — other paths
+//! here: the router (with all its middleware) produces the response, and the
+//! stream's frames — handed over as [`LeanFrames`] instead of a body, so no
+//! layer's body wrapper runs per frame — are written straight to the socket,
+//! chunked, frame by frame; the connection closes when the response ends. Everything else — other paths
 //! and methods, HTTP/1.0, request bodies, pipelined requests, a head hyper
 //! would refuse (too large, too many headers, malformed) — goes to hyper
 //! together with the bytes already read ([`Prefixed`]), and hyper answers it
@@ -30,6 +31,7 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, Uri, Version, header};
 use bytes::{BufMut as _, Bytes};
+use futures::{Stream, StreamExt as _};
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
@@ -50,6 +53,33 @@ use super::serve::{ConnectionLimits, MAX_HEAD_BYTES, MAX_HEADERS};
 /// set by the event-stream handler as a response extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinReadRate(pub u64);
+
+/// Marks a request that came by the lean path: its event-stream handler
+/// hands the frames over as [`LeanFrames`] instead of a response body.
+#[derive(Debug, Clone, Copy)]
+pub struct LeanConnection;
+
+/// A stream's frames, as a response extension for the lean path (the body
+/// is then empty). Written straight from the stream, they skip what the
+/// router's layers wrap around a body — tracing's span entered and the
+/// clock read twice per poll, axum's boxing and error mapping — and the
+/// request's span closes with the response head instead of living, with
+/// its registry entry, as long as the stream.
+#[derive(Clone)]
+pub struct LeanFrames(Arc<Mutex<Option<FrameStream>>>);
+
+/// The frames of one stream, in order.
+pub type FrameStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
+impl LeanFrames {
+    pub fn new(frames: FrameStream) -> Self {
+        Self(Arc::new(Mutex::new(Some(frames))))
+    }
+
+    fn take(&self) -> Option<FrameStream> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+}
 
 /// What reading the first request head of a connection gave.
 pub enum FirstRequest {
@@ -155,6 +185,7 @@ pub async fn answer(
     limits: ConnectionLimits,
 ) {
     request.extensions_mut().insert(ConnectInfo(remote));
+    request.extensions_mut().insert(LeanConnection);
     // Boxed: the router's future (every middleware's state) is large and lives
     // only until the response head; unboxed it would be part of this
     // connection's task for as long as the stream runs.
@@ -169,11 +200,49 @@ pub async fn answer(
     let _ = stream.shutdown().await;
 }
 
+/// Where a response's frames come from: the stream handed over as
+/// [`LeanFrames`], or the body.
+enum Source {
+    Lean(FrameStream),
+    Body(Body),
+}
+
+impl Source {
+    /// The next non-empty frame; `None` at the end.
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            let data = match self {
+                Source::Lean(frames) => frames.next().await?,
+                Source::Body(body) => match body.frame().await? {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_) => continue,
+                    },
+                    Err(err) => return Some(Err(io::Error::other(err))),
+                },
+            };
+            if !data.is_empty() {
+                return Some(Ok(data));
+            }
+        }
+    }
+}
+
 async fn write_response(stream: &mut TcpStream, response: Response<Body>, write_timeout: Duration) -> io::Result<()> {
-    let (parts, mut body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let min_rate = parts.extensions.get::<MinReadRate>().map(|rate| rate.0);
     // A body of known size (an error answer) goes with Content-Length, a stream chunked.
-    let length = HttpBody::size_hint(&body).exact();
+    let (mut source, length) = match parts.extensions.get::<LeanFrames>().and_then(LeanFrames::take) {
+        Some(lean) => {
+            // The empty body goes now: the request's span (and its layers' state) with it.
+            drop(body);
+            (Source::Lean(lean), None)
+        }
+        None => {
+            let length = HttpBody::size_hint(&body).exact();
+            (Source::Body(body), length)
+        }
+    };
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -198,31 +267,29 @@ async fn write_response(stream: &mut TcpStream, response: Response<Body>, write_
     drop(head);
 
     loop {
-        // Wait for the next frame, and meanwhile notice a client that hangs up.
+        // Wait for the next frame, and meanwhile notice a client that hangs
+        // up. Frame first: a reader woken for a frame takes it without
+        // polling its socket's read side too.
         let frame = tokio::select! {
-            frame = body.frame() => frame,
+            biased;
+            frame = source.next() => frame,
             gone = client_gone(stream) => match gone {
                 true => return Ok(()),
                 false => continue,
             },
         };
-        let Some(frame) = frame else { break };
-        let Ok(data) = frame.map_err(io::Error::other)?.into_data() else { continue };
-        if data.is_empty() {
-            continue;
-        }
-        let deadline =
-            min_rate.map(|rate| tokio::time::Instant::now() + frame_allowance(data.len(), write_timeout, rate));
+        let Some(data) = frame.transpose()? else { break };
+        let allowance = min_rate.map(|rate| frame_allowance(data.len(), write_timeout, rate));
         if length.is_some() {
-            write_all(stream, &mut [IoSlice::new(&data)], write_timeout, deadline).await?;
+            write_all(stream, &mut [IoSlice::new(&data)], write_timeout, allowance).await?;
         } else {
             // One chunk per frame, in one write; the frame is the shared, encoded-once `Bytes`.
             let (size, size_len) = chunk_size_line(data.len());
             let mut chunk = [IoSlice::new(&size[..size_len]), IoSlice::new(&data), IoSlice::new(b"\r\n")];
-            write_all(stream, &mut chunk, write_timeout, deadline).await?;
+            write_all(stream, &mut chunk, write_timeout, allowance).await?;
         }
-        // The frame is dropped here, before the body is asked for the next:
-        // a replay's memory permit is released only then.
+        // The frame is dropped here, before the next is asked for: a
+        // replay's memory permit is released only then.
     }
     if length.is_none() {
         write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")], write_timeout, None).await?;
@@ -274,19 +341,24 @@ fn frame_allowance(len: usize, write_timeout: Duration, rate: u64) -> Duration {
 }
 
 /// Writes every slice, or fails when a write makes no progress for
-/// `timeout`, or when `deadline` (the minimum read rate) passes first.
+/// `timeout`, or when the whole write takes longer than `allowance` (the
+/// minimum read rate; counted from the first time the socket is full, so a
+/// write that never waits reads no clock).
 async fn write_all(
     stream: &mut TcpStream,
     mut bufs: &mut [IoSlice<'_>],
     timeout: Duration,
-    deadline: Option<tokio::time::Instant>,
+    allowance: Option<Duration>,
 ) -> io::Result<()> {
+    let mut deadline = None;
     while !bufs.is_empty() {
         // Usually the socket has room: write at once, with no future and no
         // timer; only a full socket buffer waits, and at most `timeout`.
         let written = match stream.try_write_vectored(bufs) {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
+                let now = tokio::time::Instant::now();
+                let deadline = *deadline.get_or_insert_with(|| allowance.map(|allowance| now + allowance));
+                let left = deadline.map(|at: tokio::time::Instant| at.saturating_duration_since(now));
                 let wait = left.map_or(timeout, |left| left.min(timeout));
                 match tokio::time::timeout(wait, stream.write_vectored(bufs)).await {
                     Ok(written) => written?,

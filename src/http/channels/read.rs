@@ -11,12 +11,15 @@
 //! `?since=`) and credentials, and are the one reader protocol of
 //! `Service::open_stream`, framed differently.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
+use futures::StreamExt as _;
 
 use chantra_core::domain::{MessageId, ReadToken, Visibility};
 use chantra_core::error::AppError;
@@ -28,7 +31,7 @@ use super::sse::{EventStream, Frames, framed_stream};
 use crate::http::error::ApiError;
 use crate::http::extract::{ChannelPath, query_param, token_from_headers};
 use crate::http::rate_limit::ClientIpKey;
-use crate::http::stream_conn::MinReadRate;
+use crate::http::stream_conn::{LeanConnection, LeanFrames, MinReadRate};
 use crate::state::AppState;
 
 pub const READ_TOKEN_HEADER: &str = "x-read-token";
@@ -85,8 +88,9 @@ pub async fn public(
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: RawQuery,
+    lean: Option<Extension<LeanConnection>>,
 ) -> Result<Response, ApiError> {
-    open(Visibility::Public, false, state, path, peer, headers, query).await
+    open(Visibility::Public, false, state, path, peer, headers, query, lean.is_some()).await
 }
 
 pub async fn private(
@@ -95,8 +99,9 @@ pub async fn private(
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: RawQuery,
+    lean: Option<Extension<LeanConnection>>,
 ) -> Result<Response, ApiError> {
-    open(Visibility::Private, false, state, path, peer, headers, query).await
+    open(Visibility::Private, false, state, path, peer, headers, query, lean.is_some()).await
 }
 
 /// `/v1/public/{id}/json`: NDJSON (or a poll with `?poll=1`).
@@ -106,8 +111,9 @@ pub async fn public_lines(
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: RawQuery,
+    lean: Option<Extension<LeanConnection>>,
 ) -> Result<Response, ApiError> {
-    open(Visibility::Public, true, state, path, peer, headers, query).await
+    open(Visibility::Public, true, state, path, peer, headers, query, lean.is_some()).await
 }
 
 /// `/v1/private/{id}/json`: NDJSON (or a poll with `?poll=1`).
@@ -117,8 +123,9 @@ pub async fn private_lines(
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: RawQuery,
+    lean: Option<Extension<LeanConnection>>,
 ) -> Result<Response, ApiError> {
-    open(Visibility::Private, true, state, path, peer, headers, query).await
+    open(Visibility::Private, true, state, path, peer, headers, query, lean.is_some()).await
 }
 
 /// The reader's cursor: Last-Event-ID, else `?last_event_id=`, else
@@ -164,6 +171,7 @@ async fn open(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+    lean: bool,
 ) -> Result<Response, ApiError> {
     let query = query.as_deref();
     let form = form(lines_path, &headers, query);
@@ -192,7 +200,7 @@ async fn open(
         .open_stream(channel, Some(visibility), token.as_ref(), cursor, settings, state.shutdown.clone())
         .await?;
 
-    let (body, content_type) = match form {
+    let ((body, lean_frames), content_type) = match form {
         Form::Poll => {
             let page = poll::collect(
                 stream,
@@ -207,10 +215,15 @@ async fn open(
             set_headers(&mut response, "application/json");
             return Ok(response);
         }
-        Form::EventStream => (streaming(stream, EventStream { retry_ms: sse.retry_ms }, slot), "text/event-stream"),
-        Form::JsonLines => (streaming(stream, JsonLines, slot), "application/x-ndjson"),
+        Form::EventStream => {
+            (streaming(stream, EventStream { retry_ms: sse.retry_ms }, slot, lean), "text/event-stream")
+        }
+        Form::JsonLines => (streaming(stream, JsonLines, slot, lean), "application/x-ndjson"),
     };
     let mut response = Response::new(body);
+    if let Some(frames) = lean_frames {
+        response.extensions_mut().insert(frames);
+    }
     // The lean connection path cuts a reader slower than this (so it resumes).
     response.extensions_mut().insert(MinReadRate(sse.min_read_rate));
     set_headers(&mut response, content_type);
@@ -218,8 +231,20 @@ async fn open(
     Ok(response)
 }
 
-fn streaming<F: Frames, G: Send + 'static>(stream: chantra_core::service::ReaderStream, frames: F, guard: G) -> Body {
-    Body::from_stream(framed_stream(stream, frames, guard))
+/// The response body of a stream — or, on the lean connection path, an
+/// empty body and the frames for that path to write itself.
+fn streaming<F: Frames, G: Send + 'static>(
+    stream: chantra_core::service::ReaderStream,
+    frames: F,
+    guard: G,
+    lean: bool,
+) -> (Body, Option<LeanFrames>) {
+    let frames = framed_stream(stream, frames, guard);
+    if lean {
+        (Body::empty(), Some(LeanFrames::new(Box::pin(frames))))
+    } else {
+        (Body::from_stream(frames.map(Ok::<_, Infallible>)), None)
+    }
 }
 
 fn set_headers(response: &mut Response, content_type: &'static str) {

@@ -6,8 +6,6 @@
 //! [`super::message`], which never contains a raw line break, so each event
 //! has exactly one `data:` line.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use futures::Stream;
 use serde::Serialize;
@@ -40,36 +38,39 @@ impl Frames for EventStream {
     }
 }
 
-/// The body of a stream response: the framing's preamble, then the
-/// reader's events as frames. `guard` (e.g. the client's stream slot) is
-/// released when the body ends.
+/// The frames of a stream response: the framing's preamble, then the
+/// reader's events. `guard` (e.g. the client's stream slot) is released
+/// when the stream ends.
 pub fn framed_stream<F: Frames, G: Send + 'static>(
     stream: ReaderStream,
     frames: F,
     guard: G,
-) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+) -> impl Stream<Item = Bytes> + Send + 'static {
     let channel = stream.reader().channel.to_string();
-    let first = futures::stream::iter(frames.preamble().map(Ok));
-    let events = futures::stream::unfold((stream, frames, guard), move |(mut stream, frames, guard)| {
-        let channel = channel.clone();
-        async move {
-            let event = stream.next().await?;
-            let bytes = frames.encode(event, &channel);
-            Some((Ok(bytes), (stream, frames, guard)))
-        }
-    });
-    futures::StreamExt::chain(first, events)
+    let preamble = frames.preamble();
+    // Boxed: the state moves into each event's future and back out, and a
+    // pointer moves faster than the reader's stream.
+    let state = Box::new(Framed { stream, frames, preamble, channel, _guard: guard });
+    futures::stream::unfold(state, |mut state| async {
+        let bytes = match state.preamble.take() {
+            Some(preamble) => preamble,
+            None => {
+                let event = state.stream.next().await?;
+                state.frames.encode(event, &state.channel)
+            }
+        };
+        Some((bytes, state))
+    })
 }
 
-/// The body of an SSE response: a `retry:` hint, then the reader's events
-/// as frames. `guard` (e.g. the client's stream slot) is released when the
-/// body ends.
-pub fn event_stream<G: Send + 'static>(
+struct Framed<F, G> {
     stream: ReaderStream,
-    retry_ms: u64,
-    guard: G,
-) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    framed_stream(stream, EventStream { retry_ms }, guard)
+    frames: F,
+    /// Sent before the first event, then `None`.
+    preamble: Option<Bytes>,
+    /// The channel's id, which a `deleted` frame names.
+    channel: String,
+    _guard: G,
 }
 
 /// One event's frame.
