@@ -4,8 +4,10 @@
 //! them, by name, in [`start_tasks`]) and binds one listener per role.
 //!
 //! Shutdown is one `CancellationToken`: `run` cancels it when its shutdown
-//! future resolves, and the servers, open streams, MCP sessions and the
-//! background tasks all watch it. Tests call exactly this with `127.0.0.1:0`
+//! future resolves, and the servers, MCP sessions and the background tasks
+//! all watch it; at the same moment `run` closes the fan-out hub, which ends
+//! every open reader stream (a stream does not watch the token itself: on
+//! every delivery to every reader, that cost a trip through its lock). Tests call exactly this with `127.0.0.1:0`
 //! addresses and read back the bound ports.
 
 use std::collections::BTreeMap;
@@ -144,7 +146,11 @@ impl Application {
         let bus = self.state.service.fanout().bus().clone();
         tokio::select! {
             result = &mut drain => return result,
-            () = shutdown => self.state.shutdown.cancel(),
+            () = shutdown => {
+                self.state.shutdown.cancel();
+                // Ends every reader stream (SSE, MCP): their feeds close.
+                self.state.service.fanout().hub().close();
+            }
         }
         let result = match tokio::time::timeout(grace, drain).await {
             Ok(result) => result,

@@ -18,7 +18,7 @@
 //!
 //! Graceful shutdown: when `stopping` is cancelled, the listener stops accepting,
 //! idle keep-alive connections close, and busy ones finish their response
-//! (SSE streams end on the same signal; see chantra_core::service::ReaderStream).
+//! (SSE streams end at the same moment: `App::run` closes the fan-out hub).
 
 use std::net::SocketAddr;
 use std::time::Duration;

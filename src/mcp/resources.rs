@@ -343,7 +343,7 @@ impl SessionSubscriptions {
         })?;
         let settings = StreamSettings { keepalive: IDLE_TICK, replay_max: 1 };
         let stream = service
-            .open_stream(parsed.channel, None, parsed.token.as_ref(), cursor, settings, token.clone())
+            .open_stream(parsed.channel, None, parsed.token.as_ref(), cursor, settings, Some(token.clone()))
             .await
             .map_err(resource_error)?;
         tokio::spawn(forward(stream, notify, uri.to_owned(), slot, ended));

@@ -103,7 +103,7 @@ impl Waits {
         // of the process's), each of which ends the stream.
         let cursor = after.map_or(Cursor::Now, Cursor::After);
         let mut stream =
-            service.open_stream(channel, None, token.as_ref(), cursor, settings, context.ct.clone()).await?;
+            service.open_stream(channel, None, token.as_ref(), cursor, settings, Some(context.ct.clone())).await?;
 
         let started = Instant::now();
         let deadline = started + timeout;

@@ -195,10 +195,8 @@ async fn open(
         (None, Form::Poll) => Cursor::Oldest,
         (None, _) => Cursor::Now,
     };
-    let stream = state
-        .service
-        .open_stream(channel, Some(visibility), token.as_ref(), cursor, settings, state.shutdown.clone())
-        .await?;
+    // No stop token: the server's shutdown ends the stream by closing the hub.
+    let stream = state.service.open_stream(channel, Some(visibility), token.as_ref(), cursor, settings, None).await?;
 
     let ((body, lean_frames), content_type) = match form {
         Form::Poll => {

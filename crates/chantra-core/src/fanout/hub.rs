@@ -17,6 +17,7 @@
 //! process-wide budget ([`Hub::replay_memory`], SSE_REPLAY_MEMORY_BYTES).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::db::entity::message;
@@ -119,6 +120,10 @@ struct Feed {
 
 pub struct Hub {
     feeds: Mutex<HashMap<ChannelId, Feed>>,
+    /// Set by [`Hub::close`] (under the feeds' lock), read by every reader
+    /// on every wake-up: a flag no one writes until shutdown stays in every
+    /// core's cache, where a cancellation token's lock would not.
+    closed: AtomicBool,
     /// Woken when a feed opens or closes (a channel gains its first reader
     /// here or loses its last): a bus that subscribes per channel follows it.
     feeds_changed: Notify,
@@ -172,6 +177,7 @@ impl Hub {
         let replay_memory_bytes = u32::try_from(replay_memory).unwrap_or(u32::MAX).max(1);
         Arc::new(Self {
             feeds: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
             feeds_changed: Notify::new(),
             capacity: capacity.max(1),
             live_frame_max,
@@ -194,18 +200,44 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, channel: ChannelId) -> Subscription {
         let receiver = {
             let mut feeds = self.lock();
-            let feed = feeds.entry(channel).or_insert_with(|| {
-                self.feeds_changed.notify_one();
-                Feed { lone: None, shared: None, last_message: opened_floor() }
-            });
-            if feed.lone.is_none() && feed.shared.is_none() && LONE_READER_SLOTS < self.capacity {
-                // The first reader: a ring of its own, small unless SSE_BUFFER is.
-                feed.lone.insert(broadcast::channel(LONE_READER_SLOTS).0).subscribe()
+            if self.closed.load(Ordering::Relaxed) {
+                // After [`Hub::close`]: a feed that is closed from the start.
+                broadcast::channel(1).1
             } else {
-                feed.shared.get_or_insert_with(|| broadcast::channel(self.capacity).0).subscribe()
+                let feed = feeds.entry(channel).or_insert_with(|| {
+                    self.feeds_changed.notify_one();
+                    Feed { lone: None, shared: None, last_message: opened_floor() }
+                });
+                if feed.lone.is_none() && feed.shared.is_none() && LONE_READER_SLOTS < self.capacity {
+                    // The first reader: a ring of its own, small unless SSE_BUFFER is.
+                    feed.lone.insert(broadcast::channel(LONE_READER_SLOTS).0).subscribe()
+                } else {
+                    feed.shared.get_or_insert_with(|| broadcast::channel(self.capacity).0).subscribe()
+                }
             }
         };
         Subscription { receiver, _guard: FeedGuard { hub: self.clone(), channel } }
+    }
+
+    /// Closes every feed, for good: each reader sees its feed end
+    /// ([`broadcast::error::RecvError::Closed`]) and ends its stream, and a
+    /// feed subscribed to afterwards is closed from the start. The process's
+    /// shutdown ends its streams this way (`chantra::app`), so that a reader
+    /// does not watch a cancellation token of its own on every wake-up.
+    pub fn close(&self) {
+        let feeds = {
+            let mut feeds = self.lock();
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *feeds)
+        };
+        // Dropping the rings' senders wakes every receiver.
+        drop(feeds);
+        self.feeds_changed.notify_one();
+    }
+
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Whether a message of `payload_size` bytes crosses the ring as its
@@ -306,6 +338,28 @@ mod tests {
         assert!(hub.has_subscribers(channel));
         drop(a);
         assert!(!hub.has_subscribers(channel));
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_feed_and_every_later_one() {
+        use broadcast::error::RecvError;
+        let hub = Hub::new(4);
+        let (one, two) = (ChannelId::new(), ChannelId::new());
+        // A lone reader (its own ring) and two sharing one: every ring closes.
+        let mut lone = hub.subscribe(one);
+        let (mut first, mut second) = (hub.subscribe(two), hub.subscribe(two));
+        let waiting = tokio::spawn(async move { lone.receiver.recv().await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        hub.close();
+        assert!(hub.is_closed());
+        assert!(matches!(waiting.await.unwrap(), Err(RecvError::Closed)), "a waiting reader is woken");
+        assert!(matches!(first.receiver.recv().await, Err(RecvError::Closed)));
+        assert!(matches!(second.receiver.recv().await, Err(RecvError::Closed)));
+        // Sends go nowhere, and a reader arriving now finds its feed closed.
+        hub.send(two, HubEvent::Deleted);
+        let mut late = hub.subscribe(one);
+        assert!(matches!(late.receiver.recv().await, Err(RecvError::Closed)));
+        assert!(!hub.has_subscribers(one) && hub.active_channels().is_empty());
     }
 
     #[tokio::test]

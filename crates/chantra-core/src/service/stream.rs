@@ -31,7 +31,7 @@ use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::reads::{Gap, ReaderState};
 use super::{Reader, Service};
@@ -124,7 +124,7 @@ impl Service {
         token: Option<&ReadToken>,
         cursor: Cursor,
         settings: StreamSettings,
-        shutdown: CancellationToken,
+        stop: Option<CancellationToken>,
     ) -> Result<ReaderStream, AppError> {
         let subscription = self.fanout.hub().subscribe(channel);
         let reader = self.authorize_reader(channel, expected, token).await?;
@@ -144,7 +144,7 @@ impl Service {
             }
             Cursor::Oldest => (Some(MessageId::MIN), MessageId::MIN),
         };
-        Ok(ReaderStream::new(self.clone(), subscription, reader, replay_after, baseline, preamble, settings, shutdown))
+        Ok(ReaderStream::new(self.clone(), subscription, reader, replay_after, baseline, preamble, settings, stop))
     }
 }
 
@@ -177,7 +177,12 @@ pub struct ReaderStream {
     /// When a recheck that failed is tried again.
     recheck_at: Option<Pin<Box<Sleep>>>,
     max_lag: u64,
-    shutdown: CancellationToken,
+    /// The caller's own reason to stop (an MCP subscription's token), if
+    /// any, waited on across wake-ups: a future made and dropped on every
+    /// wake-up would enter and leave the token's list of waiters for every
+    /// delivery. The process's shutdown needs no token: it closes the hub.
+    stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    stop_token: Option<CancellationToken>,
     finished: bool,
 }
 
@@ -191,7 +196,7 @@ impl ReaderStream {
         baseline: MessageId,
         preamble: Vec<StreamEvent>,
         settings: StreamSettings,
-        shutdown: CancellationToken,
+        stop: Option<CancellationToken>,
     ) -> Self {
         let mut keepalive = tokio::time::interval_at(Instant::now() + settings.keepalive, settings.keepalive);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -212,7 +217,8 @@ impl ReaderStream {
             grant_deadline,
             recheck_at: None,
             max_lag: settings.replay_max,
-            shutdown,
+            stop: stop.clone().map(|token| Box::pin(token.cancelled_owned())),
+            stop_token: stop,
             finished: false,
         }
     }
@@ -293,7 +299,9 @@ impl ReaderStream {
     /// Whether the stream has ended (its last event, if any, still queued):
     /// the server is shutting down, the reader was too slow, or found no room.
     pub fn ended(&self) -> bool {
-        self.finished || self.shutdown.is_cancelled()
+        self.finished
+            || self.service.fanout().hub().is_closed()
+            || self.stop_token.as_ref().is_some_and(CancellationToken::is_cancelled)
     }
 
     /// The next event; `None` when the stream has ended.
@@ -306,7 +314,7 @@ impl ReaderStream {
             if let Some(frame) = self.pending.pop_front() {
                 return Some(frame);
             }
-            if self.finished || self.shutdown.is_cancelled() {
+            if self.ended() {
                 self.held = None;
                 return None;
             }
@@ -318,9 +326,11 @@ impl ReaderStream {
                 }
                 continue;
             }
+            // Stop first: a reader flooded with events still stops. (The
+            // process's shutdown closes the hub: the feed ends.)
             let woke = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => Wake::Shutdown,
+                () = stops(&mut self.stop) => Wake::Shutdown,
                 () = fires(&mut self.grant_deadline) => Wake::GrantExpired,
                 () = fires(&mut self.recheck_at) => Wake::Recheck,
                 received = self.subscription.receiver.recv() => Wake::Event(received),
@@ -454,8 +464,9 @@ impl ReaderStream {
     /// budget, so one large message can still be sent). What it already
     /// holds is reused, and grown at once when there is room: a reader that
     /// keeps reading keeps its turn. Otherwise it waits in line, at most
-    /// [`REPLAY_ROOM_WAIT`]; then (or on shutdown) the stream ends and false
-    /// is returned.
+    /// [`REPLAY_ROOM_WAIT`]; then (or when the stop token is cancelled) the
+    /// stream ends and false is returned. The process's shutdown does not cut
+    /// the wait short: the stream ends when it is over.
     async fn reserve(&mut self, bytes: u64) -> bool {
         let (budget, total) = self.service.fanout().hub().replay_memory();
         let budget = budget.clone();
@@ -474,7 +485,7 @@ impl ReaderStream {
         }
         self.held = None;
         tokio::select! {
-            () = self.shutdown.cancelled() => {}
+            () = stops(&mut self.stop) => {}
             room = tokio::time::timeout(REPLAY_ROOM_WAIT, budget.acquire_many_owned(want)) => {
                 if let Ok(Ok(permit)) = room {
                     self.held = Some(permit);
@@ -501,7 +512,7 @@ impl ReaderStream {
     /// Waits before retrying a failed step, unless the server shuts down meanwhile.
     async fn pause(&mut self) {
         tokio::select! {
-            () = self.shutdown.cancelled() => self.finished = true,
+            () = stops(&mut self.stop) => self.finished = true,
             () = tokio::time::sleep(RETRY_PAUSE) => {}
         }
     }
@@ -526,6 +537,14 @@ fn costs(row: &message::Model) -> (u64, u64) {
     let payload = u64::try_from(row.payload_size).unwrap_or(0);
     let frame_len = payload.div_ceil(3) * 4 + row.content_type.len() as u64 * 2 + FRAME_OVERHEAD;
     (payload, frame_len)
+}
+
+/// Resolves when the stop token is set and cancelled; never when it is unset.
+async fn stops(stop: &mut Option<Pin<Box<WaitForCancellationFutureOwned>>>) {
+    match stop {
+        Some(cancelled) => cancelled.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the timer is set and due; never when it is unset.
