@@ -13,11 +13,11 @@
 //! here: the router (with all its middleware) produces the response, and the
 //! stream's frames — handed over as [`LeanFrames`] instead of a body, so no
 //! layer's body wrapper runs per frame — are written straight to the socket,
-//! chunked, frame by frame; the connection closes when the response ends. Everything else — other paths
-//! and methods, HTTP/1.0, request bodies, pipelined requests, a head hyper
-//! would refuse (too large, too many headers, malformed) — goes to hyper
-//! together with the bytes already read ([`Prefixed`]), and hyper answers it
-//! exactly as it would have.
+//! chunked, frame by frame; the connection closes when the response ends.
+//! Everything else — other paths and methods, HTTP/1.0, request bodies,
+//! pipelined requests, a head hyper would refuse (too large, too many
+//! headers, malformed) — goes to hyper together with the bytes already read
+//! ([`Prefixed`]), and hyper answers it exactly as it would have.
 //!
 //! The limits of the hyper path hold here too: the head must arrive within
 //! the header read timeout and fit [`MAX_HEAD_BYTES`] / [`MAX_HEADERS`], a
@@ -64,7 +64,8 @@ pub struct LeanConnection;
 /// router's layers wrap around a body — tracing's span entered and the
 /// clock read twice per poll, axum's boxing and error mapping — and the
 /// request's span closes with the response head instead of living, with
-/// its registry entry, as long as the stream.
+/// its registry entry, as long as the stream. (Behind a lock because an
+/// extension must be `Clone + Sync`; the lean path takes the frames once.)
 #[derive(Clone)]
 pub struct LeanFrames(Arc<Mutex<Option<FrameStream>>>);
 

@@ -509,7 +509,8 @@ impl ReaderStream {
         }
     }
 
-    /// Waits before retrying a failed step, unless the server shuts down meanwhile.
+    /// Waits before retrying a failed step, unless the stop token is
+    /// cancelled meanwhile (the process's shutdown is seen after the wait).
     async fn pause(&mut self) {
         tokio::select! {
             () = stops(&mut self.stop) => self.finished = true,
