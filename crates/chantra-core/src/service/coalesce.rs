@@ -38,14 +38,15 @@ enum Outcome<T> {
 /// Per key: the query that waits to start (its answer, for callers to
 /// join), and the turn every query of the key takes in order.
 struct Slot<T> {
-    next: Option<(u64, watch::Receiver<Outcome<T>>)>,
+    next: Option<watch::Receiver<Outcome<T>>>,
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<T> Slot<T> {
-    /// Takes `flight` off the queue, if it is still the one waiting.
-    fn unqueue(&mut self, flight: u64) {
-        if self.next.as_ref().is_some_and(|(queued, _)| *queued == flight) {
+    /// Takes `flight` (a query, by its answer's channel) off the queue, if
+    /// it is still the one waiting.
+    fn unqueue(&mut self, flight: &watch::Receiver<Outcome<T>>) {
+        if self.next.as_ref().is_some_and(|queued| queued.same_channel(flight)) {
             self.next = None;
         }
     }
@@ -54,18 +55,18 @@ impl<T> Slot<T> {
 /// Shares identical concurrent reads by key; see the module docs.
 pub(super) struct Coalescer<K, T> {
     slots: Mutex<HashMap<K, Slot<T>>>,
-    flights: std::sync::atomic::AtomicU64,
 }
 
 impl<K: Eq + Hash + Clone, T: Clone> Default for Coalescer<K, T> {
     fn default() -> Self {
-        Self { slots: Mutex::default(), flights: Default::default() }
+        Self { slots: Mutex::default() }
     }
 }
 
 enum Role<T> {
-    /// Runs the next query of the key, answering `tx`'s receivers.
-    Lead { flight: u64, tx: watch::Sender<Outcome<T>>, turn: Arc<tokio::sync::Mutex<()>> },
+    /// Runs the next query of the key (`flight` names it in the slot),
+    /// answering `tx`'s receivers.
+    Lead { flight: watch::Receiver<Outcome<T>>, tx: watch::Sender<Outcome<T>>, turn: Arc<tokio::sync::Mutex<()>> },
     /// Waits for the answer of a query not yet started.
     Follow(watch::Receiver<Outcome<T>>),
 }
@@ -103,21 +104,20 @@ impl<K: Eq + Hash + Clone, T: Clone> Coalescer<K, T> {
         let slot = slots
             .entry(key.clone())
             .or_insert_with(|| Slot { next: None, turn: Arc::new(tokio::sync::Mutex::new(())) });
-        if let Some((_, rx)) = &slot.next
+        if let Some(rx) = &slot.next
             && rx.has_changed().is_ok()
         {
             return Role::Follow(rx.clone());
         }
-        let flight = self.flights.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = watch::channel(Outcome::Pending);
-        slot.next = Some((flight, rx));
+        let (tx, flight) = watch::channel(Outcome::Pending);
+        slot.next = Some(flight.clone());
         Role::Lead { flight, tx, turn: slot.turn.clone() }
     }
 
     async fn lead<E, F, Fut>(
         &self,
         key: &K,
-        flight: u64,
+        flight: watch::Receiver<Outcome<T>>,
         tx: watch::Sender<Outcome<T>>,
         turn: Arc<tokio::sync::Mutex<()>>,
         query: &F,
@@ -127,11 +127,11 @@ impl<K: Eq + Hash + Clone, T: Clone> Coalescer<K, T> {
         Fut: Future<Output = Result<T, E>>,
     {
         // Cleans up however this ends, a dropped (cancelled) caller included.
-        let _leave = Leave { coalescer: self, key, flight };
+        let leave = Leave { coalescer: self, key, flight };
         let running = turn.lock_owned().await;
         // Started: whoever asks from now on waits for the next query.
         if let Some(slot) = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key) {
-            slot.unqueue(flight);
+            slot.unqueue(&leave.flight);
         }
         let result = query().await;
         let _ = tx.send(match &result {
@@ -154,14 +154,14 @@ impl<K: Eq + Hash + Clone, T: Clone> Coalescer<K, T> {
 struct Leave<'a, K: Eq + Hash + Clone, T: Clone> {
     coalescer: &'a Coalescer<K, T>,
     key: &'a K,
-    flight: u64,
+    flight: watch::Receiver<Outcome<T>>,
 }
 
 impl<K: Eq + Hash + Clone, T: Clone> Drop for Leave<'_, K, T> {
     fn drop(&mut self) {
         let mut slots = self.coalescer.slots.lock().unwrap_or_else(|p| p.into_inner());
         let Some(slot) = slots.get_mut(self.key) else { return };
-        slot.unqueue(self.flight);
+        slot.unqueue(&self.flight);
         // The map holds one handle of the turn; each leader holds another until it leaves.
         // (Our own handle was moved into the lock guard, dropped before this guard.)
         if slot.next.is_none() && Arc::strong_count(&slot.turn) == 1 {
@@ -189,8 +189,22 @@ mod tests {
 
     /// A caller asking `key` through `slow`, as its own task.
     fn ask(coalescer: &Shared, runs: &Arc<AtomicUsize>, key: u32) -> tokio::task::JoinHandle<Result<usize, ()>> {
-        let (c, r) = (coalescer.clone(), runs.clone());
-        tokio::spawn(async move { c.get(key, || slow(&r)).await })
+        let runs = runs.clone();
+        ask_with(coalescer, key, move || {
+            let runs = runs.clone();
+            async move { slow(&runs).await }
+        })
+    }
+
+    /// A caller asking `key` through `query`, as its own task.
+    fn ask_with<E, F, Fut>(coalescer: &Shared, key: u32, query: F) -> tokio::task::JoinHandle<Result<usize, E>>
+    where
+        E: Send + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<usize, E>> + Send,
+    {
+        let coalescer = coalescer.clone();
+        tokio::spawn(async move { coalescer.get(key, query).await })
     }
 
     #[tokio::test(start_paused = true)]
@@ -229,17 +243,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if run <= 2 { Err(run) } else { Ok(run) }
         };
-        let first = {
-            let (c, r) = (coalescer.clone(), runs.clone());
-            tokio::spawn(async move { c.get(1, || failing(r.clone())).await })
+        let ask_failing = || {
+            let runs = runs.clone();
+            ask_with(&coalescer, 1, move || failing(runs.clone()))
         };
+        let first = ask_failing();
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let waiting: Vec<_> = (0..3)
-            .map(|_| {
-                let (c, r) = (coalescer.clone(), runs.clone());
-                tokio::spawn(async move { c.get(1, || failing(r.clone())).await })
-            })
-            .collect();
+        let waiting: Vec<_> = (0..3).map(|_| ask_failing()).collect();
         assert_eq!(first.await.unwrap(), Err(1));
         let mut answers: Vec<_> = Vec::new();
         for caller in waiting {
