@@ -265,8 +265,8 @@ impl SessionSubscriptions {
     /// channel URIs, at most MCP_MAX_SUBSCRIPTIONS_PER_SESSION of them.
     /// Remembers when, for the listen request that follows.
     pub fn accepted(&self, requested: &SubscriptionFilter) -> SubscriptionFilter {
-        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-        self.accepted_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(MessageId::floor_at(now));
+        let now = MessageId::floor_ago(Duration::ZERO);
+        self.accepted_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
         let mut accepted = SubscriptionFilter::new();
         accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
             uris.iter()
@@ -414,7 +414,7 @@ mod tests {
     #[test]
     fn the_listen_starts_where_it_was_accepted() {
         let session = session();
-        let before = MessageId::floor_at(u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap());
+        let before = MessageId::floor_ago(Duration::ZERO);
         session.accepted(&SubscriptionFilter::new());
         let first = session.accepted_at.lock().unwrap().expect("remembered");
         assert!(first >= before, "the floor id of the acceptance, not of an earlier moment");

@@ -102,6 +102,13 @@ impl MessageId {
         Self(Uuid::from_u128(u128::from(unix_millis & 0xFFFF_FFFF_FFFF) << 80))
     }
 
+    /// The smallest possible id of the moment `ago` before now, by this
+    /// host's clock (the clock `Uuid::now_v7` reads).
+    pub fn floor_ago(ago: std::time::Duration) -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Self::floor_at(u64::try_from(now.saturating_sub(ago).as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// Below every id: the cursor of a channel with no messages yet.
     pub const MIN: Self = Self(Uuid::nil());
 
@@ -147,6 +154,15 @@ mod tests {
         let millis = secs * 1000 + u64::from(nanos) / 1_000_000;
         assert!(MessageId::floor_at(millis) < MessageId(id));
         assert!(MessageId::floor_at(millis + 1) > MessageId(id));
+    }
+
+    #[test]
+    fn floor_ago_is_the_floor_of_that_moment() {
+        let floor = MessageId::floor_ago(std::time::Duration::ZERO);
+        assert!(floor <= MessageId::new(), "an id made after it sorts above it");
+        let ago = MessageId::floor_ago(std::time::Duration::from_secs(5));
+        let gap_millis = (floor.0.as_u128() - ago.0.as_u128()) >> 80;
+        assert!((5_000..5_100).contains(&gap_millis), "{gap_millis} ms");
     }
 
     #[test]

@@ -302,8 +302,7 @@ impl Hub {
 /// A cursor a little before now: readers of a new feed replayed what came
 /// before themselves, and anything repeated is dropped by id.
 fn opened_floor() -> MessageId {
-    let millis = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
-    MessageId::floor_at(millis.saturating_sub(5_000))
+    MessageId::floor_ago(std::time::Duration::from_secs(5))
 }
 
 #[cfg(test)]
